@@ -1,0 +1,63 @@
+#ifndef TLSGATE_METRICS_H
+#define TLSGATE_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tlsgate/policy.h"
+
+// Counters are written by exactly one worker thread and read by the admin thread. A counter
+// is a relaxed atomic updated with a plain load + store (no locked instruction on the data
+// path); readers sum the per-worker copies.
+
+typedef _Atomic uint64_t tg_counter;
+
+static inline void tg_counter_add(tg_counter *c, uint64_t n) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t tg_counter_get(const tg_counter *c) {
+    return atomic_load_explicit((tg_counter *)c, memory_order_relaxed);
+}
+
+// Why a connection was turned away before any handshake.
+enum tg_reject_reason { TG_REJECT_MAX_CONNECTIONS = 0, TG_REJECT_DRAINING, TG_REJECT_NUM };
+
+// tg_listener_counters are one worker's counters for one listener.
+struct tg_listener_counters {
+    tg_counter conns_opened;
+    tg_counter conns_closed;           // active = opened - closed
+    tg_counter handshakes[TG_VERDICT_NUM];
+    tg_counter bytes_up;               // plaintext from the accepted side toward the far side
+    tg_counter bytes_down;             // plaintext from the far side back to the accepted side
+    tg_counter upstream_connect_errors; // connect() to a forward/connect target failed
+    tg_counter rejected[TG_REJECT_NUM];
+};
+
+// tg_metrics holds every worker's counters for every listener.
+struct tg_metrics {
+    size_t num_workers;
+    size_t num_listeners;
+    const char **listener_names;       // borrowed, |num_listeners| entries
+    const char **listener_kinds;       // borrowed: "inbound" or "outbound"
+    struct tg_listener_counters **per_worker; // [worker] -> array of |num_listeners|
+};
+
+// tg_metrics_new allocates zeroed counters; names are borrowed and must outlive the result.
+struct tg_metrics *tg_metrics_new(size_t num_workers, size_t num_listeners,
+                                  const char **listener_names, const char **listener_kinds);
+
+// tg_metrics_free releases |m|. NULL is a no-op.
+void tg_metrics_free(struct tg_metrics *m);
+
+// tg_metrics_worker returns worker |w|'s counter array (|num_listeners| entries).
+struct tg_listener_counters *tg_metrics_worker(struct tg_metrics *m, size_t w);
+
+// tg_metrics_render writes the Prometheus text exposition of |m| into a malloc'd buffer
+// returned in |*out| with its length in |*out_len|. |extra| (may be NULL) is appended verbatim.
+// Returns 1 on success, 0 on allocation failure.
+int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out, size_t *out_len);
+
+#endif // TLSGATE_METRICS_H

@@ -1,0 +1,100 @@
+#ifndef TLSGATE_POLICY_H
+#define TLSGATE_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/base.h>
+#include <openssl/x509.h>
+
+// Identity policy: pure functions over parsed certificates (no I/O). Shared by the handshake
+// verify callback, `tlsgate check`, startup and (later) reload and cert-check.
+
+// tg_verdict is the outcome of a handshake as seen by policy and by the data path. The
+// values up to TG_VERDICT_POLICY_MAX are produced by tg_policy_check_peer; the rest by the
+// worker. tg_verdict_name gives each its metric label.
+enum tg_verdict {
+    TG_VERDICT_OK = 0,
+    TG_VERDICT_NO_CERTIFICATE,    // the peer sent no certificate
+    TG_VERDICT_SELF_SIGNED,       // leaf is self-signed (refused even when it sits in `ca`)
+    TG_VERDICT_UNTRUSTED,         // chain does not end at a CA in `ca`
+    TG_VERDICT_EXPIRED,           // now > notAfter
+    TG_VERDICT_NOT_YET_VALID,     // now < notBefore
+    TG_VERDICT_KEY_TOO_SMALL,     // RSA under min bits, EC under 256 bits, other key types
+    TG_VERDICT_CN_MISMATCH,       // subject CN is none of the peer names
+    TG_VERDICT_CN_CASE_MISMATCH,  // ... but equals one when case is ignored
+    TG_VERDICT_SAN_MISSING,       // no DNS SAN at all
+    TG_VERDICT_SAN_MISMATCH,      // no DNS SAN equals the CN that matched
+    TG_VERDICT_SAN_CASE_MISMATCH, // ... but one equals it when case is ignored
+    TG_VERDICT_POLICY_MAX = TG_VERDICT_SAN_CASE_MISMATCH,
+    TG_VERDICT_HANDSHAKE_ERROR,   // TLS protocol failure (garbage, no shared cipher, alert)
+    TG_VERDICT_TIMEOUT,           // handshake_timeout_ms elapsed
+    TG_VERDICT_PEER_CLOSED,       // the peer closed during the handshake
+    TG_VERDICT_CONNECT_FAILED,    // outbound: no target could be reached
+    TG_VERDICT_NUM
+};
+
+// tg_verdict_name returns the metric label of |v|: "ok", "no_certificate", "self_signed",
+// "untrusted", "expired", "not_yet_valid", "key_too_small", "cn_mismatch",
+// "cn_case_mismatch", "san_missing", "san_mismatch", "san_case_mismatch",
+// "handshake_error", "timeout", "peer_closed", "connect_failed".
+const char *tg_verdict_name(enum tg_verdict v);
+
+// tg_policy holds what a peer is checked against. Immutable once built; safe to share
+// between threads for reading.
+struct tg_policy;
+
+// tg_policy_new returns an empty policy: no CAs, no names, RSA floor 2048, EC floor 256.
+struct tg_policy *tg_policy_new(void);
+
+// tg_policy_free releases |p|. NULL is a no-op.
+void tg_policy_free(struct tg_policy *p);
+
+// tg_policy_add_ca adds |ca| (a reference is taken) to the trusted set. Returns 1 on success.
+int tg_policy_add_ca(struct tg_policy *p, X509 *ca);
+
+// tg_policy_load_ca_file adds every certificate of the PEM bundle at |path|. Returns the
+// number added (0 on failure, with a reason in |err|).
+size_t tg_policy_load_ca_file(struct tg_policy *p, const char *path, char *err, size_t err_len);
+
+// tg_policy_add_peer_name copies |name| into the list of accepted peer identities.
+int tg_policy_add_peer_name(struct tg_policy *p, const char *name);
+
+// tg_policy_set_min_rsa_bits sets the RSA key floor (EC keys always need >= 256 bits).
+void tg_policy_set_min_rsa_bits(struct tg_policy *p, unsigned bits);
+
+// tg_policy_check_peer checks a peer's certificate |leaf| with the intermediates in
+// |untrusted| (may be NULL) at time |now| (seconds since the epoch). Returns TG_VERDICT_OK or
+// the first rule that refuses it. The checks run in this order: self-signed, validity window,
+// key size, chain to a trusted CA, names. On OK, |*out_name| (if not NULL) points at the
+// peer name that matched (owned by |p|). |detail| receives a short human reason (may be NULL).
+enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, X509 *leaf,
+                                     STACK_OF(X509) *untrusted, int64_t now,
+                                     const char **out_name, char *detail, size_t detail_len);
+
+// Rules over our own certificate, as PASS / WARN / FAIL lines.
+enum tg_rule_status { TG_RULE_PASS = 0, TG_RULE_WARN, TG_RULE_FAIL };
+
+struct tg_rule_result {
+    const char *rule;       // stable identifier: "not_self_signed", "chain", "cn_matches_fqdn",
+                            // "san_matches_fqdn", "key_size", "key_matches", "validity", "eku"
+    enum tg_rule_status status;
+    char detail[256];
+};
+
+#define TG_OWN_RULES_MAX 12
+
+// tg_policy_check_own runs the rules for our own certificate |leaf| against |fqdn|: not
+// self-signed; chain to a root in |trust| built from |chain| (skipped, as PASS with a note, when
+// |trust| is NULL); CN == fqdn and a DNS SAN == fqdn, exact (a case-only difference is named);
+// RSA >= 1024 bits (WARN under 2048), EC >= 256; |key| matches |leaf| (skipped when NULL);
+// validity at |now| (WARN under 30 days left); EKU includes serverAuth and clientAuth. Writes
+// one result per rule to |out| (at most |max_out|) and returns how many it wrote.
+size_t tg_policy_check_own(const char *fqdn, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
+                           X509_STORE *trust, int64_t now, struct tg_rule_result *out,
+                           size_t max_out);
+
+// tg_rule_status_name returns "PASS", "WARN" or "FAIL".
+const char *tg_rule_status_name(enum tg_rule_status s);
+
+#endif // TLSGATE_POLICY_H

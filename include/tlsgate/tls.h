@@ -1,0 +1,49 @@
+#ifndef TLSGATE_TLS_H
+#define TLSGATE_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "tlsgate/config.h"
+#include "tlsgate/policy.h"
+
+// tg_tls is the TLS half of a configuration generation: our certificate and key, the peer
+// policy, and the two SSL_CTXs built from them. Both contexts use TLS_with_buffers_method:
+// certificates live as CRYPTO_BUFFERs shared through one pool, and the peer's chain is parsed
+// into X509 only inside the verify callback, so an established connection holds no X509.
+struct tg_tls {
+    SSL_CTX *server;          // inbound: mutual TLS, a client certificate is required
+    SSL_CTX *client;          // outbound: presents our certificate, verifies the provider
+    struct tg_policy *policy; // peer rules; owned
+    X509 *leaf;               // our certificate; owned
+    STACK_OF(X509) *chain;    // our intermediates (may be empty); owned
+    EVP_PKEY *key;            // our private key; owned
+    CRYPTO_BUFFER_POOL *pool; // owned
+    size_t num_cas;           // certificates loaded from `ca`
+};
+
+// tg_verify_fn is the custom verify callback (see SSL_CTX_set_custom_verify) installed on
+// both contexts. SSL_CTX_get_app_data() of the connection's context returns the tg_tls.
+typedef enum ssl_verify_result_t (*tg_verify_fn)(SSL *ssl, uint8_t *out_alert);
+
+// tg_tls_init loads the certificate, key and CA bundle named by |cfg|, builds the policy
+// (peer names, key floor) and both contexts. Returns 1 on success; on failure 0 with
+// `FILE: what is wrong` in |err| and |t| cleaned up.
+int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
+                size_t err_len);
+
+// tg_tls_cleanup frees what |t| owns. Safe on a zeroed struct.
+void tg_tls_cleanup(struct tg_tls *t);
+
+// tg_tls_peer_chain parses the peer's certificates (SSL_get0_peer_certificates) into a new
+// leaf and a new stack of the rest. Returns 1 on success (the caller frees both; |*out_leaf|
+// is NULL when the peer sent none), 0 when a certificate does not parse.
+int tg_tls_peer_chain(const SSL *ssl, X509 **out_leaf, STACK_OF(X509) **out_chain);
+
+// tg_tls_default_ciphers is the TLS 1.2 cipher list used when `ciphers` is not configured:
+// the Teams Direct Routing suites that BoringSSL implements, plus their ECDSA twins.
+extern const char tg_tls_default_ciphers[];
+
+#endif // TLSGATE_TLS_H

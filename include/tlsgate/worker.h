@@ -1,0 +1,46 @@
+#ifndef TLSGATE_WORKER_H
+#define TLSGATE_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tlsgate/config.h"
+#include "tlsgate/metrics.h"
+#include "tlsgate/tls.h"
+
+// tg_runtime is what every worker reads and none writes: the configuration, the TLS contexts
+// and the metrics registry. It outlives the workers.
+struct tg_runtime {
+    const struct tg_config *cfg;
+    struct tg_tls *tls;
+    struct tg_metrics *metrics;
+    unsigned num_workers;
+};
+
+// tg_worker is one I/O thread: its own io_uring, its own SO_REUSEPORT listening sockets, its
+// own connection table and provided-buffer ring. Nothing on its data path is shared.
+struct tg_worker;
+
+// tg_listen_open creates a bound, listening TCP socket for |addr| with SO_REUSEPORT set, so
+// that every worker can hold its own socket on the same address. Returns the fd, or -1 with
+// a reason in |err|.
+int tg_listen_open(const struct tg_target *addr, char *err, size_t err_len);
+
+// tg_worker_start creates worker |id| with the listening sockets |listen_fds| (one per
+// configured listener; the worker takes ownership) and at most |max_conns| connections, and
+// starts its thread pinned to CPU |id| modulo the online CPUs. It returns once the thread has
+// set up its ring: the worker, or NULL with a reason in |err|.
+struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int *listen_fds,
+                                  uint32_t max_conns, char *err, size_t err_len);
+
+// tg_worker_stop asks the worker to stop accepting and drain: open connections get up to
+// `drain_timeout_ms` to finish, then are closed. Safe from any thread, signal-safe.
+void tg_worker_stop(struct tg_worker *w);
+
+// tg_worker_join waits for the thread to end and frees the worker.
+void tg_worker_join(struct tg_worker *w);
+
+// tg_verify_peer is the custom verify callback of both SSL_CTXs (see tg_verify_fn).
+enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert);
+
+#endif // TLSGATE_WORKER_H

@@ -1,0 +1,359 @@
+// tlsgate: command line, startup, signals and shutdown (the control thread).
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "tlsgate/admin.h"
+#include "tlsgate/config.h"
+#include "tlsgate/log.h"
+#include "tlsgate/metrics.h"
+#include "tlsgate/policy.h"
+#include "tlsgate/tls.h"
+#include "tlsgate/worker.h"
+
+#define TLSGATE_VERSION "0.1.0"
+
+enum { EXIT_OK = 0, EXIT_POLICY = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: tlsgate run -c FILE [--allow-noncompliant-cert]   run the proxy\n"
+               "       tlsgate -c FILE                                    same as run\n"
+               "       tlsgate check -c FILE                              validate config and "
+               "certificates\n"
+               "       tlsgate version\n"
+               "exit codes of check: 0 fine (warnings printed), 1 certificate or policy "
+               "failure, 2 syntax or usage error\n");
+}
+
+struct options {
+    const char *command;
+    const char *config;
+    int allow_noncompliant;
+};
+
+static int parse_args(int argc, char **argv, struct options *o) {
+    memset(o, 0, sizeof(*o));
+    int i = 1;
+    if (i < argc && argv[i][0] != '-')
+        o->command = argv[i++];
+    else
+        o->command = "run";
+    for (; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            o->config = argv[++i];
+        } else if (strcmp(argv[i], "--allow-noncompliant-cert") == 0) {
+            o->allow_noncompliant = 1;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            o->command = "help";
+        } else {
+            fprintf(stderr, "tlsgate: unknown argument '%s'\n", argv[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+// refuse_unsupported names listeners that ask for what this build cannot do yet.
+static int refuse_unsupported(const struct tg_config *cfg) {
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const struct tg_listener_conf *l = &cfg->listeners[i];
+        if (l->mode == TG_MODE_SIP) {
+            fprintf(stderr, "%s:%d: %s %s.mode: sip mode is not available in this version; "
+                            "use mode = tcp\n",
+                    cfg->path, l->line, l->direction == TG_INBOUND ? "inbound" : "outbound",
+                    l->name);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+// check_own_certificate prints one line per rule; returns the number of FAILs.
+static int check_own_certificate(const struct tg_config *cfg, const struct tg_tls *tls, int print) {
+    struct tg_rule_result res[TG_OWN_RULES_MAX];
+    size_t n = tg_policy_check_own(cfg->fqdn, tls->leaf, tls->chain, tls->key, NULL,
+                                   (int64_t)time(NULL), res, TG_OWN_RULES_MAX);
+    int fails = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].status == TG_RULE_FAIL)
+            fails++;
+        if (print) {
+            printf("%-4s %-18s %s\n", tg_rule_status_name(res[i].status), res[i].rule,
+                   res[i].detail);
+        } else if (res[i].status != TG_RULE_PASS) {
+            tg_log(res[i].status == TG_RULE_FAIL ? TG_LOG_ERROR : TG_LOG_WARN, "cert_rule",
+                   "cert=%s rule=%s result=%s detail=\"%s\"", cfg->cert, res[i].rule,
+                   tg_rule_status_name(res[i].status), res[i].detail);
+        }
+    }
+    return fails;
+}
+
+// load prepares config and TLS; returns an exit code (EXIT_OK on success).
+static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *tls, int print) {
+    char err[1024];
+    if (o->config == NULL) {
+        fprintf(stderr, "tlsgate: -c FILE is required\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!tg_config_load(cfg, o->config, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_USAGE;
+    }
+    tg_log_set_level(cfg->log_level);
+    if (!refuse_unsupported(cfg))
+        return EXIT_USAGE;
+    if (!tg_config_resolve(cfg, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_POLICY;
+    }
+    if (!tg_tls_init(tls, cfg, tg_verify_peer, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_POLICY;
+    }
+    int fails = check_own_certificate(cfg, tls, print);
+    if (fails > 0) {
+        if (print || !o->allow_noncompliant) {
+            fprintf(stderr, "%s: %d certificate rule%s failed%s\n", cfg->cert, fails,
+                    fails == 1 ? "" : "s",
+                    print ? "" : " (--allow-noncompliant-cert starts anyway)");
+            return EXIT_POLICY;
+        }
+        TG_WARN("noncompliant_certificate", "cert=%s failed_rules=%d override=yes", cfg->cert,
+                fails);
+    }
+    return EXIT_OK;
+}
+
+static int cmd_check(const struct options *o) {
+    struct tg_config cfg;
+    struct tg_tls tls;
+    tg_config_init(&cfg);
+    memset(&tls, 0, sizeof(tls));
+    int rc = load(o, &cfg, &tls, 1);
+    if (rc == EXIT_OK) {
+        printf("ok: %s: %zu listener%s, %zu trusted CA%s, %zu peer name%s\n", cfg.path,
+               cfg.num_listeners, cfg.num_listeners == 1 ? "" : "s", tls.num_cas,
+               tls.num_cas == 1 ? "" : "s", cfg.num_peer_names,
+               cfg.num_peer_names == 1 ? "" : "s");
+    }
+    tg_tls_cleanup(&tls);
+    tg_config_cleanup(&cfg);
+    return rc;
+}
+
+static void raise_fd_limit(uint32_t max_connections) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    uint64_t need = 2ull * max_connections + 64;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        TG_WARN("fd_limit", "limit=%llu needed=%llu max_connections=%u",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)need, max_connections);
+}
+
+static int drop_privileges(const char *user) {
+    if (user[0] == '\0')
+        return 1;
+    if (geteuid() != 0) {
+        TG_WARN("user_ignored", "user=%s reason=\"not running as root\"", user);
+        return 1;
+    }
+    struct passwd *pw = getpwnam(user);
+    if (pw == NULL) {
+        TG_ERROR("user_unknown", "user=%s", user);
+        return 0;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        TG_ERROR("drop_privileges_failed", "user=%s error=\"%s\"", user, strerror(errno));
+        return 0;
+    }
+    TG_INFO("privileges_dropped", "user=%s uid=%u", user, (unsigned)pw->pw_uid);
+    return 1;
+}
+
+static int cmd_run(const struct options *o) {
+    struct tg_config cfg;
+    struct tg_tls tls;
+    tg_config_init(&cfg);
+    memset(&tls, 0, sizeof(tls));
+    int rc = load(o, &cfg, &tls, 0);
+    if (rc != EXIT_OK) {
+        tg_tls_cleanup(&tls);
+        tg_config_cleanup(&cfg);
+        return rc;
+    }
+    char err[512];
+    unsigned num_workers = cfg.workers;
+    if (num_workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        num_workers = n > 0 ? (unsigned)n : 1;
+    }
+    uint32_t per_worker = (cfg.max_connections + num_workers - 1) / num_workers;
+    raise_fd_limit(cfg.max_connections);
+
+    const char **names = calloc(cfg.num_listeners, sizeof(char *));
+    const char **kinds = calloc(cfg.num_listeners, sizeof(char *));
+    for (size_t l = 0; l < cfg.num_listeners; l++) {
+        names[l] = cfg.listeners[l].name;
+        kinds[l] = cfg.listeners[l].direction == TG_INBOUND ? "inbound" : "outbound";
+    }
+    struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
+    struct tg_runtime rt = {.cfg = &cfg, .tls = &tls, .metrics = metrics,
+                            .num_workers = num_workers};
+    struct tg_worker **workers = calloc(num_workers, sizeof(*workers));
+    int *fds = malloc(num_workers * cfg.num_listeners * sizeof(int));
+    struct tg_admin *admin = NULL;
+    _Atomic int draining = 0;
+    struct tg_admin_info admin_info = {.cfg = &cfg, .metrics = metrics,
+                                       .num_workers = num_workers, .draining = &draining,
+                                       .started = (long long)time(NULL)};
+    unsigned started = 0;
+    rc = EXIT_POLICY;
+    if (metrics == NULL || workers == NULL || fds == NULL || names == NULL || kinds == NULL) {
+        TG_ERROR("startup_failed", "reason=\"out of memory\"");
+        goto out;
+    }
+
+    // Every worker's sockets are bound before any privilege is dropped.
+    for (size_t i = 0; i < num_workers * cfg.num_listeners; i++)
+        fds[i] = -1;
+    for (unsigned w = 0; w < num_workers; w++) {
+        for (size_t l = 0; l < cfg.num_listeners; l++) {
+            int fd = tg_listen_open(&cfg.listeners[l].listen, err, sizeof(err));
+            if (fd < 0) {
+                TG_ERROR("listen_failed", "listener=%s reason=\"%s\"", cfg.listeners[l].name, err);
+                goto out;
+            }
+            fds[w * cfg.num_listeners + l] = fd;
+        }
+    }
+    if (cfg.admin_enabled) {
+        admin = tg_admin_start(&admin_info, err, sizeof(err));
+        if (admin == NULL) {
+            TG_ERROR("admin_failed", "reason=\"%s\"", err);
+            goto out;
+        }
+    }
+    if (!drop_privileges(cfg.user))
+        goto out;
+
+    // Signals are taken by signalfd here; every thread inherits the blocked mask.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+
+    for (unsigned w = 0; w < num_workers; w++) {
+        workers[w] = tg_worker_start(&rt, w, &fds[w * cfg.num_listeners], per_worker, err,
+                                     sizeof(err));
+        for (size_t l = 0; l < cfg.num_listeners; l++)
+            fds[w * cfg.num_listeners + l] = -1; // owned by the worker now, or closed
+        if (workers[w] == NULL) {
+            TG_ERROR("worker_failed", "worker=%u reason=\"%s\"", w, err);
+            goto stop;
+        }
+        started++;
+    }
+    for (size_t l = 0; l < cfg.num_listeners; l++) {
+        char listen[80], target[80];
+        const struct tg_listener_conf *lc = &cfg.listeners[l];
+        tg_target_format(&lc->listen, listen, sizeof(listen));
+        tg_target_format(&lc->targets[0], target, sizeof(target));
+        TG_INFO("listening", "listener=%s kind=%s listen=%s target=%s%s mode=%s", lc->name,
+                kinds[l], listen, target, lc->num_targets > 1 ? ",..." : "",
+                lc->mode == TG_MODE_SIP ? "sip" : "tcp");
+    }
+    if (admin != NULL) {
+        char where[80];
+        tg_target_format(&cfg.admin_listen, where, sizeof(where));
+        TG_INFO("admin_listening", "listen=http://%s", where);
+    }
+    TG_INFO("started", "version=%s workers=%u max_connections=%u pid=%d", TLSGATE_VERSION,
+            num_workers, cfg.max_connections, (int)getpid());
+
+    for (;;) {
+        struct signalfd_siginfo si;
+        ssize_t r = read(sfd, &si, sizeof(si));
+        if (r != (ssize_t)sizeof(si)) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        if (si.ssi_signo == SIGHUP) {
+            TG_WARN("reload_unsupported", "reason=\"reload arrives with certificate lifecycle; "
+                    "restart to apply changes\"");
+            continue;
+        }
+        TG_INFO("shutdown", "signal=%s drain_timeout_ms=%u",
+                si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", cfg.drain_timeout_ms);
+        break;
+    }
+    rc = EXIT_OK;
+stop:
+    atomic_store(&draining, 1);
+    for (unsigned w = 0; w < started; w++)
+        tg_worker_stop(workers[w]);
+    for (unsigned w = 0; w < started; w++)
+        tg_worker_join(workers[w]);
+    if (sfd >= 0)
+        close(sfd);
+    if (rc == EXIT_OK)
+        TG_INFO("stopped", "workers=%u", started);
+out:
+    tg_admin_stop(admin);
+    if (fds != NULL)
+        for (size_t i = 0; i < num_workers * cfg.num_listeners; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+    free(fds);
+    free(workers);
+    tg_metrics_free(metrics);
+    free(names);
+    free(kinds);
+    tg_tls_cleanup(&tls);
+    tg_config_cleanup(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    struct options o;
+    if (!parse_args(argc, argv, &o)) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(o.command, "version") == 0) {
+        printf("tlsgate %s (%s)\n", TLSGATE_VERSION, OpenSSL_version(OPENSSL_VERSION));
+        return EXIT_OK;
+    }
+    if (strcmp(o.command, "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(o.command, "check") == 0)
+        return cmd_check(&o);
+    if (strcmp(o.command, "run") == 0)
+        return cmd_run(&o);
+    fprintf(stderr, "tlsgate: unknown command '%s'\n", o.command);
+    usage(stderr);
+    return EXIT_USAGE;
+}

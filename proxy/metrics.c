@@ -1,0 +1,165 @@
+#include "tlsgate/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tg_metrics *tg_metrics_new(size_t num_workers, size_t num_listeners,
+                                  const char **listener_names, const char **listener_kinds) {
+    struct tg_metrics *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->num_workers = num_workers;
+    m->num_listeners = num_listeners;
+    m->listener_names = listener_names;
+    m->listener_kinds = listener_kinds;
+    m->per_worker = calloc(num_workers, sizeof(*m->per_worker));
+    if (m->per_worker == NULL)
+        goto fail;
+    for (size_t w = 0; w < num_workers; w++) {
+        // Each worker's block on its own cache lines: no false sharing between workers.
+        size_t size = num_listeners * sizeof(struct tg_listener_counters);
+        size = (size + 63) & ~(size_t)63;
+        m->per_worker[w] = aligned_alloc(64, size > 0 ? size : 64);
+        if (m->per_worker[w] == NULL)
+            goto fail;
+        memset(m->per_worker[w], 0, size);
+    }
+    return m;
+fail:
+    tg_metrics_free(m);
+    return NULL;
+}
+
+void tg_metrics_free(struct tg_metrics *m) {
+    if (m == NULL)
+        return;
+    if (m->per_worker != NULL) {
+        for (size_t w = 0; w < m->num_workers; w++)
+            free(m->per_worker[w]);
+        free(m->per_worker);
+    }
+    free(m);
+}
+
+struct tg_listener_counters *tg_metrics_worker(struct tg_metrics *m, size_t w) {
+    return m->per_worker[w];
+}
+
+// A growable output buffer for the exposition text.
+struct out {
+    char *data;
+    size_t len, cap;
+    int failed;
+};
+
+static void out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void out_printf(struct out *o, const char *fmt, ...) {
+    if (o->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->data + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = 1;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (size_t)n;
+        char *data = realloc(o->data, cap);
+        if (data == NULL) {
+            o->failed = 1;
+            return;
+        }
+        o->data = data;
+        o->cap = cap;
+    }
+}
+
+// sum adds one counter (selected by byte offset into tg_listener_counters) over all workers.
+static uint64_t sum(const struct tg_metrics *m, size_t listener, size_t offset) {
+    uint64_t total = 0;
+    for (size_t w = 0; w < m->num_workers; w++) {
+        const char *base = (const char *)&m->per_worker[w][listener];
+        total += tg_counter_get((const tg_counter *)(base + offset));
+    }
+    return total;
+}
+
+#define FIELD(f) offsetof(struct tg_listener_counters, f)
+
+static const char *const k_reject_names[TG_REJECT_NUM] = {"max_connections", "draining"};
+
+int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out, size_t *out_len) {
+    struct out o = {.data = malloc(4096), .cap = 4096};
+    if (o.data == NULL)
+        return 0;
+    o.data[0] = '\0';
+    const size_t nl = m->num_listeners;
+
+    out_printf(&o, "# HELP tlsgate_connections_active Connections open now.\n"
+                   "# TYPE tlsgate_connections_active gauge\n");
+    for (size_t l = 0; l < nl; l++) {
+        uint64_t opened = sum(m, l, FIELD(conns_opened));
+        uint64_t closed = sum(m, l, FIELD(conns_closed));
+        out_printf(&o, "tlsgate_connections_active{listener=\"%s\",kind=\"%s\"} %llu\n",
+                   m->listener_names[l], m->listener_kinds[l],
+                   (unsigned long long)(opened - closed));
+    }
+    out_printf(&o, "# HELP tlsgate_connections_total Connections accepted.\n"
+                   "# TYPE tlsgate_connections_total counter\n");
+    for (size_t l = 0; l < nl; l++)
+        out_printf(&o, "tlsgate_connections_total{listener=\"%s\",kind=\"%s\"} %llu\n",
+                   m->listener_names[l], m->listener_kinds[l],
+                   (unsigned long long)sum(m, l, FIELD(conns_opened)));
+    out_printf(&o, "# HELP tlsgate_handshakes_total TLS handshakes by result (ok or the refusal "
+                   "reason).\n# TYPE tlsgate_handshakes_total counter\n");
+    for (size_t l = 0; l < nl; l++) {
+        for (int v = 0; v < TG_VERDICT_NUM; v++) {
+            uint64_t n = sum(m, l, FIELD(handshakes) + (size_t)v * sizeof(tg_counter));
+            // Every listener always shows ok; other results once they occurred.
+            if (n == 0 && v != TG_VERDICT_OK)
+                continue;
+            out_printf(&o, "tlsgate_handshakes_total{listener=\"%s\",result=\"%s\"} %llu\n",
+                       m->listener_names[l], tg_verdict_name((enum tg_verdict)v),
+                       (unsigned long long)n);
+        }
+    }
+    out_printf(&o, "# HELP tlsgate_bytes_total Plaintext bytes relayed; up is from the accepted "
+                   "side toward the far side.\n# TYPE tlsgate_bytes_total counter\n");
+    for (size_t l = 0; l < nl; l++) {
+        out_printf(&o, "tlsgate_bytes_total{listener=\"%s\",direction=\"up\"} %llu\n",
+                   m->listener_names[l], (unsigned long long)sum(m, l, FIELD(bytes_up)));
+        out_printf(&o, "tlsgate_bytes_total{listener=\"%s\",direction=\"down\"} %llu\n",
+                   m->listener_names[l], (unsigned long long)sum(m, l, FIELD(bytes_down)));
+    }
+    out_printf(&o, "# HELP tlsgate_upstream_connect_errors_total Failed connects to a forward "
+                   "or connect target.\n# TYPE tlsgate_upstream_connect_errors_total counter\n");
+    for (size_t l = 0; l < nl; l++)
+        out_printf(&o, "tlsgate_upstream_connect_errors_total{listener=\"%s\"} %llu\n",
+                   m->listener_names[l],
+                   (unsigned long long)sum(m, l, FIELD(upstream_connect_errors)));
+    out_printf(&o, "# HELP tlsgate_connections_rejected_total Connections closed at accept.\n"
+                   "# TYPE tlsgate_connections_rejected_total counter\n");
+    for (size_t l = 0; l < nl; l++)
+        for (int r = 0; r < TG_REJECT_NUM; r++)
+            out_printf(&o, "tlsgate_connections_rejected_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                       m->listener_names[l], k_reject_names[r],
+                       (unsigned long long)sum(m, l, FIELD(rejected) + (size_t)r * sizeof(tg_counter)));
+    if (extra != NULL)
+        out_printf(&o, "%s", extra);
+    if (o.failed) {
+        free(o.data);
+        return 0;
+    }
+    *out = o.data;
+    *out_len = o.len;
+    return 1;
+}

@@ -1,0 +1,242 @@
+#include "tlsgate/tls.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pool.h>
+
+const char tg_tls_default_ciphers[] =
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256";
+
+static void ssl_error(char *err, size_t err_len, const char *file, const char *what) {
+    char reason[160] = "";
+    unsigned long e = ERR_get_error();
+    if (e != 0)
+        ERR_error_string_n(e, reason, sizeof(reason));
+    snprintf(err, err_len, "%s: %s%s%s", file, what, reason[0] ? ": " : "", reason);
+    ERR_clear_error();
+}
+
+// load_chain reads every certificate of the PEM file at |path|: the first into |*out_leaf|,
+// the rest into |*out_chain|.
+static int load_chain(const char *path, X509 **out_leaf, STACK_OF(X509) **out_chain, char *err,
+                      size_t err_len) {
+    BIO *bio = BIO_new_file(path, "r");
+    if (bio == NULL) {
+        ssl_error(err, err_len, path, "cannot open certificate file");
+        return 0;
+    }
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    X509 *leaf = NULL;
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (leaf == NULL) {
+            leaf = x;
+        } else if (!sk_X509_push(chain, x)) {
+            X509_free(x);
+            break;
+        }
+    }
+    // The loop ends on end-of-file (PEM_R_NO_START_LINE) or on a broken block.
+    unsigned long e = ERR_peek_last_error();
+    int clean_end = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+    BIO_free(bio);
+    if (leaf == NULL || !clean_end) {
+        ssl_error(err, err_len, path,
+                  leaf == NULL ? "no PEM certificate found" : "a certificate does not parse");
+        X509_free(leaf);
+        sk_X509_pop_free(chain, X509_free);
+        return 0;
+    }
+    ERR_clear_error();
+    *out_leaf = leaf;
+    *out_chain = chain;
+    return 1;
+}
+
+static EVP_PKEY *load_key(const char *path, char *err, size_t err_len) {
+    BIO *bio = BIO_new_file(path, "r");
+    if (bio == NULL) {
+        ssl_error(err, err_len, path, "cannot open key file");
+        return NULL;
+    }
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    if (key == NULL)
+        ssl_error(err, err_len, path, "no PEM private key found");
+    return key;
+}
+
+static CRYPTO_BUFFER *x509_to_buffer(X509 *x, CRYPTO_BUFFER_POOL *pool) {
+    uint8_t *der = NULL;
+    int len = i2d_X509(x, &der);
+    if (len <= 0)
+        return NULL;
+    CRYPTO_BUFFER *buf = CRYPTO_BUFFER_new(der, (size_t)len, pool);
+    OPENSSL_free(der);
+    return buf;
+}
+
+// client_ca_names lists the subjects of the trusted CAs: sent in CertificateRequest so that
+// clients holding several certificates pick the right one.
+static STACK_OF(CRYPTO_BUFFER) *client_ca_names(const char *ca_path, CRYPTO_BUFFER_POOL *pool) {
+    STACK_OF(CRYPTO_BUFFER) *names = sk_CRYPTO_BUFFER_new_null();
+    BIO *bio = BIO_new_file(ca_path, "r");
+    if (names == NULL || bio == NULL)
+        goto done;
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        uint8_t *der = NULL;
+        int len = i2d_X509_NAME(X509_get_subject_name(x), &der);
+        if (len > 0) {
+            CRYPTO_BUFFER *b = CRYPTO_BUFFER_new(der, (size_t)len, pool);
+            if (b != NULL && !sk_CRYPTO_BUFFER_push(names, b))
+                CRYPTO_BUFFER_free(b);
+        }
+        OPENSSL_free(der);
+        X509_free(x);
+    }
+done:
+    BIO_free(bio);
+    ERR_clear_error();
+    return names;
+}
+
+static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify,
+                        int server, char *err, size_t err_len) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_with_buffers_method());
+    if (ctx == NULL) {
+        ssl_error(err, err_len, "tls", "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set0_buffer_pool(ctx, t->pool);
+    SSL_CTX_set_min_proto_version(ctx, cfg->min_version);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+    int ok = cfg->ciphers[0] ? SSL_CTX_set_strict_cipher_list(ctx, cfg->ciphers)
+                             : SSL_CTX_set_cipher_list(ctx, tg_tls_default_ciphers);
+    if (!ok) {
+        ssl_error(err, err_len, cfg->path, "tls.ciphers: no usable cipher in the list");
+        goto fail;
+    }
+
+    // Our chain as CRYPTO_BUFFERs, shared through the pool with every connection.
+    size_t n = 1 + sk_X509_num(t->chain);
+    CRYPTO_BUFFER *bufs[16];
+    if (n > 16) {
+        snprintf(err, err_len, "%s: certificate chain longer than 16", cfg->cert);
+        goto fail;
+    }
+    bufs[0] = x509_to_buffer(t->leaf, t->pool);
+    for (size_t i = 1; i < n; i++)
+        bufs[i] = x509_to_buffer(sk_X509_value(t->chain, i - 1), t->pool);
+    ok = 1;
+    for (size_t i = 0; i < n; i++)
+        ok &= bufs[i] != NULL;
+    ok = ok && SSL_CTX_set_chain_and_key(ctx, bufs, n, t->key, NULL);
+    for (size_t i = 0; i < n; i++)
+        CRYPTO_BUFFER_free(bufs[i]);
+    if (!ok) {
+        ssl_error(err, err_len, cfg->key, "certificate and key do not go together");
+        goto fail;
+    }
+
+    int mode = SSL_VERIFY_PEER;
+    if (server) {
+        mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        SSL_CTX_set0_client_CAs(ctx, client_ca_names(cfg->ca, t->pool));
+        static const uint8_t sid_ctx[] = "tlsgate";
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    }
+    // Stateless resumption only (tickets): no per-session memory on the server.
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_custom_verify(ctx, mode, verify);
+    SSL_CTX_set_app_data(ctx, t);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
+                size_t err_len) {
+    memset(t, 0, sizeof(*t));
+    t->pool = CRYPTO_BUFFER_POOL_new();
+    t->policy = tg_policy_new();
+    if (t->pool == NULL || t->policy == NULL) {
+        snprintf(err, err_len, "tls: out of memory");
+        goto fail;
+    }
+    if (!load_chain(cfg->cert, &t->leaf, &t->chain, err, err_len))
+        goto fail;
+    t->key = load_key(cfg->key, err, err_len);
+    if (t->key == NULL)
+        goto fail;
+    t->num_cas = tg_policy_load_ca_file(t->policy, cfg->ca, err, err_len);
+    if (t->num_cas == 0)
+        goto fail;
+    for (size_t i = 0; i < cfg->num_peer_names; i++) {
+        if (!tg_policy_add_peer_name(t->policy, cfg->peer_names[i])) {
+            snprintf(err, err_len, "tls: out of memory");
+            goto fail;
+        }
+    }
+    tg_policy_set_min_rsa_bits(t->policy, cfg->min_key_bits);
+    t->server = new_ctx(t, cfg, verify, 1, err, err_len);
+    if (t->server == NULL)
+        goto fail;
+    t->client = new_ctx(t, cfg, verify, 0, err, err_len);
+    if (t->client == NULL)
+        goto fail;
+    return 1;
+fail:
+    tg_tls_cleanup(t);
+    return 0;
+}
+
+void tg_tls_cleanup(struct tg_tls *t) {
+    SSL_CTX_free(t->server);
+    SSL_CTX_free(t->client);
+    tg_policy_free(t->policy);
+    X509_free(t->leaf);
+    sk_X509_pop_free(t->chain, X509_free);
+    EVP_PKEY_free(t->key);
+    CRYPTO_BUFFER_POOL_free(t->pool);
+    memset(t, 0, sizeof(*t));
+}
+
+int tg_tls_peer_chain(const SSL *ssl, X509 **out_leaf, STACK_OF(X509) **out_chain) {
+    *out_leaf = NULL;
+    *out_chain = NULL;
+    const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(ssl);
+    if (certs == NULL || sk_CRYPTO_BUFFER_num(certs) == 0)
+        return 1;
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    if (chain == NULL)
+        return 0;
+    X509 *leaf = NULL;
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(certs); i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(certs, i);
+        const uint8_t *p = CRYPTO_BUFFER_data(b);
+        X509 *x = d2i_X509(NULL, &p, (long)CRYPTO_BUFFER_len(b));
+        if (x == NULL)
+            goto fail;
+        if (i == 0) {
+            leaf = x;
+        } else if (!sk_X509_push(chain, x)) {
+            X509_free(x);
+            goto fail;
+        }
+    }
+    *out_leaf = leaf;
+    *out_chain = chain;
+    return 1;
+fail:
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    ERR_clear_error();
+    return 0;
+}

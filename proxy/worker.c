@@ -1,0 +1,1467 @@
+// The data plane: one io_uring per worker thread, multishot accept on the worker's own
+// SO_REUSEPORT sockets, multishot recv into a provided-buffer ring, BoringSSL fed through a
+// custom BIO, and a bounded queue per direction (see docs/ARCHITECTURE.md).
+#include "tlsgate/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <liburing.h>
+#include <openssl/err.h>
+
+#include "tlsgate/log.h"
+
+// ---------------------------------------------------------------------------------------------
+// user_data encoding, the one place it is defined:
+//   bits  0..7   op (enum op)
+//   bits  8..31  connection slot index (listener index for OP_ACCEPT)
+//   bits 32..63  slot generation: a completion for an older occupant of the slot is ignored
+// The provided buffer id of a recv completion travels in cqe->flags, not in user_data.
+enum op {
+    OP_IGNORE = 0, // cancel requests and other completions nobody waits for
+    OP_ACCEPT,
+    OP_WAKE,
+    OP_TIMER,
+    OP_RECV_TLS,
+    OP_RECV_PLAIN,
+    OP_SEND_TLS,
+    OP_SEND_PLAIN,
+    OP_CONNECT,
+};
+
+static inline uint64_t ud_make(enum op op, uint32_t idx, uint32_t gen) {
+    return (uint64_t)op | ((uint64_t)(idx & 0xffffff) << 8) | ((uint64_t)gen << 32);
+}
+static inline enum op ud_op(uint64_t ud) {
+    return (enum op)(ud & 0xff);
+}
+static inline uint32_t ud_idx(uint64_t ud) {
+    return (uint32_t)(ud >> 8) & 0xffffff;
+}
+static inline uint32_t ud_gen(uint64_t ud) {
+    return (uint32_t)(ud >> 32);
+}
+
+#define TG_NIL UINT32_MAX
+#define BUF_SIZE 16384u      // one provided buffer: one TLS record's worth
+#define BUF_COUNT 1024u      // provided buffers per worker (power of two)
+#define BUF_GROUP 0
+#define TLS_CHUNK 16384u     // plaintext per SSL_write: one full record
+#define TLS_SLACK (TLS_CHUNK + 1024u) // room the ciphertext queue keeps for one more record
+#define RECORD_OVERHEAD 256u  // bound on what sealing adds to one record (header, tag, padding)
+#define TICK_MS 100
+
+// A byte queue: bytes [head, tail) of |data| are pending. Memory is taken on first use and
+// given back when the queue empties, so an idle connection holds no buffer at all. While a
+// send from the queue is in flight (|busy|) the bytes may not move: the queue then only
+// appends at its tail, and compacts once the send has completed.
+struct bufq {
+    uint8_t *data;
+    uint32_t head, tail, cap;
+};
+
+static inline uint32_t bufq_len(const struct bufq *q) {
+    return q->tail - q->head;
+}
+
+static void bufq_reset(struct bufq *q) {
+    free(q->data);
+    memset(q, 0, sizeof(*q));
+}
+
+// bufq_space returns where the next bytes go and, in |*out_room|, how many fit there without
+// moving what is queued. A new queue gets |size| bytes; an idle one is compacted first.
+static uint8_t *bufq_space(struct bufq *q, uint32_t size, int busy, uint32_t *out_room) {
+    *out_room = 0;
+    if (q->data == NULL) {
+        q->data = malloc(size);
+        if (q->data == NULL)
+            return NULL;
+        q->head = q->tail = 0;
+        q->cap = size;
+    } else if (!busy && q->head > 0) {
+        memmove(q->data, q->data + q->head, bufq_len(q));
+        q->tail -= q->head;
+        q->head = 0;
+    }
+    *out_room = q->cap - q->tail;
+    return q->data + q->tail;
+}
+
+// bufq_append copies |n| bytes to the tail, growing the queue when it is not |busy|.
+// Returns 0 when the bytes do not fit (busy) or memory is short.
+static int bufq_append(struct bufq *q, const uint8_t *p, uint32_t n, uint32_t size, int busy) {
+    uint32_t room;
+    uint8_t *dst = bufq_space(q, size, busy, &room);
+    if (dst == NULL)
+        return 0;
+    if (room < n) {
+        if (busy)
+            return 0;
+        uint32_t cap = q->cap;
+        while (cap - q->tail < n)
+            cap *= 2;
+        uint8_t *data = realloc(q->data, cap);
+        if (data == NULL)
+            return 0;
+        q->data = data;
+        q->cap = cap;
+        dst = q->data + q->tail;
+    }
+    memcpy(dst, p, n);
+    q->tail += n;
+    return 1;
+}
+
+static void bufq_consume(struct bufq *q, uint32_t n) {
+    q->head += n;
+    if (q->head == q->tail)
+        bufq_reset(q);
+}
+
+enum conn_state {
+    CS_FREE = 0,
+    CS_CONNECTING,  // outbound: connecting to a target, before TLS
+    CS_HANDSHAKE,
+    CS_OPEN,        // relaying (inbound: possibly still connecting to the backend)
+    CS_CLOSING,     // waiting for the last completions before the slot is freed
+};
+
+enum conn_flag {
+    F_TLS_RECV = 1u << 0,        // multishot recv armed on the TLS socket
+    F_TLS_RECV_CANCEL = 1u << 1, // ... and a cancel for it submitted
+    F_PLAIN_RECV = 1u << 2,
+    F_PLAIN_RECV_CANCEL = 1u << 3,
+    F_TLS_SENDING = 1u << 4,
+    F_PLAIN_SENDING = 1u << 5,
+    F_TLS_RD_EOF = 1u << 6,      // the TLS peer finished sending (close_notify or TCP FIN)
+    F_PLAIN_RD_EOF = 1u << 7,
+    F_TLS_SHUT_SENT = 1u << 8,   // our close_notify is queued
+    F_TLS_WR_DONE = 1u << 9,     // ... sent and SHUT_WR done
+    F_PLAIN_WR_DONE = 1u << 10,
+    F_PLAIN_UP = 1u << 11,       // the plain socket is connected (always, for outbound)
+    F_TLS_UP = 1u << 12,         // the TLS socket is connected (always, for inbound)
+    F_TCP_EOF = 1u << 13,        // TCP FIN seen on the TLS socket
+    F_FATAL_FLUSH = 1u << 14,    // close once our close_notify has been sent
+    F_RETRY = 1u << 15,          // outbound: tear down this target's socket, try the next
+};
+
+// tg_conn is one proxied connection: the TLS socket toward the provider and the plain socket
+// toward the PBX. Narrow fields: memory per connection is a product feature.
+struct tg_conn {
+    SSL *ssl;
+    struct bufq to_plain;  // plaintext waiting to go out on the plain socket
+    struct bufq to_tls;    // ciphertext waiting to go out on the TLS socket
+    struct bufq pend_tls;  // ciphertext received but not yet decrypted (backpressure)
+    struct bufq pend_plain; // plaintext received but not yet encrypted (backpressure)
+    const uint8_t *in;     // ciphertext the read BIO hands BoringSSL now
+    uint32_t in_len;
+    uint32_t gen;          // slot generation (see user_data)
+    uint32_t seq;          // connection id within the worker: `conn=w<worker>-<seq>`
+    int tls_fd;
+    int plain_fd;
+    uint32_t prev, next;   // deadline list links (slot indices)
+    uint32_t stamp;        // ms: accept time on the handshake list, last activity on idle list
+    uint32_t flags;
+    uint16_t listener;
+    uint8_t state;
+    uint8_t list;          // LIST_NONE, LIST_HANDSHAKE, LIST_IDLE
+    uint8_t verdict;       // set by the verify callback; TG_VERDICT_OK otherwise
+    uint8_t target;        // outbound: index of the connect target in use
+    uint8_t inflight;      // submitted operations whose last completion has not arrived
+    uint8_t connect_failures;
+};
+
+enum { LIST_NONE = 0, LIST_HANDSHAKE, LIST_IDLE, LIST_NUM };
+
+struct dlist {
+    uint32_t head, tail;
+};
+
+struct tg_worker {
+    const struct tg_runtime *rt;
+    unsigned id;
+    pthread_t thread;
+    sem_t ready;
+    int init_ok;
+    char *init_err;
+    size_t init_err_len;
+
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
+    size_t br_size;
+
+    int *listen_fds;           // one per listener; -1 once closed
+    size_t num_listeners;
+    unsigned accepts_armed;
+
+    struct tg_conn *conns;
+    uint32_t max_conns;
+    uint32_t free_head;        // free slots chained through |next|
+    uint32_t num_active;
+    uint32_t next_seq;
+    struct dlist lists[LIST_NUM];
+
+    uint32_t tls_qsize;        // allocation of a ciphertext queue: buffer_size + TLS_SLACK
+    struct tg_listener_counters *ctr;
+    int wake_fd;
+    uint64_t wake_val;
+    _Atomic int stop;
+    int draining;
+    uint32_t drain_deadline;
+    uint32_t now;              // ms, monotonic, refreshed once per loop turn
+    struct __kernel_timespec tick;
+};
+
+static _Thread_local struct tg_worker *t_worker; // for the verify callback's log lines
+
+static uint32_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+}
+
+static inline int ms_reached(uint32_t now, uint32_t deadline) {
+    return (int32_t)(now - deadline) >= 0;
+}
+
+static inline uint32_t conn_idx(const struct tg_worker *w, const struct tg_conn *c) {
+    return (uint32_t)(c - w->conns);
+}
+
+static inline const struct tg_listener_conf *conn_lconf(const struct tg_worker *w,
+                                                        const struct tg_conn *c) {
+    return &w->rt->cfg->listeners[c->listener];
+}
+
+static inline int conn_inbound(const struct tg_worker *w, const struct tg_conn *c) {
+    return conn_lconf(w, c)->direction == TG_INBOUND;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadline lists. Each list is ordered by |stamp| because every member of a list has the same
+// timeout: the handshake list in accept order, the idle list in order of last activity (a
+// connection moves to the tail whenever it does something). The tick pops expired heads.
+
+static void list_unlink(struct tg_worker *w, struct tg_conn *c) {
+    if (c->list == LIST_NONE)
+        return;
+    struct dlist *l = &w->lists[c->list];
+    if (c->prev != TG_NIL)
+        w->conns[c->prev].next = c->next;
+    else
+        l->head = c->next;
+    if (c->next != TG_NIL)
+        w->conns[c->next].prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = TG_NIL;
+    c->list = LIST_NONE;
+}
+
+static void list_push(struct tg_worker *w, struct tg_conn *c, uint8_t which) {
+    list_unlink(w, c);
+    struct dlist *l = &w->lists[which];
+    uint32_t idx = conn_idx(w, c);
+    c->list = which;
+    c->stamp = w->now;
+    c->prev = l->tail;
+    c->next = TG_NIL;
+    if (l->tail != TG_NIL)
+        w->conns[l->tail].next = idx;
+    else
+        l->head = idx;
+    l->tail = idx;
+}
+
+static inline void conn_touch(struct tg_worker *w, struct tg_conn *c) {
+    if (c->list == LIST_IDLE && c->stamp != w->now)
+        list_push(w, c, LIST_IDLE);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging helpers: every line about a connection carries `conn=w<worker>-<seq>`.
+
+static void peer_str(int fd, char *out, size_t out_len) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    out[0] = '\0';
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0) {
+        snprintf(out, out_len, "-");
+        return;
+    }
+    struct tg_target t = {.addr = ss, .addr_len = len, .resolved = 1};
+    tg_target_format(&t, out, out_len);
+}
+
+static void ssl_err_str(char *out, size_t out_len) {
+    unsigned long e = ERR_get_error();
+    if (e == 0) {
+        snprintf(out, out_len, "-");
+        return;
+    }
+    const char *reason = ERR_reason_error_string(e);
+    snprintf(out, out_len, "%s", reason ? reason : "unknown");
+    ERR_clear_error();
+}
+
+// ---------------------------------------------------------------------------------------------
+// io_uring submission helpers.
+
+static struct io_uring_sqe *get_sqe(struct tg_worker *w) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+    if (sqe != NULL)
+        return sqe;
+    io_uring_submit(&w->ring);
+    sqe = io_uring_get_sqe(&w->ring);
+    if (sqe == NULL) {
+        // The SQ ring was just emptied by the submit: this cannot happen.
+        TG_ERROR("sq_full", "worker=%u", w->id);
+        abort();
+    }
+    return sqe;
+}
+
+static void submit_recv(struct tg_worker *w, struct tg_conn *c, int tls) {
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_recv_multishot(sqe, tls ? c->tls_fd : c->plain_fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, ud_make(tls ? OP_RECV_TLS : OP_RECV_PLAIN, conn_idx(w, c), c->gen));
+    c->flags |= tls ? F_TLS_RECV : F_PLAIN_RECV;
+    c->inflight++;
+}
+
+static void cancel_recv(struct tg_worker *w, struct tg_conn *c, int tls) {
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_cancel64(sqe, ud_make(tls ? OP_RECV_TLS : OP_RECV_PLAIN, conn_idx(w, c), c->gen),
+                           0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+    c->flags |= tls ? F_TLS_RECV_CANCEL : F_PLAIN_RECV_CANCEL;
+}
+
+static void submit_send(struct tg_worker *w, struct tg_conn *c, int tls) {
+    struct bufq *q = tls ? &c->to_tls : &c->to_plain;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_send(sqe, tls ? c->tls_fd : c->plain_fd, q->data + q->head, bufq_len(q),
+                       MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud_make(tls ? OP_SEND_TLS : OP_SEND_PLAIN, conn_idx(w, c), c->gen));
+    c->flags |= tls ? F_TLS_SENDING : F_PLAIN_SENDING;
+    c->inflight++;
+}
+
+static void cancel_fd(struct tg_worker *w, int fd) {
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+}
+
+static void return_buffer(struct tg_worker *w, unsigned bid) {
+    io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(BUF_COUNT), 0);
+    io_uring_buf_ring_advance(w->br, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The custom BIO: BoringSSL reads ciphertext from |c->in| (a provided buffer or the pending
+// queue, never copied) and writes ciphertext straight into |c->to_tls|.
+
+static BIO_METHOD *g_bio_method;
+static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
+
+static int bio_read(BIO *bio, char *out, int len) {
+    struct tg_conn *c = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    if (c->in_len == 0) {
+        if (c->flags & F_TCP_EOF)
+            return 0;
+        BIO_set_retry_read(bio);
+        return -1;
+    }
+    uint32_t n = (uint32_t)len < c->in_len ? (uint32_t)len : c->in_len;
+    memcpy(out, c->in, n);
+    c->in += n;
+    c->in_len -= n;
+    return (int)n;
+}
+
+static int bio_write(BIO *bio, const char *in, int len) {
+    struct tg_conn *c = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    if (len <= 0)
+        return 0;
+    // Grows only while no send is in flight; otherwise BoringSSL is told to retry, and the
+    // worker calls it again once the send has completed.
+    if (!bufq_append(&c->to_tls, (const uint8_t *)in, (uint32_t)len, t_worker->tls_qsize,
+                     (c->flags & F_TLS_SENDING) != 0)) {
+        BIO_set_retry_write(bio);
+        return -1;
+    }
+    return len;
+}
+
+static long bio_ctrl(BIO *bio, int cmd, long larg, void *parg) {
+    (void)bio;
+    (void)larg;
+    (void)parg;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static void bio_method_init(void) {
+    g_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsgate");
+    BIO_meth_set_read(g_bio_method, bio_read);
+    BIO_meth_set_write(g_bio_method, bio_write);
+    BIO_meth_set_ctrl(g_bio_method, bio_ctrl);
+}
+
+static int conn_new_ssl(struct tg_worker *w, struct tg_conn *c, int server) {
+    const struct tg_tls *tls = w->rt->tls;
+    c->ssl = SSL_new(server ? tls->server : tls->client);
+    if (c->ssl == NULL)
+        return 0;
+    BIO *bio = BIO_new(g_bio_method);
+    if (bio == NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        return 0;
+    }
+    BIO_set_data(bio, c);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(c->ssl, bio, bio); // one reference, taken by the SSL
+    SSL_set_app_data(c->ssl, c);
+    SSL_set_shed_handshake_config(c->ssl, 1);
+    SSL_set_mode(c->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (server) {
+        SSL_set_accept_state(c->ssl);
+        return 1;
+    }
+    SSL_set_connect_state(c->ssl);
+    const struct tg_target *t = &conn_lconf(w, c)->targets[c->target];
+    struct in6_addr tmp;
+    // SNI names the provider host; an IP literal is not a valid server name.
+    if (inet_pton(AF_INET, t->host, &tmp) != 1 && inet_pton(AF_INET6, t->host, &tmp) != 1)
+        SSL_set_tlsext_host_name(c->ssl, t->host);
+    return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection life cycle.
+
+static void conn_close(struct tg_worker *w, struct tg_conn *c, const char *why);
+static void conn_step(struct tg_worker *w, struct tg_conn *c);
+static void start_connect(struct tg_worker *w, struct tg_conn *c);
+
+static struct tg_conn *conn_alloc(struct tg_worker *w) {
+    if (w->free_head == TG_NIL)
+        return NULL;
+    struct tg_conn *c = &w->conns[w->free_head];
+    w->free_head = c->next;
+    uint32_t gen = c->gen + 1;
+    memset(c, 0, sizeof(*c));
+    c->gen = gen;
+    c->tls_fd = -1;
+    c->plain_fd = -1;
+    c->prev = c->next = TG_NIL;
+    c->seq = ++w->next_seq;
+    w->num_active++;
+    return c;
+}
+
+static void conn_free(struct tg_worker *w, struct tg_conn *c) {
+    list_unlink(w, c);
+    if (c->tls_fd >= 0)
+        close(c->tls_fd);
+    if (c->plain_fd >= 0)
+        close(c->plain_fd);
+    SSL_free(c->ssl);
+    bufq_reset(&c->to_plain);
+    bufq_reset(&c->to_tls);
+    bufq_reset(&c->pend_tls);
+    bufq_reset(&c->pend_plain);
+    tg_counter_add(&w->ctr[c->listener].conns_closed, 1);
+    c->ssl = NULL;
+    c->state = CS_FREE;
+    c->next = w->free_head;
+    w->free_head = conn_idx(w, c);
+    w->num_active--;
+}
+
+// conn_close tears the connection down: every operation is cancelled, and conn_reap frees
+// the slot once the last completion has arrived. It never frees, so callers deep in the data
+// path may still look at |c| after calling it.
+static void conn_close(struct tg_worker *w, struct tg_conn *c, const char *why) {
+    if (c->state == CS_CLOSING || c->state == CS_FREE)
+        return;
+    TG_DEBUG("conn_close", "conn=w%u-%u listener=%s why=%s", w->id, c->seq,
+             conn_lconf(w, c)->name, why);
+    c->state = CS_CLOSING;
+    list_unlink(w, c);
+    if (c->inflight == 0)
+        return;
+    if (c->tls_fd >= 0)
+        cancel_fd(w, c->tls_fd);
+    if (c->plain_fd >= 0)
+        cancel_fd(w, c->plain_fd);
+}
+
+static void retry_next_target(struct tg_worker *w, struct tg_conn *c);
+
+// conn_reap runs at the end of every event handler: a closing connection with nothing in
+// flight is freed; an outbound one whose target was refused moves to the next target.
+static void conn_reap(struct tg_worker *w, struct tg_conn *c) {
+    while (c->inflight == 0) {
+        if (c->state == CS_CLOSING) {
+            conn_free(w, c);
+            return;
+        }
+        if (!(c->flags & F_RETRY))
+            return;
+        retry_next_target(w, c);
+    }
+}
+
+// conn_fatal ends a connection whose plain side failed: the TLS peer gets a close_notify
+// (closed cleanly, not reset), then everything is closed.
+static void conn_fatal(struct tg_worker *w, struct tg_conn *c, const char *why) {
+    if (c->flags & F_FATAL_FLUSH)
+        return;
+    if (c->ssl == NULL || !SSL_is_init_finished(c->ssl) || (c->flags & F_TLS_WR_DONE) ||
+        !(c->flags & F_TLS_UP)) {
+        conn_close(w, c, why);
+        return;
+    }
+    TG_DEBUG("conn_fatal", "conn=w%u-%u why=%s", w->id, c->seq, why);
+    c->flags |= F_FATAL_FLUSH | F_PLAIN_RD_EOF | F_PLAIN_WR_DONE;
+    bufq_reset(&c->pend_plain); // to_plain may still be under a send: freed with the slot
+    if (!(c->flags & F_TLS_SHUT_SENT)) {
+        SSL_shutdown(c->ssl);
+        c->flags |= F_TLS_SHUT_SENT;
+    }
+    if (c->plain_fd >= 0 && (c->flags & (F_PLAIN_RECV | F_PLAIN_SENDING)))
+        cancel_fd(w, c->plain_fd);
+    conn_step(w, c);
+}
+
+static void record_handshake(struct tg_worker *w, struct tg_conn *c, enum tg_verdict v,
+                             const char *detail) {
+    tg_counter_add(&w->ctr[c->listener].handshakes[v], 1);
+    // A policy refusal was logged, with the rule's own words, by the verify callback.
+    if (v == TG_VERDICT_OK || (v <= TG_VERDICT_POLICY_MAX && v == c->verdict))
+        return;
+    char peer[64];
+    peer_str(c->tls_fd, peer, sizeof(peer));
+    TG_WARN("handshake_refused", "conn=w%u-%u listener=%s peer=%s reason=%s detail=\"%s\"", w->id,
+            c->seq, conn_lconf(w, c)->name, peer, tg_verdict_name(v), detail ? detail : "");
+}
+
+static void handshake_done(struct tg_worker *w, struct tg_conn *c) {
+    record_handshake(w, c, TG_VERDICT_OK, NULL);
+    c->state = CS_OPEN;
+    list_push(w, c, LIST_IDLE);
+    if (tg_log_enabled(TG_LOG_INFO)) {
+        char peer[64];
+        peer_str(c->tls_fd, peer, sizeof(peer));
+        TG_INFO("handshake_ok", "conn=w%u-%u listener=%s peer=%s version=%s cipher=%s", w->id,
+                c->seq, conn_lconf(w, c)->name, peer, SSL_get_version(c->ssl),
+                SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
+    }
+    if (conn_inbound(w, c))
+        start_connect(w, c); // the backend is reached only for an authenticated peer
+}
+
+// handshake_failed decides, for a failed handshake, what the failure was and what happens next.
+static void handshake_failed(struct tg_worker *w, struct tg_conn *c, enum tg_verdict v,
+                             const char *detail) {
+    record_handshake(w, c, v, detail);
+    if (!conn_inbound(w, c) && (size_t)c->target + 1 < conn_lconf(w, c)->num_targets) {
+        c->flags |= F_RETRY;
+        if (c->inflight > 0)
+            cancel_fd(w, c->tls_fd);
+        return; // conn_reap retries once the last completion for this socket has arrived
+    }
+    if (bufq_len(&c->to_tls) > 0 && (c->flags & F_TLS_UP) && !(c->flags & F_TCP_EOF)) {
+        // Let the peer read the alert that says why (bad_certificate, unknown_ca, ...).
+        c->flags |= F_FATAL_FLUSH | F_TLS_SHUT_SENT;
+        conn_step(w, c);
+        return;
+    }
+    conn_close(w, c, "handshake_failed");
+}
+
+// ssl_failure classifies a failed SSL_do_handshake.
+static void ssl_handshake_error(struct tg_worker *w, struct tg_conn *c, int ret) {
+    int err = SSL_get_error(c->ssl, ret);
+    char detail[128];
+    unsigned long e = ERR_peek_error();
+    ssl_err_str(detail, sizeof(detail));
+    enum tg_verdict v = (enum tg_verdict)c->verdict;
+    if (v == TG_VERDICT_OK) {
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+            ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+            v = TG_VERDICT_NO_CERTIFICATE;
+        else if (err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN ||
+                 ((c->flags & F_TCP_EOF) && e == 0))
+            v = TG_VERDICT_PEER_CLOSED;
+        else
+            v = TG_VERDICT_HANDSHAKE_ERROR;
+    }
+    handshake_failed(w, c, v, detail);
+}
+
+// tls_pump moves ciphertext from |c->in| through BoringSSL: the handshake first, then
+// plaintext into |to_plain| until the input is used up or the queue is full.
+static void tls_pump(struct tg_worker *w, struct tg_conn *c) {
+    if (c->state == CS_HANDSHAKE) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int err = SSL_get_error(c->ssl, r);
+            if (err == SSL_ERROR_WANT_READ && !(c->flags & F_TCP_EOF))
+                return;
+            ssl_handshake_error(w, c, r);
+            return;
+        }
+        handshake_done(w, c);
+        if (c->state != CS_OPEN)
+            return;
+    }
+    if (c->state != CS_OPEN || (c->flags & F_TLS_RD_EOF))
+        return;
+    const uint32_t cap = w->rt->cfg->buffer_size;
+    struct tg_listener_counters *ctr = &w->ctr[c->listener];
+    uint64_t total = 0;
+    while (bufq_len(&c->to_plain) < cap) {
+        uint32_t room;
+        uint8_t *dst = bufq_space(&c->to_plain, cap, (c->flags & F_PLAIN_SENDING) != 0, &room);
+        if (dst == NULL) {
+            conn_close(w, c, "out_of_memory");
+            return;
+        }
+        if (room == 0)
+            break; // the rest of the queue is being sent: resume when that completes
+        int n = SSL_read(c->ssl, dst, (int)room);
+        if (n > 0) {
+            c->to_plain.tail += (uint32_t)n;
+            total += (uint64_t)n;
+            continue;
+        }
+        if (bufq_len(&c->to_plain) == 0)
+            bufq_reset(&c->to_plain); // nothing was read: give the reservation back
+        int err = SSL_get_error(c->ssl, n);
+        if ((err == SSL_ERROR_WANT_READ && !(c->flags & F_TCP_EOF)) || err == SSL_ERROR_WANT_WRITE)
+            break;
+        if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_SYSCALL || err == SSL_ERROR_WANT_READ) {
+            // close_notify, or FIN without one (a truncation we pass on as a half-close).
+            c->flags |= F_TLS_RD_EOF;
+            ERR_clear_error();
+            break;
+        }
+        char detail[128];
+        ssl_err_str(detail, sizeof(detail));
+        TG_WARN("tls_error", "conn=w%u-%u listener=%s detail=\"%s\"", w->id, c->seq,
+                conn_lconf(w, c)->name, detail);
+        conn_close(w, c, "tls_error");
+        return;
+    }
+    if (total > 0) {
+        if (conn_inbound(w, c))
+            tg_counter_add(&ctr->bytes_up, total);
+        else
+            tg_counter_add(&ctr->bytes_down, total);
+    }
+}
+
+// tls_input hands ciphertext to BoringSSL straight from the provided buffer; whatever cannot
+// be taken now (the plaintext queue is full) is kept in |pend_tls| and reading stops.
+static void tls_input(struct tg_worker *w, struct tg_conn *c, const uint8_t *data, uint32_t len) {
+    if (bufq_len(&c->pend_tls) > 0) {
+        if (!bufq_append(&c->pend_tls, data, len, BUF_SIZE, 0))
+            conn_close(w, c, "out_of_memory");
+        return;
+    }
+    c->in = data;
+    c->in_len = len;
+    tls_pump(w, c);
+    if (c->in_len > 0 && c->state != CS_CLOSING && !(c->flags & (F_RETRY | F_FATAL_FLUSH))) {
+        if (!bufq_append(&c->pend_tls, c->in, c->in_len, BUF_SIZE, 0))
+            conn_close(w, c, "out_of_memory");
+    }
+    c->in = NULL;
+    c->in_len = 0;
+}
+
+// tls_resume decrypts what |pend_tls| holds, once the plaintext queue has room again.
+static void tls_resume(struct tg_worker *w, struct tg_conn *c) {
+    uint32_t len = bufq_len(&c->pend_tls);
+    if (len == 0 && !((c->flags & F_TCP_EOF) && !(c->flags & F_TLS_RD_EOF)))
+        return;
+    c->in = c->pend_tls.data ? c->pend_tls.data + c->pend_tls.head : NULL;
+    c->in_len = len;
+    tls_pump(w, c);
+    if (c->state != CS_CLOSING && len > 0)
+        bufq_consume(&c->pend_tls, len - c->in_len);
+    c->in = NULL;
+    c->in_len = 0;
+}
+
+// plain_encrypt seals plaintext into |to_tls| while the queue is under its bound; returns how
+// many bytes it took.
+static uint32_t plain_encrypt(struct tg_worker *w, struct tg_conn *c, const uint8_t *data,
+                              uint32_t len) {
+    const uint32_t cap = w->rt->cfg->buffer_size;
+    uint32_t done = 0;
+    while (done < len && bufq_len(&c->to_tls) < cap) {
+        uint32_t n = len - done < TLS_CHUNK ? len - done : TLS_CHUNK;
+        uint32_t room;
+        if (bufq_space(&c->to_tls, w->tls_qsize, (c->flags & F_TLS_SENDING) != 0, &room) == NULL) {
+            conn_close(w, c, "out_of_memory");
+            return done;
+        }
+        // Seal only what fits where it is written: a record never moves queued bytes.
+        if (room < n + RECORD_OVERHEAD) {
+            if (room < 2 * RECORD_OVERHEAD)
+                break;
+            n = room - RECORD_OVERHEAD;
+        }
+        int r = SSL_write(c->ssl, data + done, (int)n);
+        if (r <= 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE)
+            break; // retried with the same bytes from pend_plain once the send completes
+        if (r <= 0) {
+            char detail[128];
+            ssl_err_str(detail, sizeof(detail));
+            TG_WARN("tls_error", "conn=w%u-%u listener=%s detail=\"%s\"", w->id, c->seq,
+                    conn_lconf(w, c)->name, detail);
+            conn_close(w, c, "tls_write_error");
+            return done;
+        }
+        done += (uint32_t)r;
+    }
+    struct tg_listener_counters *ctr = &w->ctr[c->listener];
+    if (conn_inbound(w, c))
+        tg_counter_add(&ctr->bytes_down, done);
+    else
+        tg_counter_add(&ctr->bytes_up, done);
+    return done;
+}
+
+static void plain_input(struct tg_worker *w, struct tg_conn *c, const uint8_t *data, uint32_t len) {
+    if (bufq_len(&c->pend_plain) > 0 || (c->flags & F_TLS_SHUT_SENT)) {
+        if ((c->flags & F_TLS_SHUT_SENT) == 0 && !bufq_append(&c->pend_plain, data, len, BUF_SIZE, 0))
+            conn_close(w, c, "out_of_memory");
+        return;
+    }
+    uint32_t done = plain_encrypt(w, c, data, len);
+    if (c->state == CS_CLOSING)
+        return;
+    if (done < len && !bufq_append(&c->pend_plain, data + done, len - done, BUF_SIZE, 0))
+        conn_close(w, c, "out_of_memory");
+}
+
+static void plain_resume(struct tg_worker *w, struct tg_conn *c) {
+    uint32_t len = bufq_len(&c->pend_plain);
+    if (len == 0)
+        return;
+    uint32_t done = plain_encrypt(w, c, c->pend_plain.data + c->pend_plain.head, len);
+    if (c->state != CS_CLOSING)
+        bufq_consume(&c->pend_plain, done);
+}
+
+// conn_step brings the connection's operations in line with its state: it resumes what
+// backpressure held back, starts sends, propagates half-closes, arms or cancels the receives
+// (level-triggered: each call recomputes what should be armed), and closes a finished
+// connection.
+static void conn_step(struct tg_worker *w, struct tg_conn *c) {
+    if (c->state == CS_CLOSING || c->state == CS_FREE || (c->flags & F_RETRY))
+        return;
+    const uint32_t cap = w->rt->cfg->buffer_size;
+    uint32_t f;
+
+    if (c->state == CS_OPEN) {
+        if (bufq_len(&c->to_plain) < cap)
+            tls_resume(w, c);
+        if (c->state == CS_CLOSING)
+            return;
+        if (bufq_len(&c->to_tls) < cap && !(c->flags & F_TLS_SHUT_SENT))
+            plain_resume(w, c);
+        if (c->state == CS_CLOSING)
+            return;
+    }
+    f = c->flags;
+
+    // Half-close from the plain side: our close_notify once everything before it is sealed.
+    if (c->state == CS_OPEN && (f & F_PLAIN_RD_EOF) && bufq_len(&c->pend_plain) == 0 &&
+        !(f & F_TLS_SHUT_SENT)) {
+        SSL_shutdown(c->ssl);
+        c->flags |= F_TLS_SHUT_SENT;
+    }
+    f = c->flags;
+    if ((f & F_TLS_UP) && bufq_len(&c->to_tls) > 0 && !(f & F_TLS_SENDING))
+        submit_send(w, c, 1);
+    if ((f & F_PLAIN_UP) && bufq_len(&c->to_plain) > 0 && !(f & (F_PLAIN_SENDING | F_PLAIN_WR_DONE)))
+        submit_send(w, c, 0);
+    f = c->flags;
+    if ((f & F_TLS_SHUT_SENT) && !(f & F_TLS_SENDING) && bufq_len(&c->to_tls) == 0 &&
+        !(f & F_TLS_WR_DONE)) {
+        if (f & F_FATAL_FLUSH) {
+            conn_close(w, c, "fatal_flushed");
+            return;
+        }
+        shutdown(c->tls_fd, SHUT_WR);
+        c->flags |= F_TLS_WR_DONE;
+    }
+    // Half-close from the TLS side: FIN to the plain side once its queue is empty.
+    if ((f & F_TLS_RD_EOF) && (f & F_PLAIN_UP) && !(f & F_PLAIN_SENDING) &&
+        bufq_len(&c->to_plain) == 0 && bufq_len(&c->pend_tls) == 0 && !(f & F_PLAIN_WR_DONE)) {
+        shutdown(c->plain_fd, SHUT_WR);
+        c->flags |= F_PLAIN_WR_DONE;
+    }
+    f = c->flags;
+    const uint32_t done = F_TLS_RD_EOF | F_PLAIN_RD_EOF | F_TLS_WR_DONE | F_PLAIN_WR_DONE;
+    if ((f & done) == done) {
+        conn_close(w, c, "finished");
+        return;
+    }
+
+    // Receives: armed exactly when the data they bring can be taken.
+    int want_tls = (f & F_TLS_UP) && (c->state == CS_HANDSHAKE || c->state == CS_OPEN) &&
+                   !(f & (F_TLS_RD_EOF | F_TCP_EOF | F_FATAL_FLUSH)) && bufq_len(&c->pend_tls) == 0 &&
+                   bufq_len(&c->to_plain) < cap;
+    int want_plain = (f & F_PLAIN_UP) && c->state == CS_OPEN &&
+                     !(f & (F_PLAIN_RD_EOF | F_TLS_SHUT_SENT)) &&
+                     bufq_len(&c->pend_plain) == 0 && bufq_len(&c->to_tls) < cap;
+    if (want_tls && !(f & F_TLS_RECV))
+        submit_recv(w, c, 1);
+    else if (!want_tls && (f & F_TLS_RECV) && !(f & F_TLS_RECV_CANCEL))
+        cancel_recv(w, c, 1);
+    if (want_plain && !(f & F_PLAIN_RECV))
+        submit_recv(w, c, 0);
+    else if (!want_plain && (f & F_PLAIN_RECV) && !(f & F_PLAIN_RECV_CANCEL))
+        cancel_recv(w, c, 0);
+}
+
+// start_connect opens the far-side socket: the backend (inbound, after the handshake) or the
+// current connect target (outbound, before it).
+static void start_connect(struct tg_worker *w, struct tg_conn *c) {
+    const struct tg_listener_conf *lc = conn_lconf(w, c);
+    const struct tg_target *t = &lc->targets[c->target];
+    int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        TG_ERROR("socket_failed", "conn=w%u-%u listener=%s error=\"%s\"", w->id, c->seq, lc->name,
+                 strerror(errno));
+        if (lc->direction == TG_INBOUND)
+            conn_fatal(w, c, "socket_failed");
+        else
+            conn_close(w, c, "socket_failed");
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (lc->direction == TG_INBOUND)
+        c->plain_fd = fd;
+    else
+        c->tls_fd = fd;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&t->addr, t->addr_len);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_CONNECT, conn_idx(w, c), c->gen));
+    c->inflight++;
+}
+
+static void on_connect(struct tg_worker *w, struct tg_conn *c, int res) {
+    const struct tg_listener_conf *lc = conn_lconf(w, c);
+    if (c->state == CS_CLOSING)
+        return;
+    if (res < 0) {
+        char target[80];
+        tg_target_format(&lc->targets[c->target], target, sizeof(target));
+        tg_counter_add(&w->ctr[c->listener].upstream_connect_errors, 1);
+        TG_WARN("connect_failed", "conn=w%u-%u listener=%s target=%s error=\"%s\"", w->id, c->seq,
+                lc->name, target, strerror(-res));
+        if (lc->direction == TG_INBOUND) {
+            conn_fatal(w, c, "backend_connect_failed");
+            return;
+        }
+        c->connect_failures++;
+        if ((size_t)c->target + 1 < lc->num_targets) {
+            close(c->tls_fd);
+            c->tls_fd = -1;
+            c->target++;
+            start_connect(w, c);
+            return;
+        }
+        if (c->connect_failures == lc->num_targets)
+            tg_counter_add(&w->ctr[c->listener].handshakes[TG_VERDICT_CONNECT_FAILED], 1);
+        conn_close(w, c, "no_target_reachable");
+        return;
+    }
+    if (lc->direction == TG_INBOUND) {
+        c->flags |= F_PLAIN_UP;
+        conn_step(w, c);
+        return;
+    }
+    // Outbound: the provider's TCP connection is up; start the client handshake.
+    c->flags |= F_TLS_UP;
+    if (!conn_new_ssl(w, c, 0)) {
+        conn_close(w, c, "ssl_new_failed");
+        return;
+    }
+    c->state = CS_HANDSHAKE;
+    list_push(w, c, LIST_HANDSHAKE);
+    int r = SSL_do_handshake(c->ssl); // writes the ClientHello into to_tls
+    if (r != 1 && SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+        ssl_handshake_error(w, c, r);
+        return;
+    }
+    conn_step(w, c);
+}
+
+// retry_next_target runs once every completion for a refused target's socket has arrived.
+static void retry_next_target(struct tg_worker *w, struct tg_conn *c) {
+    close(c->tls_fd);
+    c->tls_fd = -1;
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    bufq_reset(&c->to_tls);
+    bufq_reset(&c->pend_tls);
+    c->flags &= ~(F_RETRY | F_TLS_UP | F_TCP_EOF | F_TLS_RECV | F_TLS_RECV_CANCEL | F_TLS_SENDING);
+    c->verdict = TG_VERDICT_OK;
+    c->target++;
+    c->state = CS_CONNECTING;
+    list_unlink(w, c);
+    start_connect(w, c);
+}
+
+static void on_accept(struct tg_worker *w, uint32_t listener, struct io_uring_cqe *cqe) {
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        w->accepts_armed--;
+        if (w->draining || cqe->res == -ECANCELED) {
+            if (w->listen_fds[listener] >= 0) {
+                close(w->listen_fds[listener]);
+                w->listen_fds[listener] = -1;
+            }
+        } else {
+            struct io_uring_sqe *sqe = get_sqe(w);
+            io_uring_prep_multishot_accept(sqe, w->listen_fds[listener], NULL, NULL, SOCK_CLOEXEC);
+            io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT, listener, 0));
+            w->accepts_armed++;
+        }
+    }
+    if (cqe->res < 0) {
+        if (cqe->res != -ECANCELED)
+            TG_WARN("accept_failed", "worker=%u listener=%s error=\"%s\"", w->id,
+                    w->rt->cfg->listeners[listener].name, strerror(-cqe->res));
+        return;
+    }
+    int fd = cqe->res;
+    struct tg_listener_counters *ctr = &w->ctr[listener];
+    if (w->draining) {
+        tg_counter_add(&ctr->rejected[TG_REJECT_DRAINING], 1);
+        close(fd);
+        return;
+    }
+    struct tg_conn *c = conn_alloc(w);
+    if (c == NULL) {
+        tg_counter_add(&ctr->rejected[TG_REJECT_MAX_CONNECTIONS], 1);
+        TG_WARN("connection_rejected", "worker=%u listener=%s reason=max_connections", w->id,
+                w->rt->cfg->listeners[listener].name);
+        close(fd);
+        return;
+    }
+    tg_counter_add(&ctr->conns_opened, 1);
+    c->listener = (uint16_t)listener;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (tg_log_enabled(TG_LOG_DEBUG)) {
+        char peer[64];
+        peer_str(fd, peer, sizeof(peer));
+        TG_DEBUG("accept", "conn=w%u-%u listener=%s peer=%s", w->id, c->seq,
+                 w->rt->cfg->listeners[listener].name, peer);
+    }
+    if (conn_inbound(w, c)) {
+        c->tls_fd = fd;
+        c->flags |= F_TLS_UP;
+        if (!conn_new_ssl(w, c, 1)) {
+            conn_close(w, c, "ssl_new_failed");
+            conn_reap(w, c);
+            return;
+        }
+        c->state = CS_HANDSHAKE;
+        list_push(w, c, LIST_HANDSHAKE);
+        conn_step(w, c);
+    } else {
+        c->plain_fd = fd;
+        c->flags |= F_PLAIN_UP;
+        c->state = CS_CONNECTING;
+        list_push(w, c, LIST_HANDSHAKE); // the handshake timeout covers connecting too
+        start_connect(w, c);
+    }
+    conn_reap(w, c);
+}
+
+static void on_recv(struct tg_worker *w, struct tg_conn *c, int tls, struct io_uring_cqe *cqe) {
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (!more)
+        c->flags &= tls ? ~(F_TLS_RECV | F_TLS_RECV_CANCEL) : ~(F_PLAIN_RECV | F_PLAIN_RECV_CANCEL);
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (cqe->res > 0 && c->state != CS_CLOSING && !(c->flags & (F_RETRY | F_FATAL_FLUSH))) {
+            const uint8_t *data = w->bufs + (size_t)bid * BUF_SIZE;
+            conn_touch(w, c);
+            if (tls)
+                tls_input(w, c, data, (uint32_t)cqe->res);
+            else
+                plain_input(w, c, data, (uint32_t)cqe->res);
+        }
+        return_buffer(w, bid); // at once: a slow peer never holds the pool
+    }
+    if (c->state == CS_CLOSING || (c->flags & F_RETRY))
+        return;
+    if (cqe->res == 0) {
+        if (tls) {
+            c->flags |= F_TCP_EOF;
+            if (c->state == CS_HANDSHAKE) {
+                c->in = NULL;
+                c->in_len = 0;
+                tls_pump(w, c); // lets BoringSSL see the EOF and classify it
+            }
+        } else {
+            c->flags |= F_PLAIN_RD_EOF;
+        }
+    } else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
+        TG_DEBUG("recv_error", "conn=w%u-%u side=%s error=\"%s\"", w->id, c->seq,
+                 tls ? "tls" : "plain", strerror(-cqe->res));
+        if (tls || c->state != CS_OPEN)
+            conn_close(w, c, "recv_error");
+        else
+            conn_fatal(w, c, "plain_recv_error");
+        return;
+    }
+    if (c->state != CS_CLOSING && !(c->flags & F_RETRY))
+        conn_step(w, c);
+}
+
+static void on_send(struct tg_worker *w, struct tg_conn *c, int tls, int res) {
+    c->flags &= tls ? ~F_TLS_SENDING : ~F_PLAIN_SENDING;
+    if (c->state == CS_CLOSING || (c->flags & F_RETRY))
+        return;
+    if (res < 0) {
+        TG_DEBUG("send_error", "conn=w%u-%u side=%s error=\"%s\"", w->id, c->seq,
+                 tls ? "tls" : "plain", strerror(-res));
+        if (tls)
+            conn_close(w, c, "send_error");
+        else
+            conn_fatal(w, c, "plain_send_error");
+        return;
+    }
+    bufq_consume(tls ? &c->to_tls : &c->to_plain, (uint32_t)res);
+    conn_touch(w, c);
+    conn_step(w, c);
+}
+
+static void on_conn_cqe(struct tg_worker *w, struct io_uring_cqe *cqe, enum op op) {
+    uint64_t ud = cqe->user_data;
+    uint32_t idx = ud_idx(ud);
+    if (idx >= w->max_conns)
+        return;
+    struct tg_conn *c = &w->conns[idx];
+    if (c->gen != ud_gen(ud) || c->state == CS_FREE) {
+        // Should never happen: a slot is freed only after its last completion.
+        if ((cqe->flags & IORING_CQE_F_BUFFER))
+            return_buffer(w, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        return;
+    }
+    if (op == OP_CONNECT || !(cqe->flags & IORING_CQE_F_MORE))
+        c->inflight--;
+    switch (op) {
+    case OP_RECV_TLS:
+        on_recv(w, c, 1, cqe);
+        break;
+    case OP_RECV_PLAIN:
+        on_recv(w, c, 0, cqe);
+        break;
+    case OP_SEND_TLS:
+        on_send(w, c, 1, cqe->res);
+        break;
+    case OP_SEND_PLAIN:
+        on_send(w, c, 0, cqe->res);
+        break;
+    case OP_CONNECT:
+        on_connect(w, c, cqe->res);
+        break;
+    default:
+        break;
+    }
+    conn_reap(w, c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verify callback: policy over the peer's chain, with the verdict kept on the connection
+// for the metrics and the log line.
+
+enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
+    struct tg_conn *c = SSL_get_app_data(ssl);
+    const struct tg_tls *tls = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    X509 *leaf = NULL;
+    STACK_OF(X509) *chain = NULL;
+    char detail[256] = "";
+    enum tg_verdict v;
+    if (!tg_tls_peer_chain(ssl, &leaf, &chain)) {
+        v = TG_VERDICT_HANDSHAKE_ERROR;
+        snprintf(detail, sizeof(detail), "peer certificate does not parse");
+    } else {
+        const char *name = NULL;
+        v = tg_policy_check_peer(tls->policy, leaf, chain, (int64_t)time(NULL), &name, detail,
+                                 sizeof(detail));
+        struct tg_worker *w = t_worker;
+        if (v == TG_VERDICT_OK && w != NULL)
+            TG_DEBUG("peer_verified", "conn=w%u-%u name=%s", w->id, c->seq, name);
+    }
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    c->verdict = (uint8_t)v;
+    if (v == TG_VERDICT_OK)
+        return ssl_verify_ok;
+    struct tg_worker *w = t_worker;
+    if (w != NULL) {
+        char peer[64];
+        peer_str(c->tls_fd, peer, sizeof(peer));
+        TG_WARN("handshake_refused", "conn=w%u-%u listener=%s peer=%s reason=%s detail=\"%s\"",
+                w->id, c->seq, conn_lconf(w, c)->name, peer, tg_verdict_name(v), detail);
+    }
+    switch (v) {
+    case TG_VERDICT_EXPIRED:
+    case TG_VERDICT_NOT_YET_VALID:
+        *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
+        break;
+    case TG_VERDICT_UNTRUSTED:
+    case TG_VERDICT_SELF_SIGNED:
+        *out_alert = SSL_AD_UNKNOWN_CA;
+        break;
+    default:
+        *out_alert = SSL_AD_BAD_CERTIFICATE;
+    }
+    return ssl_verify_invalid;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers and draining.
+
+static void arm_timer(struct tg_worker *w) {
+    struct io_uring_sqe *sqe = get_sqe(w);
+    w->tick.tv_sec = 0;
+    w->tick.tv_nsec = TICK_MS * 1000000L;
+    io_uring_prep_timeout(sqe, &w->tick, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_TIMER, 0, 0));
+}
+
+static void arm_wake(struct tg_worker *w) {
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val), 0);
+    io_uring_sqe_set_data64(sqe, ud_make(OP_WAKE, 0, 0));
+}
+
+static void expire_lists(struct tg_worker *w) {
+    const struct tg_config *cfg = w->rt->cfg;
+    struct dlist *hs = &w->lists[LIST_HANDSHAKE];
+    while (hs->head != TG_NIL) {
+        struct tg_conn *c = &w->conns[hs->head];
+        if (!ms_reached(w->now, c->stamp + cfg->handshake_timeout_ms))
+            break;
+        list_unlink(w, c);
+        if (!(c->flags & F_FATAL_FLUSH)) // a refused peer that does not read its alert
+            record_handshake(w, c, TG_VERDICT_TIMEOUT, "handshake_timeout_ms elapsed");
+        conn_close(w, c, "handshake_timeout");
+        conn_reap(w, c);
+    }
+    struct dlist *idle = &w->lists[LIST_IDLE];
+    while (cfg->idle_timeout_ms > 0 && idle->head != TG_NIL) {
+        struct tg_conn *c = &w->conns[idle->head];
+        if (!ms_reached(w->now, c->stamp + cfg->idle_timeout_ms))
+            break;
+        list_unlink(w, c);
+        TG_INFO("idle_timeout", "conn=w%u-%u listener=%s", w->id, c->seq, conn_lconf(w, c)->name);
+        conn_close(w, c, "idle_timeout");
+        conn_reap(w, c);
+    }
+}
+
+static void begin_drain(struct tg_worker *w) {
+    if (w->draining)
+        return;
+    w->draining = 1;
+    w->drain_deadline = w->now + w->rt->cfg->drain_timeout_ms;
+    for (size_t l = 0; l < w->num_listeners; l++) {
+        struct io_uring_sqe *sqe = get_sqe(w);
+        io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, (uint32_t)l, 0), IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+    }
+    TG_INFO("drain_start", "worker=%u connections=%u timeout_ms=%u", w->id, w->num_active,
+            w->rt->cfg->drain_timeout_ms);
+}
+
+static void close_all(struct tg_worker *w) {
+    for (uint32_t i = 0; i < w->max_conns; i++) {
+        struct tg_conn *c = &w->conns[i];
+        if (c->state != CS_FREE && c->state != CS_CLOSING) {
+            conn_close(w, c, "drain_timeout");
+            conn_reap(w, c);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup and the loop.
+
+static int setup_ring(struct tg_worker *w) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+              IORING_SETUP_COOP_TASKRUN;
+    p.cq_entries = 16384;
+    int r = io_uring_queue_init_params(1024, &w->ring, &p);
+    if (r == -EINVAL) {
+        // Kernels before 6.1 lack DEFER_TASKRUN / SINGLE_ISSUER.
+        memset(&p, 0, sizeof(p));
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = 16384;
+        r = io_uring_queue_init_params(1024, &w->ring, &p);
+    }
+    if (r < 0) {
+        snprintf(w->init_err, w->init_err_len, "io_uring_queue_init: %s", strerror(-r));
+        return 0;
+    }
+    // liburing 2.3 has no io_uring_setup_buf_ring: map and register the ring by hand.
+    w->br_size = BUF_COUNT * sizeof(struct io_uring_buf);
+    w->br = mmap(NULL, w->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (w->br == MAP_FAILED) {
+        w->br = NULL;
+        snprintf(w->init_err, w->init_err_len, "mmap buffer ring: %s", strerror(errno));
+        return 0;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)w->br;
+    reg.ring_entries = BUF_COUNT;
+    reg.bgid = BUF_GROUP;
+    r = io_uring_register_buf_ring(&w->ring, &reg, 0);
+    if (r < 0) {
+        snprintf(w->init_err, w->init_err_len, "io_uring_register_buf_ring: %s (kernel 5.19+ "
+                 "needed)", strerror(-r));
+        return 0;
+    }
+    w->bufs = malloc((size_t)BUF_COUNT * BUF_SIZE);
+    if (w->bufs == NULL) {
+        snprintf(w->init_err, w->init_err_len, "out of memory for receive buffers");
+        return 0;
+    }
+    io_uring_buf_ring_init(w->br);
+    for (unsigned i = 0; i < BUF_COUNT; i++)
+        io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
+                              io_uring_buf_ring_mask(BUF_COUNT), (int)i);
+    io_uring_buf_ring_advance(w->br, BUF_COUNT);
+    return 1;
+}
+
+static void pin_thread(unsigned id) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu <= 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)(id % (unsigned long)ncpu), &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static void *worker_main(void *arg) {
+    struct tg_worker *w = arg;
+    t_worker = w;
+    pin_thread(w->id);
+    w->init_ok = setup_ring(w);
+    sem_post(&w->ready);
+    if (!w->init_ok)
+        return NULL;
+    w->now = now_ms();
+    for (size_t l = 0; l < w->num_listeners; l++) {
+        struct io_uring_sqe *sqe = get_sqe(w);
+        io_uring_prep_multishot_accept(sqe, w->listen_fds[l], NULL, NULL, SOCK_CLOEXEC);
+        io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT, (uint32_t)l, 0));
+        w->accepts_armed++;
+    }
+    arm_timer(w);
+    arm_wake(w);
+    if (atomic_load(&w->stop))
+        begin_drain(w);
+
+    for (;;) {
+        int r = io_uring_submit_and_wait(&w->ring, 1);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+            TG_ERROR("io_uring_wait", "worker=%u error=\"%s\"", w->id, strerror(-r));
+            break;
+        }
+        w->now = now_ms();
+        struct io_uring_cqe *cqe;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&w->ring, head, cqe) {
+            seen++;
+            enum op op = ud_op(cqe->user_data);
+            switch (op) {
+            case OP_IGNORE:
+                break;
+            case OP_ACCEPT:
+                on_accept(w, ud_idx(cqe->user_data), cqe);
+                break;
+            case OP_WAKE:
+                if (atomic_load(&w->stop))
+                    begin_drain(w);
+                else
+                    arm_wake(w);
+                break;
+            case OP_TIMER:
+                expire_lists(w);
+                if (w->draining && w->num_active > 0 && ms_reached(w->now, w->drain_deadline))
+                    close_all(w);
+                arm_timer(w);
+                break;
+            default:
+                on_conn_cqe(w, cqe, op);
+                break;
+            }
+        }
+        io_uring_cq_advance(&w->ring, seen);
+        if (w->draining && w->num_active == 0 && w->accepts_armed == 0)
+            break;
+    }
+    TG_INFO("worker_stopped", "worker=%u", w->id);
+    return NULL;
+}
+
+int tg_listen_open(const struct tg_target *addr, char *err, size_t err_len) {
+    char where[80];
+    tg_target_format(addr, where, sizeof(where));
+    int fd = socket(addr->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, err_len, "%s: socket: %s", where, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (addr->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&addr->addr, addr->addr_len) != 0) {
+        snprintf(err, err_len, "%s: bind: %s", where, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 4096) != 0) {
+        snprintf(err, err_len, "%s: listen: %s", where, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void worker_free(struct tg_worker *w) {
+    if (w == NULL)
+        return;
+    for (uint32_t i = 0; w->conns != NULL && i < w->max_conns; i++) {
+        struct tg_conn *c = &w->conns[i];
+        if (c->state != CS_FREE)
+            conn_free(w, c);
+    }
+    if (w->ring.ring_fd > 0)
+        io_uring_queue_exit(&w->ring);
+    if (w->br != NULL)
+        munmap(w->br, w->br_size);
+    free(w->bufs);
+    for (size_t l = 0; l < w->num_listeners; l++)
+        if (w->listen_fds[l] >= 0)
+            close(w->listen_fds[l]);
+    free(w->listen_fds);
+    free(w->conns);
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    sem_destroy(&w->ready);
+    free(w);
+}
+
+struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int *listen_fds,
+                                  uint32_t max_conns, char *err, size_t err_len) {
+    pthread_once(&g_bio_once, bio_method_init);
+    struct tg_worker *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    sem_init(&w->ready, 0, 0);
+    w->rt = rt;
+    w->id = id;
+    w->num_listeners = rt->cfg->num_listeners;
+    w->listen_fds = malloc(w->num_listeners * sizeof(int));
+    w->wake_fd = eventfd(0, EFD_CLOEXEC);
+    w->max_conns = max_conns;
+    w->conns = calloc(max_conns, sizeof(struct tg_conn));
+    w->ctr = tg_metrics_worker(rt->metrics, id);
+    w->tls_qsize = rt->cfg->buffer_size + TLS_SLACK;
+    w->init_err = err;
+    w->init_err_len = err_len;
+    if (w->listen_fds == NULL || w->conns == NULL || w->wake_fd < 0) {
+        snprintf(err, err_len, "out of memory");
+        if (w->listen_fds != NULL) {
+            memcpy(w->listen_fds, listen_fds, w->num_listeners * sizeof(int));
+        } else {
+            for (size_t l = 0; l < w->num_listeners; l++)
+                close(listen_fds[l]);
+            w->num_listeners = 0;
+        }
+        worker_free(w);
+        return NULL;
+    }
+    memcpy(w->listen_fds, listen_fds, w->num_listeners * sizeof(int));
+    for (uint32_t i = 0; i < max_conns; i++) {
+        w->conns[i].next = i + 1 < max_conns ? i + 1 : TG_NIL;
+        w->conns[i].prev = TG_NIL;
+        w->conns[i].tls_fd = w->conns[i].plain_fd = -1;
+    }
+    w->free_head = max_conns > 0 ? 0 : TG_NIL;
+    for (int l = 0; l < LIST_NUM; l++)
+        w->lists[l].head = w->lists[l].tail = TG_NIL;
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        snprintf(err, err_len, "pthread_create: %s", strerror(errno));
+        worker_free(w);
+        return NULL;
+    }
+    sem_wait(&w->ready);
+    if (!w->init_ok) {
+        pthread_join(w->thread, NULL);
+        worker_free(w);
+        return NULL;
+    }
+    w->init_err = NULL;
+    return w;
+}
+
+void tg_worker_stop(struct tg_worker *w) {
+    atomic_store(&w->stop, 1);
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof(one));
+    (void)r;
+}
+
+void tg_worker_join(struct tg_worker *w) {
+    pthread_join(w->thread, NULL);
+    worker_free(w);
+}
