@@ -1,0 +1,807 @@
+// Unit tests for the configuration loader (proxy/config.c).
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tlsgate/config.h"
+
+// A valid [tls] section on lines 1..6 and an inbound listener on lines 7..9: negative tests
+// add one bad line around them so the expected line number is easy to read.
+#define TLS_SECTION                                                                                \
+    "[tls]\n"                                                                                      \
+    "cert = /etc/tlsgate/sbc.crt\n"                                                                \
+    "key = /etc/tlsgate/sbc.key\n"                                                                 \
+    "ca = /etc/tlsgate/ca.pem\n"                                                                   \
+    "fqdn = sbc.example.com\n"                                                                     \
+    "peer_names = sip.example-carrier.net\n"
+#define INBOUND_SECTION                                                                            \
+    "[inbound carrier]\n"                                                                          \
+    "listen = 0.0.0.0:5061\n"                                                                      \
+    "forward = 192.0.2.10:5060\n"
+#define MINIMAL TLS_SECTION INBOUND_SECTION
+
+// parse copies |data_len| bytes of |data| into a buffer of exactly that size (no terminating
+// NUL, so ASan sees any read past the end) and parses it as "t.conf".
+static int parse_bytes(struct tg_config *cfg, const char *data, size_t data_len, char *err,
+                       size_t err_len) {
+    char *copy = malloc(data_len > 0 ? data_len : 1);
+    assert_non_null(copy);
+    memcpy(copy, data, data_len);
+    int ok = tg_config_parse(cfg, "t.conf", copy, data_len, err, err_len);
+    free(copy);
+    return ok;
+}
+
+static int parse(struct tg_config *cfg, const char *text, char *err, size_t err_len) {
+    return parse_bytes(cfg, text, strlen(text), err, err_len);
+}
+
+// expect_error_bytes asserts that parsing fails with exactly the message |want| and leaves
+// nothing allocated in the config.
+static void expect_error_bytes(const char *data, size_t data_len, const char *want) {
+    struct tg_config cfg;
+    char err[512];
+    int ok = parse_bytes(&cfg, data, data_len, err, sizeof(err));
+    if (ok)
+        fail_msg("parse succeeded, expected: %s", want);
+    assert_string_equal(err, want);
+    assert_null(cfg.listeners);
+    assert_null(cfg.peer_names);
+    tg_config_cleanup(&cfg);
+}
+
+static void expect_error(const char *text, const char *want) {
+    expect_error_bytes(text, strlen(text), want);
+}
+
+static void expect_ok(struct tg_config *cfg, const char *text) {
+    char err[512] = "";
+    if (!parse(cfg, text, err, sizeof(err)))
+        fail_msg("parse failed: %s", err);
+}
+
+static void assert_target(const struct tg_target *t, const char *host, uint16_t port, int resolved,
+                          const char *formatted) {
+    char buf[300];
+    assert_string_equal(t->host, host);
+    assert_int_equal(t->port, port);
+    assert_int_equal(t->resolved, resolved);
+    tg_target_format(t, buf, sizeof(buf));
+    assert_string_equal(buf, formatted);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Good files.
+
+static const char k_full[] =
+    "; tlsgate test configuration\n"
+    "# every key set\n"
+    "[global]\n"
+    "workers = 4\n"
+    "max_connections = 5000\n"
+    "log_level = debug\n"
+    "user = tlsgate\n"
+    "drain_timeout_ms = 2500\n"
+    "buffer_size = 131072\n"
+    "\n"
+    "[admin]\n"
+    "listen = [::1]:9901\n"
+    "enabled = no\n"
+    "\n"
+    "[tls]\n"
+    "cert = /etc/tlsgate/sbc.crt\n"
+    "key = /etc/tlsgate/sbc.key\n"
+    "ca = /etc/tlsgate/ca.pem\n"
+    "fqdn = sbc.example.com\n"
+    "peer_names =  sip.Example-Carrier.net ,sip2.example-carrier.net,\tPeer_3 \n"
+    "min_key_bits = 3072\n"
+    "min_version = 1.3\n"
+    "ciphers = ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384\n"
+    "handshake_timeout_ms = 5000\n"
+    "idle_timeout_ms = 0\n"
+    "\n"
+    "[inbound carrier]\n"
+    "listen = [::]:5061\n"
+    "forward = 192.0.2.10:5060\n"
+    "mode = sip\n"
+    "\n"
+    "[outbound pbx-out.1]\n"
+    "listen = 127.0.0.1:5062\n"
+    "connect = sip.example-carrier.net:5061, [2001:db8::5]:5061 "
+    ",198.51.100.7:5061\n"
+    "mode = tcp\n";
+
+static void test_full_file(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, k_full);
+    assert_string_equal(cfg.path, "t.conf");
+
+    assert_int_equal(cfg.workers, 4);
+    assert_int_equal(cfg.max_connections, 5000);
+    assert_int_equal(cfg.log_level, TG_LOG_DEBUG);
+    assert_string_equal(cfg.user, "tlsgate");
+    assert_int_equal(cfg.drain_timeout_ms, 2500);
+    assert_int_equal(cfg.buffer_size, 131072);
+
+    assert_int_equal(cfg.admin_enabled, 0);
+    assert_target(&cfg.admin_listen, "::1", 9901, 1, "[::1]:9901");
+    assert_int_equal(cfg.admin_listen.addr.ss_family, AF_INET6);
+    assert_int_equal(cfg.admin_listen.addr_len, sizeof(struct sockaddr_in6));
+
+    assert_string_equal(cfg.cert, "/etc/tlsgate/sbc.crt");
+    assert_string_equal(cfg.key, "/etc/tlsgate/sbc.key");
+    assert_string_equal(cfg.ca, "/etc/tlsgate/ca.pem");
+    assert_string_equal(cfg.fqdn, "sbc.example.com");
+    assert_int_equal(cfg.num_peer_names, 3);
+    assert_string_equal(cfg.peer_names[0], "sip.Example-Carrier.net");
+    assert_string_equal(cfg.peer_names[1], "sip2.example-carrier.net");
+    assert_string_equal(cfg.peer_names[2], "Peer_3");
+    assert_int_equal(cfg.min_key_bits, 3072);
+    assert_int_equal(cfg.min_version, 0x0304);
+    assert_string_equal(cfg.ciphers, "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384");
+    assert_int_equal(cfg.handshake_timeout_ms, 5000);
+    assert_int_equal(cfg.idle_timeout_ms, 0);
+
+    assert_int_equal(cfg.num_listeners, 2);
+    const struct tg_listener_conf *in = &cfg.listeners[0];
+    assert_string_equal(in->name, "carrier");
+    assert_int_equal(in->direction, TG_INBOUND);
+    assert_int_equal(in->mode, TG_MODE_SIP);
+    assert_int_equal(in->line, 27);
+    assert_target(&in->listen, "::", 5061, 1, "[::]:5061");
+    assert_int_equal(in->num_targets, 1);
+    assert_target(&in->targets[0], "192.0.2.10", 5060, 1, "192.0.2.10:5060");
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&in->targets[0].addr;
+    assert_int_equal(sin->sin_family, AF_INET);
+    assert_int_equal(ntohs(sin->sin_port), 5060);
+    assert_int_equal(ntohl(sin->sin_addr.s_addr), 0xC000020A);
+    assert_int_equal(in->targets[0].addr_len, sizeof(struct sockaddr_in));
+
+    const struct tg_listener_conf *out = &cfg.listeners[1];
+    assert_string_equal(out->name, "pbx-out.1");
+    assert_int_equal(out->direction, TG_OUTBOUND);
+    assert_int_equal(out->mode, TG_MODE_TCP);
+    assert_int_equal(out->line, 32);
+    assert_target(&out->listen, "127.0.0.1", 5062, 1, "127.0.0.1:5062");
+    assert_int_equal(out->num_targets, 3);
+    assert_target(&out->targets[0], "sip.example-carrier.net", 5061, 0,
+                  "sip.example-carrier.net:5061");
+    assert_target(&out->targets[1], "2001:db8::5", 5061, 1, "[2001:db8::5]:5061");
+    assert_target(&out->targets[2], "198.51.100.7", 5061, 1, "198.51.100.7:5061");
+    tg_config_cleanup(&cfg);
+    tg_config_cleanup(&cfg); // cleanup twice is safe
+}
+
+static void test_defaults(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, MINIMAL);
+    assert_int_equal(cfg.workers, 0);
+    assert_int_equal(cfg.max_connections, 10000);
+    assert_int_equal(cfg.log_level, TG_LOG_INFO);
+    assert_string_equal(cfg.user, "");
+    assert_int_equal(cfg.drain_timeout_ms, 10000);
+    assert_int_equal(cfg.buffer_size, 65536);
+    assert_int_equal(cfg.admin_enabled, 1);
+    assert_target(&cfg.admin_listen, "127.0.0.1", 9900, 1, "127.0.0.1:9900");
+    assert_int_equal(cfg.min_key_bits, 2048);
+    assert_int_equal(cfg.min_version, 0x0303);
+    assert_string_equal(cfg.ciphers, "");
+    assert_int_equal(cfg.handshake_timeout_ms, 10000);
+    assert_int_equal(cfg.idle_timeout_ms, 300000);
+    assert_int_equal(cfg.num_peer_names, 1);
+    assert_string_equal(cfg.peer_names[0], "sip.example-carrier.net");
+    assert_int_equal(cfg.num_listeners, 1);
+    assert_int_equal(cfg.listeners[0].mode, TG_MODE_TCP);
+    assert_int_equal(cfg.listeners[0].line, 7);
+    tg_config_cleanup(&cfg);
+
+    // tg_config_init alone gives the same defaults.
+    tg_config_init(&cfg);
+    assert_int_equal(cfg.max_connections, 10000);
+    assert_int_equal(cfg.min_key_bits, 2048);
+    assert_int_equal(cfg.num_listeners, 0);
+    tg_config_cleanup(&cfg);
+}
+
+static void test_workers_auto_and_bounds(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, "[global]\nworkers = auto\nbuffer_size = 4096\n" MINIMAL);
+    assert_int_equal(cfg.workers, 0);
+    assert_int_equal(cfg.buffer_size, 4096);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, "[global]\nworkers = 256\nbuffer_size = 4194304\n"
+                    "max_connections = 1000000\n" MINIMAL);
+    assert_int_equal(cfg.workers, 256);
+    assert_int_equal(cfg.buffer_size, 4194304);
+    assert_int_equal(cfg.max_connections, 1000000);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, TLS_SECTION "min_key_bits = 1024\nmin_version = 1.2\n" INBOUND_SECTION);
+    assert_int_equal(cfg.min_key_bits, 1024);
+    assert_int_equal(cfg.min_version, 0x0303);
+    tg_config_cleanup(&cfg);
+}
+
+// Comments, indentation, CRLF, a UTF-8 BOM and `;` inline comments are accepted.
+static void test_comments_and_layout(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, "\xEF\xBB\xBF; BOM, then a comment\r\n"
+                    "  # indented comment\r\n"
+                    "[global] ; trailing comment\r\n"
+                    "    workers = 2 ; inline comment\r\n"
+                    "\tlog_level=warn\r\n"
+                    "\r\n" MINIMAL);
+    assert_int_equal(cfg.workers, 2);
+    assert_int_equal(cfg.log_level, TG_LOG_WARN);
+    assert_int_equal(cfg.num_listeners, 1);
+    tg_config_cleanup(&cfg);
+    // A ';' not preceded by a blank is part of the value (here: of the port).
+    expect_error(TLS_SECTION "[outbound out]\nlisten = 127.0.0.1:5062\n"
+                             "connect = sip.example-carrier.net:5061;x\n",
+                 "t.conf:9: outbound out.connect: target 1: bad port '5061;x': expected 1..65535");
+}
+
+// ---------------------------------------------------------------------------------------------
+// One negative test per kind of bad line.
+
+static void test_unknown_key(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "colour = red\n" INBOUND_SECTION, "t.conf:7: tls.colour: unknown key");
+    expect_error(MINIMAL "connect = 192.0.2.1:5060\n",
+                 "t.conf:10: inbound carrier.connect: unknown key");
+}
+
+static void test_bad_integer(void **state) {
+    (void)state;
+    expect_error("[global]\nmax_connections = 12abc\n" MINIMAL,
+                 "t.conf:2: global.max_connections: bad value '12abc': expected an integer "
+                 "1..1000000");
+    expect_error("[global]\ndrain_timeout_ms = -1\n" MINIMAL,
+                 "t.conf:2: global.drain_timeout_ms: bad value '-1': expected an integer "
+                 "0..3600000");
+    expect_error("[global]\nbuffer_size = 0x1000\n" MINIMAL,
+                 "t.conf:2: global.buffer_size: bad value '0x1000': expected an integer "
+                 "4096..4194304");
+    expect_error("[global]\nworkers = many\n" MINIMAL,
+                 "t.conf:2: global.workers: bad value 'many': expected auto or an integer 1..256");
+}
+
+static void test_out_of_range(void **state) {
+    (void)state;
+    expect_error("[global]\nbuffer_size = 4095\n" MINIMAL,
+                 "t.conf:2: global.buffer_size: value 4095 out of range 4096..4194304");
+    expect_error("[global]\nmax_connections = 99999999999999999999\n" MINIMAL,
+                 "t.conf:2: global.max_connections: value 99999999999999999999 out of range "
+                 "1..1000000");
+    expect_error("[global]\nworkers = 0\n" MINIMAL,
+                 "t.conf:2: global.workers: bad value '0': expected auto or an integer 1..256");
+    expect_error(TLS_SECTION "handshake_timeout_ms = 99\n" INBOUND_SECTION,
+                 "t.conf:7: tls.handshake_timeout_ms: value 99 out of range 100..600000");
+    expect_error(TLS_SECTION "idle_timeout_ms = 86400001\n" INBOUND_SECTION,
+                 "t.conf:7: tls.idle_timeout_ms: value 86400001 out of range 0..86400000");
+}
+
+static void test_min_key_bits(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "min_key_bits = 512\n" INBOUND_SECTION,
+                 "t.conf:7: tls.min_key_bits: 512 bits is under the floor of 1024 bits");
+    expect_error(TLS_SECTION "min_key_bits = 16385\n" INBOUND_SECTION,
+                 "t.conf:7: tls.min_key_bits: value 16385 out of range 1024..16384");
+}
+
+static void test_bad_min_version(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "min_version = 1.1\n" INBOUND_SECTION,
+                 "t.conf:7: tls.min_version: TLS 1.1 is refused: expected 1.2 or 1.3");
+    expect_error(TLS_SECTION "min_version = 1.0\n" INBOUND_SECTION,
+                 "t.conf:7: tls.min_version: TLS 1.0 is refused: expected 1.2 or 1.3");
+    expect_error(TLS_SECTION "min_version = TLSv1.3\n" INBOUND_SECTION,
+                 "t.conf:7: tls.min_version: bad value 'TLSv1.3': expected 1.2 or 1.3");
+}
+
+static void test_bad_values(void **state) {
+    (void)state;
+    expect_error("[global]\nlog_level = verbose\n" MINIMAL,
+                 "t.conf:2: global.log_level: bad value 'verbose': expected debug, info, warn or "
+                 "error");
+    expect_error("[global]\nuser = bad user\n" MINIMAL,
+                 "t.conf:2: global.user: bad user name 'bad user': 1..63 characters of "
+                 "[A-Za-z0-9_.-]");
+    expect_error("[admin]\nenabled = true\n" MINIMAL,
+                 "t.conf:2: admin.enabled: bad value 'true': expected yes or no");
+    expect_error(MINIMAL "mode = http\n",
+                 "t.conf:10: inbound carrier.mode: bad value 'http': expected tcp or sip");
+    expect_error(TLS_SECTION "[inbound a]\nlisten =\n", "t.conf:8: inbound a.listen: empty value");
+    expect_error("[tls]\nfqdn = sbc..example.com\n",
+                 "t.conf:2: tls.fqdn: bad DNS name 'sbc..example.com'");
+    // '#' starts a comment only at the start of a line.
+    expect_error("[global]\nworkers = 4 # four\n" MINIMAL,
+                 "t.conf:2: global.workers: bad value '4 # four': expected auto or an integer "
+                 "1..256");
+}
+
+static void test_bad_address(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 192.0.2.300:5061\n",
+                 "t.conf:8: inbound a.listen: bad IPv4 address '192.0.2.300'");
+    // listen and forward must be numeric.
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:5061\nforward = pbx.example.com:5060\n",
+                 "t.conf:9: inbound a.forward: 'pbx.example.com' is not a numeric address (names "
+                 "only in connect)");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = [fe80::zz]:5061\n",
+                 "t.conf:8: inbound a.listen: bad IPv6 address 'fe80::zz'");
+    expect_error("[admin]\nlisten = localhost:9900\n" MINIMAL,
+                 "t.conf:2: admin.listen: 'localhost' is not a numeric address (names only in "
+                 "connect)");
+    expect_error(TLS_SECTION "[outbound b]\nlisten = 127.0.0.1:5062\nconnect = bad_host!:5061\n",
+                 "t.conf:9: outbound b.connect: target 1: bad host name 'bad_host!'");
+}
+
+static void test_bad_port(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:65536\n",
+                 "t.conf:8: inbound a.listen: port 65536 out of range 1..65535");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:0\n",
+                 "t.conf:8: inbound a.listen: port 0 out of range 1..65535");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:sip\n",
+                 "t.conf:8: inbound a.listen: bad port 'sip': expected 1..65535");
+}
+
+static void test_missing_port(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0\n",
+                 "t.conf:8: inbound a.listen: missing port: expected HOST:PORT");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:\n",
+                 "t.conf:8: inbound a.listen: missing port: expected HOST:PORT");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = [::1]\n",
+                 "t.conf:8: inbound a.listen: missing port: expected [ADDR]:PORT");
+}
+
+static void test_ipv6_without_brackets(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "[inbound a]\nlisten = ::1:5061\n",
+                 "t.conf:8: inbound a.listen: IPv6 address must be in brackets: [ADDR]:PORT");
+}
+
+static void test_duplicate_key(void **state) {
+    (void)state;
+    expect_error(MINIMAL "listen = 0.0.0.0:5062\n",
+                 "t.conf:10: inbound carrier.listen: duplicate key (first at line 8)");
+    expect_error(TLS_SECTION "cert = /x\n" INBOUND_SECTION,
+                 "t.conf:7: tls.cert: duplicate key (first at line 2)");
+}
+
+static void test_duplicate_section(void **state) {
+    (void)state;
+    expect_error(MINIMAL "[tls]\n", "t.conf:10: [tls]: duplicate section (first at line 1)");
+    expect_error("[global]\n" MINIMAL "[global]\n",
+                 "t.conf:11: [global]: duplicate section (first at line 1)");
+    // Listener names are unique across inbound and outbound.
+    expect_error(MINIMAL "[outbound carrier]\n",
+                 "t.conf:10: [outbound carrier]: duplicate listener name (first at line 7)");
+}
+
+static void test_unknown_section(void **state) {
+    (void)state;
+    expect_error(MINIMAL "[logging]\n", "t.conf:10: [logging]: unknown section");
+    expect_error(MINIMAL "[TLS]\n", "t.conf:10: [TLS]: unknown section");
+    expect_error(MINIMAL "[tls extra]\n", "t.conf:10: [tls extra]: this section takes no name");
+    expect_error(MINIMAL "[inbound]\n",
+                 "t.conf:10: [inbound]: missing listener name: [inbound NAME]");
+    expect_error(MINIMAL "[inbound x\n", "t.conf:10: syntax: section header without ']'");
+    expect_error(MINIMAL "[inbound x] y\n",
+                 "t.conf:10: [inbound x]: text after the section header");
+}
+
+static void test_missing_required_key(void **state) {
+    (void)state;
+    // In the section: the line of its header.
+    expect_error("\n[tls]\ncert = /c\nkey = /k\nca = /ca\nfqdn = sbc.example.com\n" INBOUND_SECTION,
+                 "t.conf:2: tls.peer_names: required key missing");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:5061\n[global]\n",
+                 "t.conf:7: inbound a.forward: required key missing");
+    expect_error(TLS_SECTION "[outbound b]\nlisten = 127.0.0.1:5062\n",
+                 "t.conf:7: outbound b.connect: required key missing");
+    // The whole section absent: line 0.
+    expect_error(INBOUND_SECTION, "t.conf:0: tls.cert: required key missing");
+    expect_error("", "t.conf:0: tls.cert: required key missing");
+}
+
+static void test_no_listeners(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "[global]\nworkers = 1\n",
+                 "t.conf:0: listeners: at least one [inbound NAME] or [outbound NAME] section "
+                 "required");
+}
+
+static void test_line_without_equals(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "this is not a key\n" INBOUND_SECTION,
+                 "t.conf:7: syntax: expected 'key = value' or a [section] header");
+    // inih would take `name: value`; the language does not.
+    expect_error(TLS_SECTION "min_version: 1.3\n" INBOUND_SECTION,
+                 "t.conf:7: syntax: expected 'key = value' or a [section] header");
+    expect_error(TLS_SECTION "= 1.3\n" INBOUND_SECTION, "t.conf:7: syntax: missing key before '='");
+    expect_error(TLS_SECTION "min:version = 1.3\n" INBOUND_SECTION,
+                 "t.conf:7: syntax: bad key 'min:version'");
+}
+
+static void test_key_outside_section(void **state) {
+    (void)state;
+    expect_error("; header comment\nworkers = 4\n" MINIMAL,
+                 "t.conf:2: workers: key outside any section");
+}
+
+static void test_too_many_targets(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, TLS_SECTION "[outbound b]\nlisten = 127.0.0.1:5062\n"
+                                "connect = a:1,b:2,c:3,d:4,e:5,f:6,g:7,[::1]:8\n");
+    assert_int_equal(cfg.listeners[0].num_targets, TG_MAX_TARGETS);
+    assert_target(&cfg.listeners[0].targets[7], "::1", 8, 1, "[::1]:8");
+    tg_config_cleanup(&cfg);
+    expect_error(TLS_SECTION "[outbound b]\nlisten = 127.0.0.1:5062\n"
+                             "connect = a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9\n",
+                 "t.conf:9: outbound b.connect: more than 8 targets");
+    expect_error(TLS_SECTION "[outbound b]\nlisten = 127.0.0.1:5062\nconnect = a:1,,b:2\n",
+                 "t.conf:9: outbound b.connect: target 2 is empty");
+}
+
+static void test_overlong_line(void **state) {
+    (void)state;
+    // 199 characters fit (Debian's inih: INI_MAX_LINE 200, with the NUL); 200 do not.
+    char text[1024];
+    char path[256];
+    memset(path, 'a', sizeof(path));
+    path[0] = '/';
+    snprintf(text, sizeof(text), "[tls]\ncert = %.*s\n", 199 - 7, path);
+    struct tg_config cfg;
+    char err[512];
+    assert_int_equal(parse(&cfg, text, err, sizeof(err)), 0);
+    assert_string_equal(err, "t.conf:1: tls.key: required key missing");
+    tg_config_cleanup(&cfg);
+    snprintf(text, sizeof(text), "[tls]\ncert = %.*s\nkey = /k\n", 200 - 7, path);
+    expect_error(text, "t.conf:2: syntax: line longer than 199 characters");
+    // Also for comments; the over-long line is never split into two.
+    char comment[601];
+    memset(comment, 'x', 600);
+    comment[600] = '\0';
+    snprintf(text, sizeof(text), MINIMAL "; %s\n[global]\n", comment);
+    expect_error(text, "t.conf:10: syntax: line longer than 199 characters");
+}
+
+static void test_nul_byte(void **state) {
+    (void)state;
+    static const char text[] = TLS_SECTION "fqdn\0 = x\n" INBOUND_SECTION;
+    expect_error_bytes(text, sizeof(text) - 1, "t.conf:7: syntax: NUL byte in line");
+    static const char tail[] = MINIMAL "\0";
+    expect_error_bytes(tail, sizeof(tail) - 1, "t.conf:10: syntax: NUL byte in line");
+}
+
+static void test_empty_peer_name(void **state) {
+    (void)state;
+    expect_error("[tls]\npeer_names = a.example.com,,b.example.com\n",
+                 "t.conf:2: tls.peer_names: item 2 is empty");
+    expect_error("[tls]\npeer_names = a.example.com, \n",
+                 "t.conf:2: tls.peer_names: item 2 is empty");
+    expect_error("[tls]\npeer_names = a b\n",
+                 "t.conf:2: tls.peer_names: item 1 'a b' is not a peer name");
+}
+
+static void test_bad_listener_name(void **state) {
+    (void)state;
+    expect_error(MINIMAL "[inbound pbx/1]\n",
+                 "t.conf:10: [inbound pbx/1]: bad listener name: 1..63 characters of "
+                 "[A-Za-z0-9_.-]");
+    expect_error(MINIMAL "[outbound a b]\n",
+                 "t.conf:10: [outbound a b]: bad listener name: 1..63 characters of "
+                 "[A-Za-z0-9_.-]");
+    char text[512];
+    char name[65];
+    memset(name, 'n', 64);
+    name[64] = '\0';
+    snprintf(text, sizeof(text), MINIMAL "[inbound %s]\n", name);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "t.conf:10: [inbound %.55s...: bad listener name: 1..63 characters of "
+             "[A-Za-z0-9_.-]",
+             name);
+    expect_error(text, want);
+    // 63 characters are fine.
+    name[63] = '\0';
+    snprintf(text, sizeof(text), MINIMAL "[outbound %s]\nlisten = 127.0.0.1:1\nconnect = h:1\n",
+             name);
+    struct tg_config cfg;
+    expect_ok(&cfg, text);
+    assert_string_equal(cfg.listeners[1].name, name);
+    tg_config_cleanup(&cfg);
+}
+
+// Every prefix of a good file, and some noise, parses or fails without crashing or leaking.
+static void test_prefixes_and_noise(void **state) {
+    (void)state;
+    char err[256];
+    struct tg_config cfg;
+    for (size_t n = 0; n <= sizeof(k_full) - 1; n++) {
+        parse_bytes(&cfg, k_full, n, err, sizeof(err));
+        tg_config_cleanup(&cfg);
+    }
+    uint32_t x = 12345;
+    char noise[512];
+    for (int round = 0; round < 2000; round++) {
+        size_t len = (size_t)(round % (int)sizeof(noise));
+        memcpy(noise, k_full, len);
+        for (int k = 0; k < 4 && len > 0; k++) {
+            x = x * 1103515245u + 12345u;
+            noise[(x >> 8) % len] = (char)(x >> 24);
+        }
+        parse_bytes(&cfg, noise, len, err, sizeof(err));
+        tg_config_cleanup(&cfg);
+    }
+    // A too-small or absent error buffer is fine.
+    assert_int_equal(parse(&cfg, "[x]\n", err, 5), 0);
+    assert_string_equal(err, "t.co");
+    assert_int_equal(parse(&cfg, "[x]\n", NULL, 0), 0);
+    tg_config_cleanup(&cfg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tg_parse_hostport and tg_target_format.
+
+static void expect_hostport_error(const char *text, const char *want) {
+    struct tg_target t;
+    char err[256];
+    assert_int_equal(tg_parse_hostport(&t, text, err, sizeof(err)), 0);
+    assert_string_equal(err, want);
+}
+
+static void test_parse_hostport(void **state) {
+    (void)state;
+    struct tg_target t;
+    char err[256];
+    char buf[300];
+    assert_int_equal(tg_parse_hostport(&t, "192.0.2.1:5061", err, sizeof(err)), 1);
+    assert_target(&t, "192.0.2.1", 5061, 1, "192.0.2.1:5061");
+    assert_int_equal(t.addr.ss_family, AF_INET);
+    assert_int_equal(tg_parse_hostport(&t, "[2001:DB8::1]:1", err, sizeof(err)), 1);
+    assert_target(&t, "2001:DB8::1", 1, 1, "[2001:db8::1]:1");
+    assert_int_equal(ntohs(((struct sockaddr_in6 *)&t.addr)->sin6_port), 1);
+    assert_int_equal(tg_parse_hostport(&t, "[::ffff:192.0.2.1]:65535", err, sizeof(err)), 1);
+    assert_int_equal(t.port, 65535);
+    assert_int_equal(tg_parse_hostport(&t, "sip.example-carrier.net:5061", err, sizeof(err)), 1);
+    assert_target(&t, "sip.example-carrier.net", 5061, 0, "sip.example-carrier.net:5061");
+    assert_int_equal(tg_parse_hostport(&t, "localhost:05060", err, sizeof(err)), 1);
+    assert_int_equal(t.port, 5060);
+    tg_target_format(&t, buf, 4);
+    assert_string_equal(buf, "loc");
+
+    expect_hostport_error("192.0.2.1", "missing port: expected HOST:PORT");
+    expect_hostport_error("192.0.2.1:", "missing port: expected HOST:PORT");
+    expect_hostport_error(":5061", "missing host: expected HOST:PORT");
+    expect_hostport_error("[]:5061", "missing host: expected HOST:PORT");
+    expect_hostport_error("192.0.2.1:0", "port 0 out of range 1..65535");
+    expect_hostport_error("192.0.2.1:65536", "port 65536 out of range 1..65535");
+    expect_hostport_error("192.0.2.1:+5", "bad port '+5': expected 1..65535");
+    expect_hostport_error("192.0.2.1:5 ", "bad port '5 ': expected 1..65535");
+    expect_hostport_error("2001:db8::1:5061", "IPv6 address must be in brackets: [ADDR]:PORT");
+    expect_hostport_error("[2001:db8::1:5061", "missing ']' after IPv6 address");
+    expect_hostport_error("[2001:db8::1]5061", "expected ':' after ']'");
+    expect_hostport_error("[192.0.2.1]:5061", "bad IPv6 address '192.0.2.1'");
+    expect_hostport_error("[example.com]:5061", "bad IPv6 address 'example.com'");
+    expect_hostport_error("1.2.3:5061", "bad IPv4 address '1.2.3'");
+    expect_hostport_error("a..b:5061", "bad host name 'a..b'");
+    expect_hostport_error("-carrier.example.net:5061", "bad host name '-carrier.example.net'");
+    expect_hostport_error("carrier-.example.net:5061", "bad host name 'carrier-.example.net'");
+}
+
+static void test_target_format_unresolved_v6_text(void **state) {
+    (void)state;
+    struct tg_target t;
+    memset(&t, 0, sizeof(t));
+    strcpy(t.host, "2001:db8::7");
+    t.port = 5061;
+    char buf[64];
+    tg_target_format(&t, buf, sizeof(buf));
+    assert_string_equal(buf, "[2001:db8::7]:5061");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and resolution.
+
+static void test_load_file(void **state) {
+    (void)state;
+    const char *tmp = getenv("TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/tg_config_XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/tlsgate.conf", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(k_full, 1, sizeof(k_full) - 1, f), sizeof(k_full) - 1);
+    assert_int_equal(fclose(f), 0);
+
+    struct tg_config cfg;
+    char err[4400];
+    if (!tg_config_load(&cfg, path, err, sizeof(err)))
+        fail_msg("load failed: %s", err);
+    assert_string_equal(cfg.path, path);
+    assert_int_equal(cfg.num_listeners, 2);
+    assert_int_equal(cfg.num_peer_names, 3);
+    tg_config_cleanup(&cfg);
+
+    // A bad file names itself in the message.
+    char bad_path[4200];
+    snprintf(bad_path, sizeof(bad_path), "%s/bad.conf", dir);
+    f = fopen(bad_path, "w");
+    assert_non_null(f);
+    fputs("[tls]\nkey = /k\ncolour = red\n", f);
+    assert_int_equal(fclose(f), 0);
+    char want[4400];
+    snprintf(want, sizeof(want), "%s:3: tls.colour: unknown key", bad_path);
+    assert_int_equal(tg_config_load(&cfg, bad_path, err, sizeof(err)), 0);
+    assert_string_equal(err, want);
+    tg_config_cleanup(&cfg);
+
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(unlink(bad_path), 0);
+
+    // The missing file: its name and strerror.
+    assert_int_equal(tg_config_load(&cfg, path, err, sizeof(err)), 0);
+    snprintf(want, sizeof(want), "%s:0: file: cannot open: %s", path, strerror(ENOENT));
+    assert_string_equal(err, want);
+    tg_config_cleanup(&cfg);
+
+    // A directory cannot be read.
+    assert_int_equal(tg_config_load(&cfg, dir, err, sizeof(err)), 0);
+    snprintf(want, sizeof(want), "%s:0: file: cannot read: %s", dir, strerror(EISDIR));
+    assert_string_equal(err, want);
+    tg_config_cleanup(&cfg);
+
+    // A file of exactly 1 MiB loads (comment lines pad it); one byte more is refused.
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(MINIMAL, f);
+    size_t left = 1024 * 1024 - strlen(MINIMAL);
+    char pad[64];
+    memset(pad, 'x', sizeof(pad));
+    pad[0] = ';';
+    pad[63] = '\n';
+    for (; left > sizeof(pad); left -= sizeof(pad))
+        assert_int_equal(fwrite(pad, 1, sizeof(pad), f), sizeof(pad));
+    pad[left - 1] = '\n';
+    assert_int_equal(fwrite(pad, 1, left, f), left);
+    assert_int_equal(fclose(f), 0);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 1024 * 1024);
+    assert_int_equal(tg_config_load(&cfg, path, err, sizeof(err)), 1);
+    tg_config_cleanup(&cfg);
+    f = fopen(path, "a");
+    assert_non_null(f);
+    fputs("\n", f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(tg_config_load(&cfg, path, err, sizeof(err)), 0);
+    snprintf(want, sizeof(want), "%s:0: file: cannot read: file larger than 1 MiB", path);
+    assert_string_equal(err, want);
+    tg_config_cleanup(&cfg);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+// conf/example.conf, found from this source file's path, loads as documented.
+static void test_example_conf(void **state) {
+    (void)state;
+    char path[4096];
+    const char *slash = strrchr(__FILE__, '/');
+    if (__FILE__[0] != '/' || slash == NULL) {
+        print_message("skipping test_example_conf: __FILE__ is not an absolute path\n");
+        skip();
+    }
+    snprintf(path, sizeof(path), "%.*s/../../conf/example.conf", (int)(slash - __FILE__), __FILE__);
+    struct tg_config cfg;
+    char err[4400];
+    if (!tg_config_load(&cfg, path, err, sizeof(err)))
+        fail_msg("%s", err);
+    assert_int_equal(cfg.workers, 0);
+    assert_string_equal(cfg.user, "tlsgate");
+    assert_string_equal(cfg.fqdn, "sbc.example.com");
+    assert_int_equal(cfg.num_peer_names, 2);
+    assert_string_equal(cfg.peer_names[1], "sip2.example-carrier.net");
+    assert_string_equal(cfg.ciphers, "");
+    assert_int_equal(cfg.num_listeners, 2);
+    const struct tg_listener_conf *in = &cfg.listeners[0], *out = &cfg.listeners[1];
+    assert_int_equal(in->direction, TG_INBOUND);
+    assert_target(&in->listen, "0.0.0.0", 5061, 1, "0.0.0.0:5061");
+    assert_target(&in->targets[0], "192.0.2.10", 5060, 1, "192.0.2.10:5060");
+    assert_int_equal(out->direction, TG_OUTBOUND);
+    assert_target(&out->listen, "127.0.0.1", 5062, 1, "127.0.0.1:5062");
+    assert_int_equal(out->num_targets, 2);
+    assert_target(&out->targets[0], "sip.example-carrier.net", 5061, 0,
+                  "sip.example-carrier.net:5061");
+    assert_target(&out->targets[1], "sip2.example-carrier.net", 5061, 0,
+                  "sip2.example-carrier.net:5061");
+    tg_config_cleanup(&cfg);
+}
+
+static void test_resolve(void **state) {
+    (void)state;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo("localhost", NULL, &hints, &res) != 0) {
+        print_message("skipping test_resolve: this machine cannot resolve localhost\n");
+        skip();
+    }
+    freeaddrinfo(res);
+
+    struct tg_config cfg;
+    expect_ok(&cfg, TLS_SECTION "[outbound b]\nlisten = 127.0.0.1:5062\n"
+                                "connect = localhost:5061,192.0.2.1:5062\n");
+    char err[512] = "";
+    if (!tg_config_resolve(&cfg, err, sizeof(err)))
+        fail_msg("resolve failed: %s", err);
+    const struct tg_target *t = &cfg.listeners[0].targets[0];
+    assert_int_equal(t->resolved, 1);
+    char buf[64];
+    tg_target_format(t, buf, sizeof(buf));
+    if (strcmp(buf, "127.0.0.1:5061") != 0 && strcmp(buf, "[::1]:5061") != 0)
+        fail_msg("localhost resolved to %s", buf);
+    assert_string_equal(cfg.listeners[0].targets[0].host, "localhost");
+    tg_config_cleanup(&cfg);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_workers_auto_and_bounds),
+        cmocka_unit_test(test_comments_and_layout),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_bad_integer),
+        cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_min_key_bits),
+        cmocka_unit_test(test_bad_min_version),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_bad_address),
+        cmocka_unit_test(test_bad_port),
+        cmocka_unit_test(test_missing_port),
+        cmocka_unit_test(test_ipv6_without_brackets),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_duplicate_section),
+        cmocka_unit_test(test_unknown_section),
+        cmocka_unit_test(test_missing_required_key),
+        cmocka_unit_test(test_no_listeners),
+        cmocka_unit_test(test_line_without_equals),
+        cmocka_unit_test(test_key_outside_section),
+        cmocka_unit_test(test_too_many_targets),
+        cmocka_unit_test(test_overlong_line),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_empty_peer_name),
+        cmocka_unit_test(test_bad_listener_name),
+        cmocka_unit_test(test_prefixes_and_noise),
+        cmocka_unit_test(test_parse_hostport),
+        cmocka_unit_test(test_target_format_unresolved_v6_text),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_example_conf),
+        cmocka_unit_test(test_resolve),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
