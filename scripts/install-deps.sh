@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything tlsgate needs to build, test and benchmark, from Debian 12 packages only.
+# Safe to run again: when every package is present it does nothing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  android-libboringssl-dev liburing-dev libjemalloc-dev libinih-dev libsrtp2-dev
+  libmicrohttpd-dev libcmocka-dev libbenchmark-dev
+  clang libclang-rt-14-dev
+  openssl sip-tester python3 curl procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run as root (or with sudo)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
