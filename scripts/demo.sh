@@ -30,7 +30,7 @@ build/tlsgate check -c conf/demo.conf
 say "starting the PBX stand-in (echo) on 127.0.0.1:15060 and tlsgate"
 build/tests/tools/tg-echo --listen 127.0.0.1:15060 >/dev/null &
 pids+=($!)
-build/tlsgate run -c conf/demo.conf 2> >(sed 's/^/  [tlsgate] /' >&2) &
+build/tlsgate run -c conf/demo.conf 2> >(sed -u 's/^/  [tlsgate] /' >&2) &
 TG=$!
 pids+=($TG)
 for _ in $(seq 50); do
