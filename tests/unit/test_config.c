@@ -572,6 +572,31 @@ static void expect_hostport_error(const char *text, const char *want) {
     assert_string_equal(err, want);
 }
 
+// Relative certificate paths are taken from the configuration file's directory; absolute
+// ones are kept as written.
+static void test_relative_paths(void **state) {
+    (void)state;
+    static const char text[] = "[tls]\n"
+                               "cert = pki/sbc.crt\n"
+                               "key = /abs/sbc.key\n"
+                               "ca = ../ca.pem\n"
+                               "fqdn = sbc.example.com\n"
+                               "peer_names = sip.example-carrier.net\n" INBOUND_SECTION;
+    struct tg_config cfg;
+    char err[256];
+    assert_int_equal(tg_config_parse(&cfg, "/etc/tlsgate/t.conf", text, strlen(text), err,
+                                     sizeof(err)),
+                     1);
+    assert_string_equal(cfg.cert, "/etc/tlsgate/pki/sbc.crt");
+    assert_string_equal(cfg.key, "/abs/sbc.key");
+    assert_string_equal(cfg.ca, "/etc/tlsgate/../ca.pem");
+    tg_config_cleanup(&cfg);
+    // A file named without a directory keeps the path relative to the working directory.
+    assert_int_equal(tg_config_parse(&cfg, "t.conf", text, strlen(text), err, sizeof(err)), 1);
+    assert_string_equal(cfg.cert, "pki/sbc.crt");
+    tg_config_cleanup(&cfg);
+}
+
 static void test_parse_hostport(void **state) {
     (void)state;
     struct tg_target t;
@@ -800,6 +825,7 @@ int main(void) {
         cmocka_unit_test(test_parse_hostport),
         cmocka_unit_test(test_target_format_unresolved_v6_text),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_example_conf),
         cmocka_unit_test(test_resolve),
     };
