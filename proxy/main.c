@@ -225,6 +225,16 @@ static int cmd_run(const struct options *o) {
                                        .started = (long long)time(NULL)};
     unsigned started = 0;
     rc = EXIT_POLICY;
+    // Signals are taken by signalfd on this thread. They are blocked before any other thread
+    // (admin, workers) exists, so every thread inherits the mask and none can die of them.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     if (metrics == NULL || workers == NULL || fds == NULL || names == NULL || kinds == NULL) {
         TG_ERROR("startup_failed", "reason=\"out of memory\"");
         goto out;
@@ -253,15 +263,6 @@ static int cmd_run(const struct options *o) {
     if (!drop_privileges(cfg.user))
         goto out;
 
-    // Signals are taken by signalfd here; every thread inherits the blocked mask.
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 
     for (unsigned w = 0; w < num_workers; w++) {
         workers[w] = tg_worker_start(&rt, w, &fds[w * cfg.num_listeners], per_worker, err,
@@ -315,11 +316,11 @@ stop:
         tg_worker_stop(workers[w]);
     for (unsigned w = 0; w < started; w++)
         tg_worker_join(workers[w]);
-    if (sfd >= 0)
-        close(sfd);
     if (rc == EXIT_OK)
         TG_INFO("stopped", "workers=%u", started);
 out:
+    if (sfd >= 0)
+        close(sfd);
     tg_admin_stop(admin);
     if (fds != NULL)
         for (size_t i = 0; i < num_workers * cfg.num_listeners; i++)

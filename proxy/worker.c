@@ -1043,6 +1043,13 @@ static void on_recv(struct tg_worker *w, struct tg_conn *c, int tls, struct io_u
     } else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
         TG_DEBUG("recv_error", "conn=w%u-%u side=%s error=\"%s\"", w->id, c->seq,
                  tls ? "tls" : "plain", strerror(-cqe->res));
+        if (tls && c->state == CS_HANDSHAKE) {
+            // A reset mid-handshake is a failed handshake: counted, and for outbound the next
+            // target is tried.
+            c->flags |= F_TCP_EOF;
+            handshake_failed(w, c, TG_VERDICT_PEER_CLOSED, strerror(-cqe->res));
+            return;
+        }
         if (tls || c->state != CS_OPEN)
             conn_close(w, c, "recv_error");
         else
