@@ -8,7 +8,8 @@ PACKAGES=(
   android-libboringssl-dev liburing-dev libjemalloc-dev libinih-dev libsrtp2-dev
   libmicrohttpd-dev libcmocka-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  openssl sip-tester python3 curl procps
+  openssl sip-tester python3 curl procps util-linux
+  haproxy stunnel4 nginx libnginx-mod-stream
 )
 
 missing=()
