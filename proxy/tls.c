@@ -1,6 +1,9 @@
 #include "tlsgate/tls.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bytestring.h>
@@ -11,6 +14,43 @@
 const char tg_tls_default_ciphers[] =
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256";
+
+// The policy outlives the tg_tls that built it: each SSL_CTX holds a reference through its ex
+// data, so connections still running on an old generation keep verifying against the policy
+// they started with after a reload has freed that generation.
+struct policy_ref {
+    _Atomic int refs;
+    struct tg_policy *policy;
+};
+
+static int g_policy_idx = -1;
+static pthread_once_t g_policy_once = PTHREAD_ONCE_INIT;
+
+static void policy_ref_drop(struct policy_ref *r) {
+    if (r != NULL && atomic_fetch_sub(&r->refs, 1) == 1) {
+        tg_policy_free(r->policy);
+        free(r);
+    }
+}
+
+static void policy_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                           void *argp) {
+    (void)parent;
+    (void)ad;
+    (void)index;
+    (void)argl;
+    (void)argp;
+    policy_ref_drop(ptr);
+}
+
+static void policy_index_init(void) {
+    g_policy_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, policy_ex_free);
+}
+
+const struct tg_policy *tg_tls_policy(const SSL *ssl) {
+    const struct policy_ref *r = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g_policy_idx);
+    return r != NULL ? r->policy : NULL;
+}
 
 static void ssl_error(char *err, size_t err_len, const char *file, const char *what) {
     char reason[160] = "";
@@ -155,6 +195,8 @@ static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_custom_verify(ctx, mode, verify);
     SSL_CTX_set_app_data(ctx, t);
+    atomic_fetch_add(&t->policy_ref->refs, 1);
+    SSL_CTX_set_ex_data(ctx, g_policy_idx, t->policy_ref);
     return ctx;
 fail:
     SSL_CTX_free(ctx);
@@ -164,9 +206,18 @@ fail:
 int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
                 size_t err_len) {
     memset(t, 0, sizeof(*t));
+    pthread_once(&g_policy_once, policy_index_init);
     t->pool = CRYPTO_BUFFER_POOL_new();
     t->policy = tg_policy_new();
-    if (t->pool == NULL || t->policy == NULL) {
+    t->policy_ref = calloc(1, sizeof(*t->policy_ref));
+    if (t->policy_ref != NULL) {
+        atomic_init(&t->policy_ref->refs, 1);
+        t->policy_ref->policy = t->policy;
+    } else {
+        tg_policy_free(t->policy);
+        t->policy = NULL;
+    }
+    if (t->pool == NULL || t->policy == NULL || g_policy_idx < 0) {
         snprintf(err, err_len, "tls: out of memory");
         goto fail;
     }
@@ -200,7 +251,7 @@ fail:
 void tg_tls_cleanup(struct tg_tls *t) {
     SSL_CTX_free(t->server);
     SSL_CTX_free(t->client);
-    tg_policy_free(t->policy);
+    policy_ref_drop(t->policy_ref); // the policy goes with the last context that used it
     X509_free(t->leaf);
     sk_X509_pop_free(t->chain, X509_free);
     EVP_PKEY_free(t->key);

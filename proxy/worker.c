@@ -219,6 +219,9 @@ struct tg_worker {
 
     uint32_t tls_qsize;        // allocation of a ciphertext queue: buffer_size + TLS_SLACK
     struct tg_listener_counters *ctr;
+    SSL_CTX *server_ctx;       // the generation new connections start on (one reference each)
+    SSL_CTX *client_ctx;
+    _Atomic(struct ctx_pair *) mailbox; // a newer generation, handed over by the control thread
     int wake_fd;
     uint64_t wake_val;
     _Atomic int stop;
@@ -227,6 +230,19 @@ struct tg_worker {
     uint32_t now;              // ms, monotonic, refreshed once per loop turn
     struct __kernel_timespec tick;
 };
+
+// A generation's contexts on their way to a worker, each with a reference for the worker.
+struct ctx_pair {
+    SSL_CTX *server, *client;
+};
+
+static void ctx_pair_free(struct ctx_pair *p) {
+    if (p == NULL)
+        return;
+    SSL_CTX_free(p->server);
+    SSL_CTX_free(p->client);
+    free(p);
+}
 
 static _Thread_local struct tg_worker *t_worker; // for the verify callback's log lines
 
@@ -430,8 +446,7 @@ static void bio_method_init(void) {
 }
 
 static int conn_new_ssl(struct tg_worker *w, struct tg_conn *c, int server) {
-    const struct tg_tls *tls = w->rt->tls;
-    c->ssl = SSL_new(server ? tls->server : tls->client);
+    c->ssl = SSL_new(server ? w->server_ctx : w->client_ctx);
     if (c->ssl == NULL)
         return 0;
     BIO *bio = BIO_new(g_bio_method);
@@ -707,7 +722,10 @@ static void tls_input(struct tg_worker *w, struct tg_conn *c, const uint8_t *dat
 // tls_resume decrypts what |pend_tls| holds, once the plaintext queue has room again.
 static void tls_resume(struct tg_worker *w, struct tg_conn *c) {
     uint32_t len = bufq_len(&c->pend_tls);
-    if (len == 0 && !((c->flags & F_TCP_EOF) && !(c->flags & F_TLS_RD_EOF)))
+    // Besides pend_tls, BoringSSL itself may hold the rest of a decrypted record that did not
+    // fit in to_plain: it must come out now, since no more ciphertext may ever arrive for it.
+    if (len == 0 && SSL_pending(c->ssl) == 0 &&
+        !((c->flags & F_TCP_EOF) && !(c->flags & F_TLS_RD_EOF)))
         return;
     c->in = c->pend_tls.data ? c->pend_tls.data + c->pend_tls.head : NULL;
     c->in_len = len;
@@ -1120,7 +1138,6 @@ static void on_conn_cqe(struct tg_worker *w, struct io_uring_cqe *cqe, enum op o
 
 enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
     struct tg_conn *c = SSL_get_app_data(ssl);
-    const struct tg_tls *tls = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     X509 *leaf = NULL;
     STACK_OF(X509) *chain = NULL;
     char detail[256] = "";
@@ -1130,7 +1147,7 @@ enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
         snprintf(detail, sizeof(detail), "peer certificate does not parse");
     } else {
         const char *name = NULL;
-        v = tg_policy_check_peer(tls->policy, leaf, chain, (int64_t)time(NULL), &name, detail,
+        v = tg_policy_check_peer(tg_tls_policy(ssl), leaf, chain, (int64_t)time(NULL), &name, detail,
                                  sizeof(detail));
         struct tg_worker *w = t_worker;
         if (v == TG_VERDICT_OK && w != NULL)
@@ -1178,6 +1195,20 @@ static void arm_wake(struct tg_worker *w) {
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val), 0);
     io_uring_sqe_set_data64(sqe, ud_make(OP_WAKE, 0, 0));
+}
+
+// adopt_contexts switches new connections to the generation waiting in the mailbox. Open
+// connections keep theirs: each SSL holds a reference on the context it was made from.
+static void adopt_contexts(struct tg_worker *w) {
+    struct ctx_pair *p = atomic_exchange(&w->mailbox, NULL);
+    if (p == NULL)
+        return;
+    SSL_CTX_free(w->server_ctx);
+    SSL_CTX_free(w->client_ctx);
+    w->server_ctx = p->server;
+    w->client_ctx = p->client;
+    free(p);
+    TG_DEBUG("generation_adopted", "worker=%u", w->id);
 }
 
 static void expire_lists(struct tg_worker *w) {
@@ -1331,6 +1362,7 @@ static void *worker_main(void *arg) {
                 on_accept(w, ud_idx(cqe->user_data), cqe);
                 break;
             case OP_WAKE:
+                adopt_contexts(w);
                 if (atomic_load(&w->stop))
                     begin_drain(w);
                 else
@@ -1401,6 +1433,9 @@ static void worker_free(struct tg_worker *w) {
     free(w->conns);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
+    SSL_CTX_free(w->server_ctx);
+    SSL_CTX_free(w->client_ctx);
+    ctx_pair_free(atomic_exchange(&w->mailbox, NULL));
     sem_destroy(&w->ready);
     free(w);
 }
@@ -1423,6 +1458,10 @@ struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int 
     w->conns = calloc(max_conns, sizeof(struct tg_conn));
     w->ctr = tg_metrics_worker(rt->metrics, id);
     w->tls_qsize = rt->cfg->buffer_size + TLS_SLACK;
+    SSL_CTX_up_ref(rt->tls->server);
+    SSL_CTX_up_ref(rt->tls->client);
+    w->server_ctx = rt->tls->server;
+    w->client_ctx = rt->tls->client;
     w->init_err = err;
     w->init_err_len = err_len;
     if (w->listen_fds == NULL || w->conns == NULL || w->wake_fd < 0) {
@@ -1466,6 +1505,22 @@ void tg_worker_stop(struct tg_worker *w) {
     uint64_t one = 1;
     ssize_t r = write(w->wake_fd, &one, sizeof(one));
     (void)r;
+}
+
+int tg_worker_set_contexts(struct tg_worker *w, SSL_CTX *server, SSL_CTX *client) {
+    struct ctx_pair *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return 0;
+    SSL_CTX_up_ref(server);
+    SSL_CTX_up_ref(client);
+    p->server = server;
+    p->client = client;
+    // A generation the worker has not picked up yet is simply replaced.
+    ctx_pair_free(atomic_exchange(&w->mailbox, p));
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof(one));
+    (void)r;
+    return 1;
 }
 
 void tg_worker_join(struct tg_worker *w) {

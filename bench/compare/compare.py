@@ -154,7 +154,7 @@ class Tlsgate(Proxy):
             f.write(f"""[global]
 workers = 1
 log_level = error
-max_connections = 12000
+max_connections = 9800
 drain_timeout_ms = 1000
 [admin]
 listen = 127.0.0.1:{admin}
@@ -187,7 +187,8 @@ class Haproxy(Proxy):
         with open(conf, "w") as f:
             f.write(f"""global
     nbthread 1
-    maxconn 12000
+    # two sockets a connection: 9800 fits the 20,000 descriptors a process may hold here
+    maxconn 9800
     log stderr format raw local0 err
     ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
@@ -195,7 +196,7 @@ defaults
     timeout connect 5s
     timeout client 120s
     timeout server 120s
-    maxconn 12000
+    maxconn 9800
 frontend fe
     bind 127.0.0.1:{self.port} ssl crt {crt} ca-file {self.pki}/ca.pem verify required
     # the same identity rule as tlsgate's peer_names (CN only: HAProxy has no SAN fetch)
@@ -244,7 +245,8 @@ worker_processes 1;
 worker_rlimit_nofile 20000;
 pid {self.work}/nginx.pid;
 error_log stderr error;
-events {{ worker_connections 12000; }}
+# worker_connections counts client and upstream connections alike
+events {{ worker_connections 19500; }}
 stream {{
     server {{
         listen 127.0.0.1:{self.port} ssl;

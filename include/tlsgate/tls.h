@@ -13,10 +13,13 @@
 // policy, and the two SSL_CTXs built from them. Both contexts use TLS_with_buffers_method:
 // certificates live as CRYPTO_BUFFERs shared through one pool, and the peer's chain is parsed
 // into X509 only inside the verify callback, so an established connection holds no X509.
+struct policy_ref;
+
 struct tg_tls {
     SSL_CTX *server;          // inbound: mutual TLS, a client certificate is required
     SSL_CTX *client;          // outbound: presents our certificate, verifies the provider
-    struct tg_policy *policy; // peer rules; owned
+    struct tg_policy *policy; // peer rules; shared with both contexts (see tg_tls_policy)
+    struct policy_ref *policy_ref;
     X509 *leaf;               // our certificate; owned
     STACK_OF(X509) *chain;    // our intermediates (may be empty); owned
     EVP_PKEY *key;            // our private key; owned
@@ -25,7 +28,9 @@ struct tg_tls {
 };
 
 // tg_verify_fn is the custom verify callback (see SSL_CTX_set_custom_verify) installed on
-// both contexts. SSL_CTX_get_app_data() of the connection's context returns the tg_tls.
+// both contexts. tg_tls_policy() gives it the policy of the connection's context.
+// SSL_CTX_get_app_data() of a context returns its tg_tls, valid only while that tg_tls lives
+// (a reload frees the old one while connections may still use its contexts).
 typedef enum ssl_verify_result_t (*tg_verify_fn)(SSL *ssl, uint8_t *out_alert);
 
 // tg_tls_init loads the certificate, key and CA bundle named by |cfg|, builds the policy
@@ -36,6 +41,10 @@ int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn veri
 
 // tg_tls_cleanup frees what |t| owns. Safe on a zeroed struct.
 void tg_tls_cleanup(struct tg_tls *t);
+
+// tg_tls_policy returns the peer policy of |ssl|'s context. It stays valid as long as the
+// context does, independently of the tg_tls that built it.
+const struct tg_policy *tg_tls_policy(const SSL *ssl);
 
 // tg_tls_peer_chain parses the peer's certificates (SSL_get0_peer_certificates) into a new
 // leaf and a new stack of the rest. Returns 1 on success (the caller frees both; |*out_leaf|

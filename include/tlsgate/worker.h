@@ -8,8 +8,9 @@
 #include "tlsgate/metrics.h"
 #include "tlsgate/tls.h"
 
-// tg_runtime is what every worker reads and none writes: the configuration, the TLS contexts
-// and the metrics registry. It outlives the workers.
+// tg_runtime is what every worker reads and none writes: the configuration, the metrics
+// registry, and the TLS generation the workers start on (later ones arrive through
+// tg_worker_set_contexts). It outlives the workers.
 struct tg_runtime {
     const struct tg_config *cfg;
     struct tg_tls *tls;
@@ -36,6 +37,11 @@ struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int 
 // tg_worker_stop asks the worker to stop accepting and drain: open connections get up to
 // `drain_timeout_ms` to finish, then are closed. Safe from any thread, signal-safe.
 void tg_worker_stop(struct tg_worker *w);
+
+// tg_worker_set_contexts hands the worker a new generation: connections it accepts from then on
+// use |server| and |client| (it takes its own references); open connections keep theirs. Safe
+// from any thread. Returns 1, or 0 when memory is short (nothing changed).
+int tg_worker_set_contexts(struct tg_worker *w, SSL_CTX *server, SSL_CTX *client);
 
 // tg_worker_join waits for the thread to end and frees the worker.
 void tg_worker_join(struct tg_worker *w);

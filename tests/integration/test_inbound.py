@@ -21,6 +21,27 @@ def inbound_config(echo_addr, host="127.0.0.1", **tls):
     return cfg
 
 
+class RecordLargerThanQueueTest(h.TestCase):
+    """A TLS record whose plaintext is larger than the room left in the plaintext queue: the
+    rest waits inside BoringSSL and must still come out once the queue drains, even though the
+    client sends nothing more and keeps the connection open (no close_notify to wake it)."""
+
+    def test_echo_without_closing(self):
+        with h.Echo() as echo:
+            cfg = h.base_config()
+            cfg["global"]["buffer_size"] = 4096
+            cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            with h.Proxy(cfg) as px:
+                s = h.tls_connect(px.addr("provider"))
+                try:
+                    for size in (16384, 7777, 16000, 1, 12345):
+                        payload = bytes((i * 7 + size) & 0xFF for i in range(size))
+                        s.sendall(payload)  # one record of up to 16 KiB, 4 KiB queue
+                        self.assertEqual(h.tls_recv_exact(s, size), payload, f"size {size}")
+                finally:
+                    s.close()
+
+
 class BulkTest(h.TestCase):
     """(a), (h): 64 MiB each way per client variant, random write sizes, every byte checked,
     then close_notify / half-close with the whole echo still received."""
