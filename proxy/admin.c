@@ -7,6 +7,7 @@
 
 #include <microhttpd.h>
 
+#include "tlsgate/control.h"
 #include "tlsgate/log.h"
 
 #ifndef TLSGATE_VERSION
@@ -40,7 +41,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status, 
 
 static char *status_json(const struct tg_admin_info *info, size_t *out_len) {
     const struct tg_metrics *m = info->metrics;
-    size_t cap = 512 + m->num_listeners * 256;
+    size_t cap = 16384 + m->num_listeners * 256;
     char *out = malloc(cap);
     if (out == NULL)
         return NULL;
@@ -68,7 +69,13 @@ static char *status_json(const struct tg_admin_info *info, size_t *out_len) {
                                 (unsigned long long)(opened - closed), (unsigned long long)opened);
     }
     if (len < cap)
-        len += (size_t)snprintf(out + len, cap - len, "]}\n");
+        len += (size_t)snprintf(out + len, cap - len, "]");
+    if (info->control != NULL && len + 2 < cap) {
+        out[len++] = ',';
+        len += tg_control_status_json(info->control, out + len, cap - len);
+    }
+    if (len < cap)
+        len += (size_t)snprintf(out + len, cap - len, "}\n");
     if (len >= cap)
         len = cap - 1;
     *out_len = len;
@@ -80,11 +87,27 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                               size_t *upload_data_size, void **con_cls) {
     (void)version;
     (void)upload_data;
-    (void)con_cls;
     struct tg_admin *a = cls;
+    static int seen;
+    if (strcmp(method, "POST") == 0 && *con_cls == NULL) {
+        *con_cls = &seen; // first call: headers only; act once the (ignored) body is in
+        return MHD_YES;
+    }
     if (*upload_data_size != 0) {
         *upload_data_size = 0; // bodies are not used by any endpoint
         return MHD_YES;
+    }
+    if (strcmp(url, "/reload") == 0) {
+        if (strcmp(method, "POST") != 0)
+            return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST\n");
+        if (a->info->control == NULL)
+            return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "reload unavailable\n");
+        char *body = malloc(2048);
+        if (body == NULL)
+            return MHD_NO;
+        int ok = tg_control_reload(a->info->control, "admin", body, 2048);
+        return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_UNPROCESSABLE_CONTENT, "application/json",
+                     body, strlen(body));
     }
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -94,11 +117,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return reply_text(conn, MHD_HTTP_OK, "ok\n");
     }
     if (strcmp(url, "/metrics") == 0) {
-        char extra[256];
-        snprintf(extra, sizeof(extra),
-                 "# HELP tlsgate_workers Worker threads.\n# TYPE tlsgate_workers gauge\n"
-                 "tlsgate_workers %u\n",
-                 a->info->num_workers);
+        char extra[2048];
+        int n = snprintf(extra, sizeof(extra),
+                         "# HELP tlsgate_workers Worker threads.\n# TYPE tlsgate_workers gauge\n"
+                         "tlsgate_workers %u\n",
+                         a->info->num_workers);
+        if (a->info->control != NULL && n > 0 && (size_t)n < sizeof(extra))
+            tg_control_metrics(a->info->control, extra + n, sizeof(extra) - (size_t)n);
         char *body;
         size_t len;
         if (!tg_metrics_render(a->info->metrics, extra, &body, &len))

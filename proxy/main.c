@@ -1,6 +1,7 @@
 // tlsgate: command line, startup, signals and shutdown (the control thread).
 #include <errno.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -15,7 +16,9 @@
 #include <openssl/crypto.h>
 
 #include "tlsgate/admin.h"
+#include "tlsgate/certtool.h"
 #include "tlsgate/config.h"
+#include "tlsgate/control.h"
 #include "tlsgate/log.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/policy.h"
@@ -31,6 +34,12 @@ static void usage(FILE *f) {
                "       tlsgate -c FILE                                    same as run\n"
                "       tlsgate check -c FILE                              validate config and "
                "certificates\n"
+               "       tlsgate csr --fqdn NAME [--key-bits 2048|3072|4096 | --ec] --key-out FILE "
+               "--csr-out FILE [--force] [--allow-weak]\n"
+               "                                                          new key and CSR\n"
+               "       tlsgate cert-check --cert FILE [--key FILE] [--fqdn NAME] [--ca FILE] "
+               "[--json]\n"
+               "                                                          check a certificate\n"
                "       tlsgate version\n"
                "exit codes of check: 0 fine (warnings printed), 1 certificate or policy "
                "failure, 2 syntax or usage error\n");
@@ -189,14 +198,18 @@ static int drop_privileges(const char *user) {
 
 static int cmd_run(const struct options *o) {
     struct tg_config cfg;
-    struct tg_tls tls;
     tg_config_init(&cfg);
-    memset(&tls, 0, sizeof(tls));
-    int rc = load(o, &cfg, &tls, 0);
-    if (rc != EXIT_OK) {
-        tg_tls_cleanup(&tls);
+    // The first generation; the control owns it from here on and replaces it on reload.
+    struct tg_tls *tls = calloc(1, sizeof(*tls));
+    int rc = tls != NULL ? load(o, &cfg, tls, 0) : EXIT_POLICY;
+    struct tg_control *control = rc == EXIT_OK ? tg_control_new(&cfg, tls, o->allow_noncompliant)
+                                               : NULL;
+    if (control == NULL) {
+        if (tls != NULL)
+            tg_tls_cleanup(tls);
+        free(tls);
         tg_config_cleanup(&cfg);
-        return rc;
+        return rc != EXIT_OK ? rc : EXIT_POLICY;
     }
     char err[512];
     unsigned num_workers = cfg.workers;
@@ -214,7 +227,7 @@ static int cmd_run(const struct options *o) {
         kinds[l] = cfg.listeners[l].direction == TG_INBOUND ? "inbound" : "outbound";
     }
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
-    struct tg_runtime rt = {.cfg = &cfg, .tls = &tls, .metrics = metrics,
+    struct tg_runtime rt = {.cfg = &cfg, .tls = tls, .metrics = metrics,
                             .num_workers = num_workers};
     struct tg_worker **workers = calloc(num_workers, sizeof(*workers));
     int *fds = malloc(num_workers * cfg.num_listeners * sizeof(int));
@@ -222,7 +235,8 @@ static int cmd_run(const struct options *o) {
     _Atomic int draining = 0;
     struct tg_admin_info admin_info = {.cfg = &cfg, .metrics = metrics,
                                        .num_workers = num_workers, .draining = &draining,
-                                       .started = (long long)time(NULL)};
+                                       .started = (long long)time(NULL),
+                                       .control = control};
     unsigned started = 0;
     rc = EXIT_POLICY;
     // Signals are taken by signalfd on this thread. They are blocked before any other thread
@@ -275,6 +289,7 @@ static int cmd_run(const struct options *o) {
         }
         started++;
     }
+    tg_control_set_workers(control, workers, started);
     for (size_t l = 0; l < cfg.num_listeners; l++) {
         char listen[80], target[80];
         const struct tg_listener_conf *lc = &cfg.listeners[l];
@@ -292,7 +307,14 @@ static int cmd_run(const struct options *o) {
     TG_INFO("started", "version=%s workers=%u max_connections=%u pid=%d", TLSGATE_VERSION,
             num_workers, cfg.max_connections, (int)getpid());
 
+    tg_control_tick(control);
     for (;;) {
+        struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+        int pr = poll(&pfd, 1, 60000);
+        if (pr == 0 || (pr < 0 && errno == EINTR)) {
+            tg_control_tick(control); // certificate expiry warnings
+            continue;
+        }
         struct signalfd_siginfo si;
         ssize_t r = read(sfd, &si, sizeof(si));
         if (r != (ssize_t)sizeof(si)) {
@@ -301,8 +323,7 @@ static int cmd_run(const struct options *o) {
             break;
         }
         if (si.ssi_signo == SIGHUP) {
-            TG_WARN("reload_unsupported", "reason=\"reload arrives with certificate lifecycle; "
-                    "restart to apply changes\"");
+            tg_control_reload(control, "SIGHUP", NULL, 0);
             continue;
         }
         TG_INFO("shutdown", "signal=%s drain_timeout_ms=%u",
@@ -312,6 +333,7 @@ static int cmd_run(const struct options *o) {
     rc = EXIT_OK;
 stop:
     atomic_store(&draining, 1);
+    tg_control_set_workers(control, NULL, 0); // waits for a reload in progress
     for (unsigned w = 0; w < started; w++)
         tg_worker_stop(workers[w]);
     for (unsigned w = 0; w < started; w++)
@@ -331,13 +353,17 @@ out:
     tg_metrics_free(metrics);
     free(names);
     free(kinds);
-    tg_tls_cleanup(&tls);
+    tg_control_free(control);
     tg_config_cleanup(&cfg);
     return rc;
 }
 
 int main(int argc, char **argv) {
     struct options o;
+    if (argc >= 2 && strcmp(argv[1], "csr") == 0)
+        return tg_certtool_csr_main(argc - 2, argv + 2, stdout, stderr);
+    if (argc >= 2 && strcmp(argv[1], "cert-check") == 0)
+        return tg_certtool_cert_check_main(argc - 2, argv + 2, stdout, stderr);
     if (!parse_args(argc, argv, &o)) {
         usage(stderr);
         return EXIT_USAGE;

@@ -156,6 +156,33 @@ static int cn_utf8(const X509_NAME *subject, int idx, uint8_t **out, size_t *out
     return 1;
 }
 
+int tg_policy_name_string(char *out, size_t out_len, const X509_NAME *name) {
+    if (out == NULL || out_len == 0) {
+        return 0;
+    }
+    out[0] = '\0';
+    if (name == NULL) {
+        return 0;
+    }
+    ERR_set_mark();
+    BIO *bio = BIO_new(BIO_s_mem());
+    // RFC 2253 flags escape every byte over 0x7e, so the text is printable ASCII.
+    int ok = bio != NULL && X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0;
+    const uint8_t *text;
+    size_t text_len;
+    if (ok && BIO_mem_contents(bio, &text, &text_len)) {
+        size_t n = text_len < out_len - 1 ? text_len : out_len - 1;
+        memcpy(out, text, n);
+        out[n] = '\0';
+        sanitize_detail(out);
+    } else {
+        ok = 0;
+    }
+    BIO_free(bio);
+    ERR_pop_to_mark();
+    return ok;
+}
+
 // Certificate facts --------------------------------------------------------------------------
 
 // is_self_signed returns 1 when |x|'s issuer name equals its subject name and its signature
@@ -255,13 +282,18 @@ static int leaf_dates_are_ours(int ok, X509_STORE_CTX *ctx) {
 // verify_chain builds and verifies the chain of |leaf| to a root in |store| with |untrusted| as
 // candidate intermediates, at time |now|. Neither a purpose nor the leaf's own dates are checked.
 // Returns 1 when it verifies; |*out_err| and |*out_depth| get the X509_V_* error and its depth,
-// |*out_len| the length of the chain built (when verified). A fresh X509_STORE_CTX per call keeps
+// |*out_len| the length of the chain built (when verified). When the chain stops because an
+// issuer could not be found and |out_orphan| is not NULL, |*out_orphan| gets a new reference to
+// the certificate whose issuer is missing (else NULL). A fresh X509_STORE_CTX per call keeps
 // concurrent callers apart; the store itself is locked inside BoringSSL.
 static int verify_chain(X509_STORE *store, X509 *leaf, STACK_OF(X509) * untrusted, int64_t now,
-                        int *out_err, int *out_depth, size_t *out_len) {
+                        int *out_err, int *out_depth, size_t *out_len, X509 **out_orphan) {
     *out_err = X509_V_ERR_OUT_OF_MEM;
     *out_depth = 0;
     *out_len = 0;
+    if (out_orphan != NULL) {
+        *out_orphan = NULL;
+    }
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     if (ctx == NULL) {
         return 0;
@@ -280,6 +312,12 @@ static int verify_chain(X509_STORE *store, X509 *leaf, STACK_OF(X509) * untruste
     if (ok) {
         STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
         *out_len = chain != NULL ? sk_X509_num(chain) : 0;
+    } else if (out_orphan != NULL && (*out_err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+                                      *out_err == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT)) {
+        X509 *at = X509_STORE_CTX_get_current_cert(ctx);
+        if (at != NULL && X509_up_ref(at)) {
+            *out_orphan = at;
+        }
     }
     X509_STORE_CTX_free(ctx);
     return ok;
@@ -484,7 +522,7 @@ static enum tg_verdict peer_chain(const struct tg_policy *p, X509 *leaf, STACK_O
         set_detail(detail, detail_len, "no trusted CA configured");
         return TG_VERDICT_UNTRUSTED;
     }
-    if (verify_chain(p->store, leaf, untrusted, now, &err, &depth, &len)) {
+    if (verify_chain(p->store, leaf, untrusted, now, &err, &depth, &len, NULL)) {
         return TG_VERDICT_OK;
     }
     set_detail(detail, detail_len, "chain: %s at depth %d", X509_verify_cert_error_string(err),
@@ -682,8 +720,27 @@ static void own_chain(struct own_out *o, X509 *leaf, STACK_OF(X509) * chain, X50
     }
     int err, depth;
     size_t len;
-    if (!verify_chain(trust, leaf, chain, now, &err, &depth, &len)) {
-        emit(o, "chain", TG_RULE_FAIL, "%s at depth %d", X509_verify_cert_error_string(err), depth);
+    X509 *orphan;
+    if (!verify_chain(trust, leaf, chain, now, &err, &depth, &len, &orphan)) {
+        if (orphan == NULL) {
+            emit(o, "chain", TG_RULE_FAIL, "%s at depth %d", X509_verify_cert_error_string(err),
+                 depth);
+            return;
+        }
+        // Name what is missing: the operator has to fetch exactly that certificate.
+        char issuer[TG_DETAIL_NAME_MAX + 1], subject[TG_DETAIL_NAME_MAX + 1];
+        tg_policy_name_string(issuer, sizeof(issuer), X509_get_issuer_name(orphan));
+        tg_policy_name_string(subject, sizeof(subject), X509_get_subject_name(orphan));
+        if (X509_NAME_cmp(X509_get_issuer_name(orphan), X509_get_subject_name(orphan)) == 0) {
+            emit(o, "chain", TG_RULE_FAIL, "'%s' is its own issuer and not a trusted root",
+                 subject);
+        } else {
+            emit(o, "chain", TG_RULE_FAIL,
+                 "issuer '%s' of '%s' not found in the chain or the trust store (missing "
+                 "intermediate?)",
+                 issuer, subject);
+        }
+        X509_free(orphan);
         return;
     }
     emit(o, "chain", TG_RULE_PASS, "%zu certificate(s) up to a trusted root", len);

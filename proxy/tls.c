@@ -43,8 +43,15 @@ static void policy_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int inde
     policy_ref_drop(ptr);
 }
 
+// One certificate pool for the process. Buffers unregister from their pool when freed, and
+// connections of an old generation may hold buffers (the peer's chain, our chain) long after a
+// reload freed the tg_tls that made them: the pool must outlive them all, so it is never freed.
+// It also shares identical certificates between generations.
+static CRYPTO_BUFFER_POOL *g_pool;
+
 static void policy_index_init(void) {
     g_policy_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, policy_ex_free);
+    g_pool = CRYPTO_BUFFER_POOL_new();
 }
 
 const struct tg_policy *tg_tls_policy(const SSL *ssl) {
@@ -207,7 +214,7 @@ int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn veri
                 size_t err_len) {
     memset(t, 0, sizeof(*t));
     pthread_once(&g_policy_once, policy_index_init);
-    t->pool = CRYPTO_BUFFER_POOL_new();
+    t->pool = g_pool;
     t->policy = tg_policy_new();
     t->policy_ref = calloc(1, sizeof(*t->policy_ref));
     if (t->policy_ref != NULL) {
@@ -255,7 +262,6 @@ void tg_tls_cleanup(struct tg_tls *t) {
     X509_free(t->leaf);
     sk_X509_pop_free(t->chain, X509_free);
     EVP_PKEY_free(t->key);
-    CRYPTO_BUFFER_POOL_free(t->pool);
     memset(t, 0, sizeof(*t));
 }
 

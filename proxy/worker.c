@@ -23,6 +23,7 @@
 #include <liburing.h>
 #include <openssl/err.h>
 
+#include "tlsgate/control.h"
 #include "tlsgate/log.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -1150,8 +1151,11 @@ enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
         v = tg_policy_check_peer(tg_tls_policy(ssl), leaf, chain, (int64_t)time(NULL), &name, detail,
                                  sizeof(detail));
         struct tg_worker *w = t_worker;
-        if (v == TG_VERDICT_OK && w != NULL)
-            TG_DEBUG("peer_verified", "conn=w%u-%u name=%s", w->id, c->seq, name);
+        if (v == TG_VERDICT_OK) {
+            tg_control_note_peer(name, leaf);
+            if (w != NULL)
+                TG_DEBUG("peer_verified", "conn=w%u-%u name=%s", w->id, c->seq, name);
+        }
     }
     X509_free(leaf);
     sk_X509_pop_free(chain, X509_free);

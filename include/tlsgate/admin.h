@@ -10,8 +10,12 @@
 // It depends on no certificate, so it keeps working whatever state the TLS side is in.
 //   GET /healthz  200 "ok" (503 "draining" once shutdown has begun)
 //   GET /metrics  Prometheus text
-//   GET /status   JSON: version, uptime, workers, listeners with live counts
+//   GET /status   JSON: version, uptime, workers, listeners with live counts, and the control's
+//                 part: our certificate and its rule results, the CA bundle, the last reload,
+//                 the peers recently verified
+//   POST /reload  builds and publishes a new generation; 200 with JSON, or 422 with the reason
 struct tg_admin;
+struct tg_control;
 
 struct tg_admin_info {
     const struct tg_config *cfg;
@@ -19,6 +23,7 @@ struct tg_admin_info {
     unsigned num_workers;
     const _Atomic int *draining;
     long long started;   // CLOCK_REALTIME seconds
+    struct tg_control *control; // may be NULL (no reload, no certificate status)
 };
 
 // tg_admin_start starts serving on |info->cfg->admin_listen|. |info| is borrowed and must

@@ -86,13 +86,19 @@ struct tg_rule_result {
 
 // tg_policy_check_own runs the rules for our own certificate |leaf| against |fqdn|: not
 // self-signed; chain to a root in |trust| built from |chain| (skipped, as PASS with a note, when
-// |trust| is NULL); CN == fqdn and a DNS SAN == fqdn, exact (a case-only difference is named);
-// RSA >= 1024 bits (WARN under 2048), EC >= 256; |key| matches |leaf| (skipped when NULL);
-// validity at |now| (WARN under 30 days left); EKU includes serverAuth and clientAuth. Writes
-// one result per rule to |out| (at most |max_out|) and returns how many it wrote.
+// |trust| is NULL; when an issuer cannot be found, the detail names that issuer's DN); CN ==
+// fqdn and a DNS SAN == fqdn, exact (a case-only difference is named); RSA >= 1024 bits (WARN
+// under 2048), EC >= 256; |key| matches |leaf| (skipped when NULL); validity at |now| (WARN
+// under 30 days left); EKU includes serverAuth and clientAuth. Writes one result per rule to
+// |out| (at most |max_out|) and returns how many it wrote.
 size_t tg_policy_check_own(const char *fqdn, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
                            X509_STORE *trust, int64_t now, struct tg_rule_result *out,
                            size_t max_out);
+
+// tg_policy_name_string writes |name| as an RFC 2253 string (bytes over 0x7e escaped, so the
+// text is printable ASCII) into |out|, cut to |out_len| - 1 bytes and NUL-terminated. Returns 1
+// on success; on failure |out| holds an empty string.
+int tg_policy_name_string(char *out, size_t out_len, const X509_NAME *name);
 
 // tg_rule_status_name returns "PASS", "WARN" or "FAIL".
 const char *tg_rule_status_name(enum tg_rule_status s);

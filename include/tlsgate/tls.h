@@ -23,7 +23,7 @@ struct tg_tls {
     X509 *leaf;               // our certificate; owned
     STACK_OF(X509) *chain;    // our intermediates (may be empty); owned
     EVP_PKEY *key;            // our private key; owned
-    CRYPTO_BUFFER_POOL *pool; // owned
+    CRYPTO_BUFFER_POOL *pool; // the process-wide pool (never freed: see tls.c)
     size_t num_cas;           // certificates loaded from `ca`
 };
 

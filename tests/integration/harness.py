@@ -815,3 +815,11 @@ class SServer:
 def main():
     """unittest.main with verbose output; the exit code is non-zero on failure."""
     unittest.main(verbosity=2)
+
+
+def cert_serial(pem_path):
+    """The serial number of a PEM certificate, in hex, as the openssl CLI reads it."""
+    r = run([OPENSSL, "x509", "-in", pem_path, "-noout", "-serial"], timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(r.stdout + r.stderr)
+    return r.stdout.strip().split("=", 1)[1].lower().lstrip("0")

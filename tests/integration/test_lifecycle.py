@@ -100,7 +100,7 @@ class DrainTest(h.TestCase):
     def test_sighup_keeps_running(self):
         with h.Echo() as echo, h.Proxy(inbound_config(echo.addr, 1000)) as px:
             px.proc.send_signal(signal.SIGHUP)
-            px.wait_log("event=reload_unsupported")
+            px.wait_log("event=reload trigger=SIGHUP result=ok")
             self.assertIsNone(px.proc.poll(), "SIGHUP ended the process")
             r = h.tg_client(px.addr("provider"), "--bulk", "10000", timeout=30)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

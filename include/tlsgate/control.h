@@ -1,0 +1,60 @@
+#ifndef TLSGATE_CONTROL_H
+#define TLSGATE_CONTROL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/x509.h>
+
+#include "tlsgate/config.h"
+#include "tlsgate/tls.h"
+
+// The control plane's state: the current configuration generation (our certificate, key, CA
+// bundle, peer names and the contexts built from them), reload, certificate expiry, and what
+// /status shows. Everything here runs off the data path; a mutex serialises reloads (SIGHUP on
+// the control thread, POST /reload on the admin thread) and status reads.
+
+struct tg_worker;
+struct tg_control;
+
+// tg_control_new takes ownership of |tls| (heap-allocated, already built from |cfg|, its
+// certificate already checked) as the first generation. |cfg| is borrowed: the listeners,
+// timeouts and buffer sizes it holds are fixed for the life of the process; a reload re-reads
+// only what makes a generation ([tls]). Returns NULL when memory is short.
+struct tg_control *tg_control_new(const struct tg_config *cfg, struct tg_tls *tls,
+                                  int allow_noncompliant);
+
+// tg_control_set_workers tells the control which workers receive new generations.
+void tg_control_set_workers(struct tg_control *c, struct tg_worker **workers,
+                            unsigned num_workers);
+
+// tg_control_free releases the control and its generation. NULL is a no-op.
+void tg_control_free(struct tg_control *c);
+
+// tg_control_reload re-reads the configuration file, builds a new generation, runs every rule
+// on our certificate, and publishes it to the workers only if it passes: new handshakes then
+// present the new certificate; open connections keep theirs. A failed reload changes nothing.
+// |trigger| names the cause in the log ("SIGHUP", "admin"). |out_json| (may be NULL) receives a
+// one-line JSON result. Returns 1 when the new generation was published.
+int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json,
+                      size_t out_len);
+
+// tg_control_tick runs periodic checks: expiry warnings at 30, 7 and 1 days left.
+void tg_control_tick(struct tg_control *c);
+
+// tg_control_status_json appends to |buf| (at most |len| bytes, NUL-terminated) the
+// control's part of /status, as JSON members without the surrounding braces:
+// "certificate":{...},"ca":{...},"last_reload":{...},"recent_peers":[...]. Returns the length.
+size_t tg_control_status_json(struct tg_control *c, char *buf, size_t len);
+
+// tg_control_metrics appends Prometheus lines for reloads and certificate expiry.
+size_t tg_control_metrics(struct tg_control *c, char *buf, size_t len);
+
+// tg_control_note_peer records a peer certificate that passed verification (for /status).
+// Safe from any thread; cheap enough for the handshake path.
+void tg_control_note_peer(const char *name, X509 *leaf);
+
+// tg_json_escape writes |s| into |out| as the inside of a JSON string. Returns the length.
+size_t tg_json_escape(char *out, size_t out_len, const char *s);
+
+#endif // TLSGATE_CONTROL_H

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Hot reload (SIGHUP and POST /reload) while a connection streams data: a bad certificate is
+refused and changes nothing; a good one is presented to new handshakes while the open stream
+continues undisturbed; certificate files replaced by rename are picked up."""
+
+import json
+import os
+import shutil
+import signal
+import ssl
+import threading
+import time
+import unittest
+import urllib.request
+
+import harness as h
+
+
+def make_server_cert(p, name, fqdn="sbc.tlsgate.test"):
+    """A second server certificate for |fqdn| signed by the test CA (new key, new serial)."""
+    d = p.dir / "reload"
+    d.mkdir(exist_ok=True)
+    key, csr, pem = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
+    ext = d / f"{name}.ext"
+    ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                   "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                   "extendedKeyUsage = serverAuth, clientAuth\n"
+                   f"subjectAltName = DNS:{fqdn}\n")
+    for args in (["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out",
+                  str(key)],
+                 ["req", "-new", "-key", str(key), "-subj", f"/CN={fqdn}", "-out", str(csr)],
+                 ["x509", "-req", "-in", str(csr), "-CA", p.ca, "-CAkey", p.key("ca"),
+                  "-CAcreateserial", "-CAserial", str(d / "ca.srl"), "-days", "90", "-sha256",
+                  "-extfile", str(ext), "-out", str(pem)]):
+        r = h.run([h.OPENSSL, *args], timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(r.stdout + r.stderr)
+    os.chmod(key, 0o600)
+    return str(pem), str(key)
+
+
+def der_of(pem_path):
+    with open(pem_path) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def served_der(addr):
+    s = h.tls_connect(addr)
+    try:
+        return s.getpeercert(binary_form=True)
+    finally:
+        s.close()
+
+
+def post_reload(px):
+    req = urllib.request.Request(px.admin + "/reload", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=h.t(10)) as r:
+            return r.status, json.loads(r.read().decode())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode())
+
+
+def replace_by_rename(src, dst):
+    """What certificate tools and orchestrators do: write a new file, rename it over the old."""
+    tmp = dst + ".new"
+    shutil.copyfile(src, tmp)
+    os.rename(tmp, dst)
+
+
+class Streamer(threading.Thread):
+    """Keeps one TLS connection streaming request/echo rounds until stopped; records any
+    mismatch or error."""
+
+    def __init__(self, addr):
+        super().__init__(daemon=True)
+        self.sock = h.tls_connect(addr)
+        self.der = self.sock.getpeercert(binary_form=True)
+        self.stop = threading.Event()
+        self.rounds = 0
+        self.error = None
+
+    def run(self):
+        try:
+            n = 0
+            while not self.stop.is_set():
+                payload = bytes((n + i) & 0xFF for i in range(4096))
+                self.sock.sendall(payload)
+                got = h.tls_recv_exact(self.sock, len(payload))
+                if got != payload:
+                    raise AssertionError(f"round {n}: echo differs")
+                n += 1
+                self.rounds = n
+        except Exception as e:  # reported by the test
+            self.error = e
+        finally:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def rounds_after(self, extra, timeout=10):
+        start = self.rounds
+        h.wait_for(lambda: self.rounds >= start + extra or self.error is not None,
+                   timeout, "the stream to make progress")
+        if self.error is not None:
+            raise AssertionError(f"stream broke: {self.error!r}")
+
+
+class ReloadTest(h.TestCase):
+    def test_reload_while_streaming(self):
+        p = h.pki()
+        work = h.workdir() / "reload-files"
+        work.mkdir(exist_ok=True)
+        cert, key = str(work / "sbc.pem"), str(work / "sbc.key")
+        shutil.copyfile(p.cert("server"), cert)
+        shutil.copyfile(p.key("server"), key)
+        os.chmod(key, 0o600)
+        new_cert, new_key = make_server_cert(p, "second")
+        self.assertNotEqual(der_of(new_cert), der_of(cert))
+        with h.Echo() as echo:
+            cfg = h.base_config(cert=cert, key=key)
+            cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            with h.Proxy(cfg) as px:
+                addr = px.addr("provider")
+                old_der = der_of(cert)
+                stream = Streamer(addr)
+                self.assertEqual(stream.der, old_der)
+                stream.start()
+                try:
+                    stream.rounds_after(20)
+
+                    # 1. A bad certificate (self-signed) replaces ours by rename: refused.
+                    replace_by_rename(p.cert("selfsigned"), cert)
+                    replace_by_rename(p.key("selfsigned"), key)
+                    code, body = post_reload(px)
+                    self.assertEqual(code, 422, body)
+                    self.assertEqual(body["result"], "failed")
+                    self.assertIn("not_self_signed", body["reason"])
+                    stream.rounds_after(20)
+                    self.assertEqual(served_der(addr), old_der, "a refused reload changed nothing")
+                    px.wait_metric("tlsgate_reloads_total", lambda v: v == 1, result="failed")
+                    status = px.status()
+                    self.assertEqual(status["last_reload"]["result"], "failed")
+                    self.assertIn("not_self_signed", status["last_reload"]["reason"])
+                    self.assertEqual(status["certificate"]["serial"].lower().lstrip("0"),
+                                     h.cert_serial(p.cert("server")))
+
+                    # The same by SIGHUP: refused too, logged with its reason.
+                    px.proc.send_signal(signal.SIGHUP)
+                    px.wait_metric("tlsgate_reloads_total", lambda v: v == 2, result="failed")
+                    px.wait_log("event=reload trigger=SIGHUP result=failed")
+
+                    # 2. A good certificate by rename + SIGHUP: new handshakes get it.
+                    replace_by_rename(new_key, key)
+                    replace_by_rename(new_cert, cert)
+                    px.proc.send_signal(signal.SIGHUP)
+                    px.wait_metric("tlsgate_reloads_total", lambda v: v == 1, result="ok")
+                    h.wait_for(lambda: served_der(addr) == der_of(new_cert), 10,
+                               "new handshakes to present the new certificate")
+                    stream.rounds_after(20)
+                    status = px.status()
+                    self.assertEqual(status["last_reload"]["result"], "ok")
+                    self.assertEqual(status["certificate"]["serial"].lower().lstrip("0"),
+                                     h.cert_serial(new_cert))
+                    self.assertEqual(status["certificate"]["sans"], ["sbc.tlsgate.test"])
+
+                    # 3. POST /reload with nothing changed: ok, serial unchanged.
+                    code, body = post_reload(px)
+                    self.assertEqual(code, 200, body)
+                    self.assertEqual(body["serial"].lower().lstrip("0"), h.cert_serial(new_cert))
+                    stream.rounds_after(20)
+                    self.assertEqual(served_der(addr), der_of(new_cert))
+                finally:
+                    stream.stop.set()
+                    stream.join(h.t(10))
+                self.assertIsNone(stream.error, f"the old stream broke: {stream.error!r}")
+                self.assertGreater(stream.rounds, 100)
+                # The stream ran on the first generation from start to end.
+                m = px.metrics()
+                self.assertIn(("tlsgate_cert_expiry_seconds",
+                               frozenset({("cert", cert)})), m)
+
+    def test_key_readable_by_others_warns(self):
+        p = h.pki()
+        work = h.workdir() / "reload-perm"
+        work.mkdir(exist_ok=True)
+        key = str(work / "open.key")
+        shutil.copyfile(p.key("server"), key)
+        os.chmod(key, 0o644)
+        with h.Echo() as echo:
+            cfg = h.base_config(key=key)
+            cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            with h.Proxy(cfg) as px:
+                px.wait_log("event=key_permissions")
+
+
+if __name__ == "__main__":
+    unittest.main()
