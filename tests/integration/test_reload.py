@@ -16,7 +16,7 @@ import urllib.request
 import harness as h
 
 
-def make_server_cert(p, name, fqdn="sbc.tlsgate.test"):
+def make_server_cert(p, name, fqdn="sbc.tlsgate.test", days=90):
     """A second server certificate for |fqdn| signed by the test CA (new key, new serial)."""
     d = p.dir / "reload"
     d.mkdir(exist_ok=True)
@@ -30,7 +30,7 @@ def make_server_cert(p, name, fqdn="sbc.tlsgate.test"):
                   str(key)],
                  ["req", "-new", "-key", str(key), "-subj", f"/CN={fqdn}", "-out", str(csr)],
                  ["x509", "-req", "-in", str(csr), "-CA", p.ca, "-CAkey", p.key("ca"),
-                  "-CAcreateserial", "-CAserial", str(d / "ca.srl"), "-days", "90", "-sha256",
+                  "-CAcreateserial", "-CAserial", str(d / "ca.srl"), "-days", str(days), "-sha256",
                   "-extfile", str(ext), "-out", str(pem)]):
         r = h.run([h.OPENSSL, *args], timeout=60)
         if r.returncode != 0:
@@ -180,6 +180,21 @@ class ReloadTest(h.TestCase):
                 m = px.metrics()
                 self.assertIn(("tlsgate_cert_expiry_seconds",
                                frozenset({("cert", cert)})), m)
+
+    def test_expiry_warning_and_metric(self):
+        """A certificate with 5 days left starts (a WARN, not a FAIL), logs the 30- and 7-day
+        warnings at once, and /metrics shows the seconds left."""
+        p = h.pki()
+        cert, key = make_server_cert(p, "short", days=5)
+        with h.Echo() as echo:
+            cfg = h.base_config(cert=cert, key=key)
+            cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            with h.Proxy(cfg) as px:
+                px.wait_log("event=cert_expiry", "threshold_days=7")
+                self.assertTrue(px.log_lines("event=cert_expiry", "threshold_days=30"))
+                left = px.metric("tlsgate_cert_expiry_seconds", cert=cert)
+                self.assertTrue(4 * 86400 < left <= 5 * 86400, left)
+                self.assertTrue(px.log_lines("event=cert_rule", "rule=validity", "result=WARN"))
 
     def test_key_readable_by_others_warns(self):
         p = h.pki()
