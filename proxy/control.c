@@ -479,12 +479,25 @@ size_t tg_control_metrics(struct tg_control *c, char *buf, size_t len) {
     return b.len;
 }
 
+void tg_control_peer_info(X509 *leaf, char *out_issuer, size_t issuer_len,
+                          int64_t *out_not_after) {
+    name_line(X509_get_issuer_name(leaf), out_issuer, issuer_len);
+    *out_not_after = asn1_epoch(X509_get0_notAfter(leaf));
+}
+
 void tg_control_note_peer(const char *name, X509 *leaf) {
+    char issuer[256];
+    int64_t not_after;
+    tg_control_peer_info(leaf, issuer, sizeof(issuer), &not_after);
+    tg_control_note_peer_info(name, issuer, not_after);
+}
+
+void tg_control_note_peer_info(const char *name, const char *issuer, int64_t not_after) {
     struct peer_note n;
     memset(&n, 0, sizeof(n));
     snprintf(n.name, sizeof(n.name), "%s", name != NULL ? name : "");
-    name_line(X509_get_issuer_name(leaf), n.issuer, sizeof(n.issuer));
-    n.not_after = asn1_epoch(X509_get0_notAfter(leaf));
+    snprintf(n.issuer, sizeof(n.issuer), "%s", issuer != NULL ? issuer : "");
+    n.not_after = not_after;
     n.seen = (int64_t)time(NULL);
     pthread_mutex_lock(&g_peers_lock);
     g_peers[g_peers_next] = n;

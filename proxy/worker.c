@@ -193,6 +193,26 @@ struct dlist {
     uint32_t head, tail;
 };
 
+// A verified peer chain, remembered per worker so that the next handshake presenting the very
+// same chain skips parsing and chain building. Certificates are CRYPTO_BUFFERs from one pool,
+// which returns the same buffer for the same DER while a reference is held: comparing pointers
+// compares contents. The entry holds references on the buffers and on the context whose policy
+// accepted them, so neither address can be reused for something else while cached. Only
+// acceptances are cached, for at most VCACHE_TTL seconds and never past the leaf's notAfter.
+#define VCACHE_SIZE 8
+#define VCACHE_CHAIN_MAX 4
+#define VCACHE_TTL 60
+
+struct vcache_entry {
+    SSL_CTX *ctx;
+    CRYPTO_BUFFER *certs[VCACHE_CHAIN_MAX]; // leaf first
+    uint8_t num_certs;
+    int64_t valid_until;
+    const char *name; // owned by ctx's policy
+    char issuer[160];
+    int64_t not_after;
+};
+
 struct tg_worker {
     const struct tg_runtime *rt;
     unsigned id;
@@ -223,6 +243,8 @@ struct tg_worker {
     SSL_CTX *server_ctx;       // the generation new connections start on (one reference each)
     SSL_CTX *client_ctx;
     _Atomic(struct ctx_pair *) mailbox; // a newer generation, handed over by the control thread
+    struct vcache_entry vcache[VCACHE_SIZE];
+    unsigned vcache_next;
     int wake_fd;
     uint64_t wake_val;
     _Atomic int stop;
@@ -1137,8 +1159,62 @@ static void on_conn_cqe(struct tg_worker *w, struct io_uring_cqe *cqe, enum op o
 // The verify callback: policy over the peer's chain, with the verdict kept on the connection
 // for the metrics and the log line.
 
+static void vcache_entry_clear(struct vcache_entry *e) {
+    for (unsigned i = 0; i < e->num_certs; i++)
+        CRYPTO_BUFFER_free(e->certs[i]);
+    SSL_CTX_free(e->ctx);
+    memset(e, 0, sizeof(*e));
+}
+
+static struct vcache_entry *vcache_find(struct tg_worker *w, const SSL *ssl, int64_t now) {
+    const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(ssl);
+    size_t n = certs != NULL ? sk_CRYPTO_BUFFER_num(certs) : 0;
+    if (n == 0 || n > VCACHE_CHAIN_MAX)
+        return NULL;
+    for (unsigned i = 0; i < VCACHE_SIZE; i++) {
+        struct vcache_entry *e = &w->vcache[i];
+        if (e->ctx != SSL_get_SSL_CTX(ssl) || e->num_certs != n || now >= e->valid_until)
+            continue;
+        size_t k = 0;
+        while (k < n && e->certs[k] == sk_CRYPTO_BUFFER_value(certs, k))
+            k++;
+        if (k == n)
+            return e;
+    }
+    return NULL;
+}
+
+static void vcache_add(struct tg_worker *w, const SSL *ssl, int64_t now, const char *name,
+                       X509 *leaf) {
+    const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(ssl);
+    size_t n = certs != NULL ? sk_CRYPTO_BUFFER_num(certs) : 0;
+    if (n == 0 || n > VCACHE_CHAIN_MAX)
+        return;
+    struct vcache_entry *e = &w->vcache[w->vcache_next++ % VCACHE_SIZE];
+    vcache_entry_clear(e);
+    tg_control_peer_info(leaf, e->issuer, sizeof(e->issuer), &e->not_after);
+    e->valid_until = now + VCACHE_TTL < e->not_after ? now + VCACHE_TTL : e->not_after;
+    e->ctx = SSL_get_SSL_CTX(ssl);
+    SSL_CTX_up_ref(e->ctx);
+    for (size_t i = 0; i < n; i++) {
+        e->certs[i] = (CRYPTO_BUFFER *)sk_CRYPTO_BUFFER_value(certs, i);
+        CRYPTO_BUFFER_up_ref(e->certs[i]);
+    }
+    e->num_certs = (uint8_t)n;
+    e->name = name;
+}
+
 enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
     struct tg_conn *c = SSL_get_app_data(ssl);
+    struct tg_worker *w = t_worker;
+    int64_t now = (int64_t)time(NULL);
+    struct vcache_entry *hit = w != NULL ? vcache_find(w, ssl, now) : NULL;
+    if (hit != NULL) {
+        tg_control_note_peer_info(hit->name, hit->issuer, hit->not_after);
+        TG_DEBUG("peer_verified", "conn=w%u-%u name=%s cached=yes", w->id, c->seq, hit->name);
+        c->verdict = TG_VERDICT_OK;
+        return ssl_verify_ok;
+    }
     X509 *leaf = NULL;
     STACK_OF(X509) *chain = NULL;
     char detail[256] = "";
@@ -1148,13 +1224,14 @@ enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
         snprintf(detail, sizeof(detail), "peer certificate does not parse");
     } else {
         const char *name = NULL;
-        v = tg_policy_check_peer(tg_tls_policy(ssl), leaf, chain, (int64_t)time(NULL), &name, detail,
+        v = tg_policy_check_peer(tg_tls_policy(ssl), leaf, chain, now, &name, detail,
                                  sizeof(detail));
-        struct tg_worker *w = t_worker;
         if (v == TG_VERDICT_OK) {
             tg_control_note_peer(name, leaf);
-            if (w != NULL)
+            if (w != NULL) {
+                vcache_add(w, ssl, now, name, leaf);
                 TG_DEBUG("peer_verified", "conn=w%u-%u name=%s", w->id, c->seq, name);
+            }
         }
     }
     X509_free(leaf);
@@ -1162,7 +1239,6 @@ enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
     c->verdict = (uint8_t)v;
     if (v == TG_VERDICT_OK)
         return ssl_verify_ok;
-    struct tg_worker *w = t_worker;
     if (w != NULL) {
         char peer[64];
         peer_str(c->tls_fd, peer, sizeof(peer));
@@ -1440,6 +1516,8 @@ static void worker_free(struct tg_worker *w) {
     SSL_CTX_free(w->server_ctx);
     SSL_CTX_free(w->client_ctx);
     ctx_pair_free(atomic_exchange(&w->mailbox, NULL));
+    for (unsigned i = 0; i < VCACHE_SIZE; i++)
+        vcache_entry_clear(&w->vcache[i]);
     sem_destroy(&w->ready);
     free(w);
 }

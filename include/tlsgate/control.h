@@ -54,6 +54,14 @@ size_t tg_control_metrics(struct tg_control *c, char *buf, size_t len);
 // Safe from any thread; cheap enough for the handshake path.
 void tg_control_note_peer(const char *name, X509 *leaf);
 
+// tg_control_peer_info extracts what tg_control_note_peer records: the issuer as one line and
+// notAfter in seconds since the epoch.
+void tg_control_peer_info(X509 *leaf, char *out_issuer, size_t issuer_len,
+                          int64_t *out_not_after);
+
+// tg_control_note_peer_info records a verified peer from already extracted fields.
+void tg_control_note_peer_info(const char *name, const char *issuer, int64_t not_after);
+
 // tg_json_escape writes |s| into |out| as the inside of a JSON string. Returns the length.
 size_t tg_json_escape(char *out, size_t out_len, const char *s);
 
