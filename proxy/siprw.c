@@ -1,0 +1,1079 @@
+// SIP proxy rewriter: Via, Max-Forwards, Route, Record-Route, Contact and X-TLS-Peer-* on the
+// way through tlsgate. See include/tlsgate/siprw.h. Reads the input through a bounds-checked
+// cursor and writes through a bounded emitter; neither allocates.
+#include "tlsgate/siprw.h"
+
+#include <string.h>
+
+#include <openssl/siphash.h>
+
+// ---- input cursor ----------------------------------------------------------------------------
+
+struct cur {
+    const uint8_t *b;
+    size_t len;
+};
+
+#define NPOS ((size_t)-1)
+
+static int cur_at(const struct cur *c, size_t i) {
+    if (i >= c->len)
+        return -1;
+    return c->b[i];
+}
+
+static int lower(int ch) {
+    if (ch >= 'A' && ch <= 'Z')
+        return ch + ('a' - 'A');
+    return ch;
+}
+
+static int is_ws(int ch) {
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+static int is_digit(int ch) {
+    return ch >= '0' && ch <= '9';
+}
+
+// cur_ieq compares [off, off+n) with |s| (|n| bytes), ignoring ASCII case.
+static int cur_ieq(const struct cur *c, size_t off, size_t n, const char *s, size_t s_len) {
+    if (n != s_len || off > c->len || n > c->len - off)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lower(c->b[off + i]) != lower((unsigned char)s[i]))
+            return 0;
+    }
+    return 1;
+}
+
+// trim narrows [*a, *b) past whitespace and folds at both ends.
+static void trim(const struct cur *c, size_t *a, size_t *b) {
+    while (*a < *b && is_ws(cur_at(c, *a)))
+        (*a)++;
+    while (*b > *a && is_ws(cur_at(c, *b - 1)))
+        (*b)--;
+}
+
+// elem_end returns the end of the list element starting at |i| in [i, end): the first comma
+// outside quotes and angle brackets, or |end|.
+static size_t elem_end(const struct cur *c, size_t i, size_t end) {
+    int in_quote = 0, in_angle = 0;
+    for (; i < end; i++) {
+        int ch = cur_at(c, i);
+        if (in_quote) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_quote = 0;
+            continue;
+        }
+        if (ch == '"')
+            in_quote = 1;
+        else if (ch == '<')
+            in_angle = 1;
+        else if (ch == '>')
+            in_angle = 0;
+        else if (ch == ',' && !in_angle)
+            return i;
+    }
+    return end;
+}
+
+// find_unquoted returns the first |ch| in [i, end) outside quotes, or NPOS.
+static size_t find_unquoted(const struct cur *c, size_t i, size_t end, int ch) {
+    int in_quote = 0;
+    for (; i < end; i++) {
+        int x = cur_at(c, i);
+        if (in_quote) {
+            if (x == '\\')
+                i++;
+            else if (x == '"')
+                in_quote = 0;
+            continue;
+        }
+        if (x == '"')
+            in_quote = 1;
+        else if (x == ch)
+            return i;
+    }
+    return NPOS;
+}
+
+static size_t find_byte(const struct cur *c, size_t i, size_t end, int ch) {
+    for (; i < end; i++) {
+        if (cur_at(c, i) == ch)
+            return i;
+    }
+    return NPOS;
+}
+
+// find_param looks for ";name[=value]" in the parameter section [i, end) and returns 1 with
+// the (trimmed) value span, 0 when absent.
+static int find_param(const struct cur *c, size_t i, size_t end, const char *name, size_t *out_a,
+                      size_t *out_b) {
+    size_t name_len = strlen(name);
+    for (;;) {
+        size_t semi = find_unquoted(c, i, end, ';');
+        if (semi == NPOS)
+            return 0;
+        size_t next = find_unquoted(c, semi + 1, end, ';');
+        size_t pend = next == NPOS ? end : next;
+        size_t eq = find_byte(c, semi + 1, pend, '=');
+        size_t na = semi + 1, nb = eq == NPOS ? pend : eq;
+        trim(c, &na, &nb);
+        if (cur_ieq(c, na, nb - na, name, name_len)) {
+            size_t va = eq == NPOS ? pend : eq + 1, vb = pend;
+            trim(c, &va, &vb);
+            *out_a = va;
+            *out_b = vb;
+            return 1;
+        }
+        if (next == NPOS)
+            return 0;
+        i = next;
+    }
+}
+
+// ---- URIs ------------------------------------------------------------------------------------
+
+struct uri {
+    size_t off, end;           // the whole URI
+    size_t user_off, user_end; // userinfo without '@' (user_off == user_end: none)
+    int has_user;
+    size_t host_off, host_end;
+    long port;         // -1 when absent
+    size_t params_off; // first ';' after hostport (== params_end when none)
+    size_t params_end; // '?' or end
+};
+
+// parse_sip_uri splits a sip: or sips: URI in [off, end). Returns 0 for another scheme or a
+// URI without a host.
+static int parse_sip_uri(const struct cur *c, size_t off, size_t end, struct uri *u) {
+    size_t colon = NPOS;
+    if (cur_ieq(c, off, 4, "sip:", 4))
+        colon = off + 3;
+    else if (cur_ieq(c, off, 5, "sips:", 5))
+        colon = off + 4;
+    if (colon == NPOS)
+        return 0;
+    memset(u, 0, sizeof(*u));
+    u->off = off;
+    u->end = end;
+    size_t i = colon + 1;
+    size_t at = find_byte(c, i, end, '@');
+    if (at != NPOS) {
+        u->has_user = 1;
+        u->user_off = i;
+        u->user_end = at;
+        i = at + 1;
+    }
+    u->host_off = i;
+    if (cur_at(c, i) == '[') {
+        size_t rb = find_byte(c, i, end, ']');
+        if (rb == NPOS)
+            return 0;
+        i = rb + 1;
+    } else {
+        while (i < end) {
+            int ch = cur_at(c, i);
+            if (ch == ':' || ch == ';' || ch == '?' || ch == '>' || is_ws(ch))
+                break;
+            i++;
+        }
+    }
+    u->host_end = i;
+    if (u->host_end == u->host_off)
+        return 0;
+    u->port = -1;
+    if (cur_at(c, i) == ':' && i < end) {
+        i++;
+        long p = 0;
+        size_t d = i;
+        while (i < end && is_digit(cur_at(c, i)) && i - d < 6) {
+            p = p * 10 + (cur_at(c, i) - '0');
+            i++;
+        }
+        if (i == d)
+            return 0;
+        u->port = p;
+    }
+    size_t q = find_byte(c, i, end, '?');
+    u->params_end = q == NPOS ? end : q;
+    u->params_off = i < u->params_end ? i : u->params_end;
+    return 1;
+}
+
+// host_is checks the URI's host and port against one of our addresses.
+static int host_is(const struct cur *c, const struct uri *u, const char *host, uint16_t port) {
+    if (host == NULL || !cur_ieq(c, u->host_off, u->host_end - u->host_off, host, strlen(host)))
+        return 0;
+    return u->port < 0 || u->port == port;
+}
+
+// uri_is_ours says whether |u| names tlsgate on either side.
+static int uri_is_ours(const struct tg_sip_rw_cfg *cfg, const struct cur *c, const struct uri *u) {
+    return host_is(c, u, cfg->fqdn, cfg->fqdn_port) ||
+           host_is(c, u, cfg->inside_host, cfg->inside_port);
+}
+
+// ---- base64url (RFC 4648 section 5, no padding) ----------------------------------------------
+
+static const char k_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int b64_val(int ch) {
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    if (ch == '-')
+        return 62;
+    if (ch == '_')
+        return 63;
+    return -1;
+}
+
+// ---- output emitter --------------------------------------------------------------------------
+
+struct out {
+    uint8_t *p;
+    size_t cap;
+    size_t len;
+    int overflow;         // ran out of |cap|
+    int over_limit;       // a header line longer than the limit
+    size_t line_start;    // where the current header began
+    unsigned num_headers; // headers written
+    uint32_t max_line;
+};
+
+static void put(struct out *o, const void *data, size_t n) {
+    if (o->overflow || n > o->cap - o->len) {
+        o->overflow = 1;
+        return;
+    }
+    if (n > 0)
+        memcpy(o->p + o->len, data, n);
+    o->len += n;
+}
+
+static void put_str(struct out *o, const char *s) {
+    put(o, s, strlen(s));
+}
+
+static void put_span(struct out *o, const struct cur *c, size_t a, size_t b) {
+    if (b < a || b > c->len) {
+        o->overflow = 1;
+        return;
+    }
+    put(o, c->b + a, b - a);
+}
+
+static void put_uint(struct out *o, unsigned long v) {
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 && n < sizeof(tmp));
+    put(o, tmp + sizeof(tmp) - n, n);
+}
+
+static void put_b64(struct out *o, const struct cur *c, size_t a, size_t b) {
+    uint32_t acc = 0;
+    int bits = 0;
+    char buf[64];
+    size_t n = 0;
+    for (size_t i = a; i < b; i++) {
+        acc = (acc << 8) | (uint32_t)cur_at(c, i);
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            buf[n++] = k_b64[(acc >> bits) & 63];
+        }
+        if (n > sizeof(buf) - 4) {
+            put(o, buf, n);
+            n = 0;
+        }
+    }
+    if (bits > 0)
+        buf[n++] = k_b64[(acc << (6 - bits)) & 63];
+    put(o, buf, n);
+}
+
+// put_b64_decoded decodes base64url [a, b) into the output; returns 0 (writing nothing) when
+// it is not base64url or decodes to bytes that cannot stand in a URI in a start line or
+// between angle brackets.
+static int put_b64_decoded(struct out *o, const struct cur *c, size_t a, size_t b) {
+    size_t mark = o->len;
+    uint32_t acc = 0;
+    int bits = 0;
+    if ((b - a) % 4 == 1)
+        return 0;
+    for (size_t i = a; i < b; i++) {
+        int v = b64_val(cur_at(c, i));
+        if (v < 0)
+            goto bad;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            uint8_t byte = (uint8_t)(acc >> bits);
+            if (byte <= 0x20 || byte >= 0x7f || byte == '<' || byte == '>' || byte == '"' ||
+                byte == ',')
+                goto bad;
+            put(o, &byte, 1);
+        }
+    }
+    if (o->len == mark || o->overflow)
+        goto bad;
+    return 1;
+bad:
+    if (!o->overflow)
+        o->len = mark;
+    return 0;
+}
+
+static void header_begin(struct out *o) {
+    o->line_start = o->len;
+}
+
+static void header_end(struct out *o) {
+    o->num_headers++;
+    if (o->len - o->line_start > o->max_line)
+        o->over_limit = 1;
+}
+
+// ---- configuration and names -----------------------------------------------------------------
+
+void tg_sip_rw_cfg_init(struct tg_sip_rw_cfg *cfg, const char *fqdn, uint16_t fqdn_port,
+                        const char *inside_host, uint16_t inside_port, const uint8_t key[16]) {
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->fqdn = fqdn;
+    cfg->fqdn_port = fqdn_port;
+    cfg->inside_host = inside_host;
+    cfg->inside_port = inside_port;
+    memcpy(&cfg->key[0], key, 8);
+    memcpy(&cfg->key[1], key + 8, 8);
+    tg_sip_limits_init(&cfg->limits);
+}
+
+const char *tg_sip_rw_name(enum tg_sip_rw r) {
+    static const char *const names[TG_SIP_RW_NUM] = {
+        "ok",     "no_space", "too_large", "too_many_hops", "bad_request",
+        "no_via", "not_ours", "bad_token", "last_via",
+    };
+    if ((unsigned)r >= TG_SIP_RW_NUM)
+        return "unknown";
+    return names[r];
+}
+
+uint16_t tg_sip_rw_status(enum tg_sip_rw r) {
+    switch (r) {
+    case TG_SIP_RW_TOO_LARGE:
+        return 513;
+    case TG_SIP_RW_TOO_MANY_HOPS:
+        return 483;
+    case TG_SIP_RW_BAD_REQUEST:
+        return 400;
+    default:
+        return 0;
+    }
+}
+
+// ---- flow token ------------------------------------------------------------------------------
+
+#define TOKEN_RAW 13 // version|side, worker, slot (3), gen (4), txh (4)
+#define TOKEN_MAC 8
+#define TOKEN_VERSION 0x10
+static const char k_cookie[] = "z9hG4bK";
+static const char k_hex[] = "0123456789abcdef";
+
+void tg_sip_flow_encode(const struct tg_sip_rw_cfg *cfg, char out[TG_SIP_TOKEN_LEN],
+                        const struct tg_sip_flow *flow, uint32_t txh) {
+    uint8_t raw[TOKEN_RAW + TOKEN_MAC];
+    raw[0] = (uint8_t)(TOKEN_VERSION | (flow->side & 1));
+    raw[1] = flow->worker;
+    raw[2] = (uint8_t)(flow->slot >> 16);
+    raw[3] = (uint8_t)(flow->slot >> 8);
+    raw[4] = (uint8_t)flow->slot;
+    for (int i = 0; i < 4; i++) {
+        raw[5 + i] = (uint8_t)(flow->gen >> (24 - 8 * i));
+        raw[9 + i] = (uint8_t)(txh >> (24 - 8 * i));
+    }
+    uint64_t mac = SIPHASH_24(cfg->key, raw, TOKEN_RAW);
+    for (int i = 0; i < TOKEN_MAC; i++)
+        raw[TOKEN_RAW + i] = (uint8_t)(mac >> (56 - 8 * i));
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        out[2 * i] = k_hex[raw[i] >> 4];
+        out[2 * i + 1] = k_hex[raw[i] & 15];
+    }
+}
+
+static int hex_val(int ch) {
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = lower(ch);
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+int tg_sip_flow_decode(const struct tg_sip_rw_cfg *cfg, struct tg_sip_flow *out_flow,
+                       const char *tok, size_t tok_len) {
+    uint8_t raw[TOKEN_RAW + TOKEN_MAC];
+    if (tok_len != TG_SIP_TOKEN_LEN)
+        return 0;
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        int hi = hex_val((unsigned char)tok[2 * i]), lo = hex_val((unsigned char)tok[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return 0;
+        raw[i] = (uint8_t)(hi << 4 | lo);
+    }
+    if ((raw[0] & 0xf0) != TOKEN_VERSION || (raw[0] & 0x0e) != 0)
+        return 0;
+    uint64_t mac = SIPHASH_24(cfg->key, raw, TOKEN_RAW), got = 0;
+    for (int i = 0; i < TOKEN_MAC; i++)
+        got = got << 8 | raw[TOKEN_RAW + i];
+    // Constant time is not needed for a 64-bit MAC checked once per response, but cheap.
+    if ((mac ^ got) != 0)
+        return 0;
+    out_flow->side = raw[0] & 1;
+    out_flow->worker = raw[1];
+    out_flow->slot = (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 8 | raw[4];
+    out_flow->gen =
+        (uint32_t)raw[5] << 24 | (uint32_t)raw[6] << 16 | (uint32_t)raw[7] << 8 | raw[8];
+    return 1;
+}
+
+// ---- Via -------------------------------------------------------------------------------------
+
+struct via {
+    size_t host_off, host_end;
+    long port;
+    size_t params_off, end;
+};
+
+// parse_via splits one Via element [a, b): "SIP / 2.0 / TLS host[:port] *(;param)".
+static int parse_via(const struct cur *c, size_t a, size_t b, struct via *v) {
+    size_t i = a;
+    int slashes = 0;
+    // sent-protocol: three tokens separated by '/', whitespace allowed around the slashes.
+    while (i < b) {
+        int ch = cur_at(c, i);
+        if (ch == '/') {
+            slashes++;
+            i++;
+            while (i < b && is_ws(cur_at(c, i)))
+                i++;
+            continue;
+        }
+        if (is_ws(ch)) {
+            size_t j = i;
+            while (j < b && is_ws(cur_at(c, j)))
+                j++;
+            if (slashes == 2 || cur_at(c, j) != '/') {
+                i = j;
+                break;
+            }
+            i = j;
+            continue;
+        }
+        i++;
+    }
+    if (slashes != 2 || i >= b)
+        return 0;
+    v->host_off = i;
+    if (cur_at(c, i) == '[') {
+        size_t rb = find_byte(c, i, b, ']');
+        if (rb == NPOS)
+            return 0;
+        i = rb + 1;
+    } else {
+        while (i < b && cur_at(c, i) != ':' && cur_at(c, i) != ';' && !is_ws(cur_at(c, i)))
+            i++;
+    }
+    v->host_end = i;
+    if (v->host_end == v->host_off)
+        return 0;
+    while (i < b && is_ws(cur_at(c, i)))
+        i++;
+    v->port = -1;
+    if (cur_at(c, i) == ':' && i < b) {
+        i++;
+        while (i < b && is_ws(cur_at(c, i)))
+            i++;
+        long p = 0;
+        size_t d = i;
+        while (i < b && is_digit(cur_at(c, i)) && i - d < 6) {
+            p = p * 10 + (cur_at(c, i) - '0');
+            i++;
+        }
+        v->port = p;
+    }
+    v->params_off = i;
+    v->end = b;
+    return 1;
+}
+
+// tx_hash identifies the incoming transaction: its top Via's branch (or the whole top Via when
+// it has none, RFC 2543 style), so retransmissions, CANCEL and non-2xx ACK map to one branch.
+static uint32_t tx_hash(const struct tg_sip_rw_cfg *cfg, const struct cur *c, size_t a, size_t b) {
+    struct via v;
+    size_t va, vb;
+    if (parse_via(c, a, b, &v) && find_param(c, v.params_off, v.end, "branch", &va, &vb) &&
+        vb > va) {
+        a = va;
+        b = vb;
+    }
+    uint64_t k[2] = {cfg->key[1], cfg->key[0]};
+    return (uint32_t)SIPHASH_24(k, c->b + a, b - a);
+}
+
+// ---- shared pieces ---------------------------------------------------------------------------
+
+static const char *side_host(const struct tg_sip_rw_cfg *cfg, enum tg_sip_side s) {
+    return s == TG_SIP_SIDE_PROVIDER ? cfg->fqdn : cfg->inside_host;
+}
+
+static uint16_t side_port(const struct tg_sip_rw_cfg *cfg, enum tg_sip_side s) {
+    return s == TG_SIP_SIDE_PROVIDER ? cfg->fqdn_port : cfg->inside_port;
+}
+
+static const char *side_transport(enum tg_sip_side s) {
+    return s == TG_SIP_SIDE_PROVIDER ? "tls" : "tcp";
+}
+
+// put_our_uri writes "sip:[user@]host:port;transport=..." for side |s|.
+static void put_our_uri(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side s,
+                        const struct cur *c, const struct uri *u) {
+    put_str(o, "sip:");
+    if (u != NULL && u->has_user) {
+        put_span(o, c, u->user_off, u->user_end);
+        put_str(o, "@");
+    }
+    put_str(o, side_host(cfg, s));
+    put_str(o, ":");
+    put_uint(o, side_port(cfg, s));
+    put_str(o, ";transport=");
+    put_str(o, side_transport(s));
+}
+
+// put_restored writes the original URI kept in ";tg-orig=" of |u| when |u| is ours and has
+// one. Returns 0 (writing nothing) otherwise.
+static int put_restored(struct out *o, const struct tg_sip_rw_cfg *cfg, const struct cur *c,
+                        const struct uri *u) {
+    size_t a, b;
+    if (!uri_is_ours(cfg, c, u) || !find_param(c, u->params_off, u->params_end, "tg-orig", &a, &b))
+        return 0;
+    size_t mark = o->len;
+    if (!put_b64_decoded(o, c, a, b))
+        return 0;
+    if (o->overflow)
+        return 1;
+    // What we restore must still be a URI: scheme ":" something.
+    size_t i = mark;
+    while (
+        i < o->len &&
+        ((o->p[i] >= 'a' && o->p[i] <= 'z') || (o->p[i] >= 'A' && o->p[i] <= 'Z') ||
+         (i > mark && (is_digit(o->p[i]) || o->p[i] == '+' || o->p[i] == '-' || o->p[i] == '.'))))
+        i++;
+    if (i == mark || i + 1 >= o->len || o->p[i] != ':') {
+        o->len = mark;
+        return 0;
+    }
+    return 1;
+}
+
+// put_contact_elem rewrites one Contact element [a, b) toward side |to|.
+static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side to,
+                             const struct cur *c, size_t a, size_t b) {
+    size_t lt = find_unquoted(c, a, b, '<');
+    size_t ua, ub, rest;
+    if (lt != NPOS) {
+        size_t gt = find_byte(c, lt, b, '>');
+        if (gt == NPOS) {
+            put_span(o, c, a, b);
+            return;
+        }
+        ua = lt + 1;
+        ub = gt;
+        rest = gt + 1;
+    } else {
+        ua = a;
+        ub = find_byte(c, a, b, ';');
+        if (ub == NPOS)
+            ub = b;
+        rest = ub;
+    }
+    struct uri u;
+    if (!parse_sip_uri(c, ua, ub, &u)) {
+        put_span(o, c, a, b); // "*", tel:, urn: ... stay as they are
+        return;
+    }
+    if (lt != NPOS)
+        put_span(o, c, a, lt);
+    put_str(o, "<");
+    if (!put_restored(o, cfg, c, &u)) {
+        put_our_uri(o, cfg, to, c, &u);
+        put_str(o, ";tg-orig=");
+        put_b64(o, c, ua, ub);
+    }
+    put_str(o, ">");
+    put_span(o, c, rest, b);
+}
+
+// put_contact writes a Contact header with every element rewritten toward |to|.
+static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side to,
+                        const struct cur *c, const struct tg_sip_header *h) {
+    header_begin(o);
+    put_span(o, c, h->name.off, h->name.off + h->name.len);
+    put_str(o, ": ");
+    size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
+    int first = 1;
+    while (i <= end) {
+        size_t e = elem_end(c, i, end);
+        size_t a = i, b = e;
+        trim(c, &a, &b);
+        if (!first)
+            put_str(o, ", ");
+        first = 0;
+        put_contact_elem(o, cfg, to, c, a, b);
+        if (e >= end)
+            break;
+        i = e + 1;
+    }
+    put_str(o, "\r\n");
+    header_end(o);
+}
+
+// elem_uri finds the URI of a name-addr / addr-spec element [a, b).
+static int elem_uri(const struct cur *c, size_t a, size_t b, struct uri *u) {
+    size_t lt = find_unquoted(c, a, b, '<');
+    if (lt == NPOS) {
+        size_t semi = find_byte(c, a, b, ';');
+        return parse_sip_uri(c, a, semi == NPOS ? b : semi, u);
+    }
+    size_t gt = find_byte(c, lt, b, '>');
+    if (gt == NPOS)
+        return 0;
+    return parse_sip_uri(c, lt + 1, gt, u);
+}
+
+// put_line copies a header line as it is.
+static void put_line(struct out *o, const struct cur *c, const struct tg_sip_header *h) {
+    header_begin(o);
+    put_span(o, c, h->line.off, (size_t)h->line.off + h->line.len);
+    header_end(o);
+}
+
+// put_value_from writes header |h| with its value starting at |from| (dropping the elements
+// before it).
+static void put_value_from(struct out *o, const struct cur *c, const struct tg_sip_header *h,
+                           size_t from) {
+    size_t end = (size_t)h->value.off + h->value.len;
+    trim(c, &from, &end);
+    header_begin(o);
+    put_span(o, c, h->name.off, (size_t)h->name.off + h->name.len);
+    put_str(o, ": ");
+    put_span(o, c, from, end);
+    put_str(o, "\r\n");
+    header_end(o);
+}
+
+static enum tg_sip_rw finish(const struct tg_sip_rw_cfg *cfg, struct out *o,
+                             const struct tg_sip_msg *msg, const struct cur *c, size_t *out_len) {
+    put_str(o, "\r\n");
+    put_span(o, c, msg->head_len, (size_t)msg->head_len + msg->body_len);
+    // A buffer larger than max_message that overflowed means an output over the limit.
+    if (o->overflow)
+        return o->cap > cfg->limits.max_message ? TG_SIP_RW_TOO_LARGE : TG_SIP_RW_NO_SPACE;
+    if (o->over_limit || o->num_headers > cfg->limits.max_headers ||
+        o->len > cfg->limits.max_message)
+        return TG_SIP_RW_TOO_LARGE;
+    *out_len = o->len;
+    return TG_SIP_RW_OK;
+}
+
+static void out_init(struct out *o, const struct tg_sip_rw_cfg *cfg, uint8_t *p, size_t cap) {
+    memset(o, 0, sizeof(*o));
+    o->p = p;
+    o->cap = p == NULL ? 0 : cap;
+    o->max_line = cfg->limits.max_line;
+}
+
+// ---- requests --------------------------------------------------------------------------------
+
+// route_drop counts how many leading Route entries name us (at most two: one per side) and
+// where the first kept entry starts: |*out_hdr| headers are dropped whole, then header
+// |*out_hdr| keeps its value from |*out_from| (NPOS: no partial header).
+static void route_drop(const struct tg_sip_rw_cfg *cfg, const struct cur *c,
+                       const struct tg_sip_msg *msg, int *out_hdr, size_t *out_from) {
+    *out_hdr = -1;
+    *out_from = NPOS;
+    unsigned dropped = 0;
+    for (unsigned k = 0; k < msg->num_headers && dropped < 2; k++) {
+        const struct tg_sip_header *h = &msg->headers[k];
+        if (h->id != TG_SIP_H_ROUTE)
+            continue;
+        size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
+        for (;;) {
+            size_t e = elem_end(c, i, end);
+            size_t a = i, b = e;
+            trim(c, &a, &b);
+            struct uri u;
+            if (dropped >= 2 || !elem_uri(c, a, b, &u) || !uri_is_ours(cfg, c, &u)) {
+                *out_hdr = (int)k;
+                *out_from = i;
+                return;
+            }
+            dropped++;
+            if (e >= end)
+                break;
+            i = e + 1;
+        }
+        *out_hdr = (int)k + 1; // this whole header went; the next Route decides
+    }
+}
+
+static int method_record_routes(enum tg_sip_method m) {
+    return m != TG_SIP_M_REGISTER && m != TG_SIP_M_ACK && m != TG_SIP_M_CANCEL;
+}
+
+// parse_max_forwards reads 1*DIGIT. Returns 0 when it is not a number.
+static int parse_max_forwards(const struct cur *c, const struct tg_sip_header *h,
+                              unsigned long *out) {
+    if (h->value.len == 0 || h->value.len > 9)
+        return 0;
+    unsigned long v = 0;
+    for (size_t i = h->value.off; i < (size_t)h->value.off + h->value.len; i++) {
+        int ch = cur_at(c, i);
+        if (!is_digit(ch))
+            return 0;
+        v = v * 10 + (unsigned long)(ch - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *out, size_t out_cap,
+                                      size_t *out_len, const struct tg_sip_msg *msg,
+                                      const uint8_t *buf, const struct tg_sip_flow *from,
+                                      const char *peer_name) {
+    *out_len = 0;
+    if (!msg->is_request || msg->len == 0 || msg->truncated)
+        return TG_SIP_RW_BAD_REQUEST;
+    struct cur c = {buf, msg->len};
+    enum tg_sip_side to =
+        from->side == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
+    int via = msg->first[TG_SIP_H_VIA];
+    if (via < 0)
+        return TG_SIP_RW_BAD_REQUEST;
+    int mf = msg->first[TG_SIP_H_MAX_FORWARDS];
+    unsigned long hops = 70;
+    if (mf >= 0) {
+        if (!parse_max_forwards(&c, &msg->headers[mf], &hops))
+            return TG_SIP_RW_BAD_REQUEST;
+        if (hops == 0)
+            return TG_SIP_RW_TOO_MANY_HOPS;
+        hops--;
+    }
+
+    struct out o;
+    out_init(&o, cfg, out, out_cap);
+
+    // Request line, with a Request-URI of ours restored to the original it stands for.
+    size_t ua = msg->uri.off, ub = (size_t)msg->uri.off + msg->uri.len;
+    put_span(&o, &c, 0, ua);
+    struct uri u;
+    if (!parse_sip_uri(&c, ua, ub, &u) || !put_restored(&o, cfg, &c, &u))
+        put_span(&o, &c, ua, ub);
+    put_span(&o, &c, ub, (size_t)msg->start_line.off + msg->start_line.len);
+    put_str(&o, "\r\n");
+    if (o.len > cfg->limits.max_line)
+        o.over_limit = 1; // a restored Request-URI made the start line too long
+
+    // Our Via, Record-Route and (when missing) Max-Forwards go on top.
+    const struct tg_sip_header *top = &msg->headers[via];
+    size_t te = elem_end(&c, top->value.off, (size_t)top->value.off + top->value.len);
+    char token[TG_SIP_TOKEN_LEN];
+    tg_sip_flow_encode(cfg, token, from, tx_hash(cfg, &c, top->value.off, te));
+    header_begin(&o);
+    put_str(&o, to == TG_SIP_SIDE_PROVIDER ? "Via: SIP/2.0/TLS " : "Via: SIP/2.0/TCP ");
+    put_str(&o, side_host(cfg, to));
+    put_str(&o, ":");
+    put_uint(&o, side_port(cfg, to));
+    put_str(&o, ";branch=");
+    put_str(&o, k_cookie);
+    put(&o, token, sizeof(token));
+    put_str(&o, "\r\n");
+    header_end(&o);
+    if (method_record_routes((enum tg_sip_method)msg->method)) {
+        header_begin(&o);
+        put_str(&o, "Record-Route: <");
+        put_our_uri(&o, cfg, to, &c, NULL);
+        put_str(&o, ";lr>\r\n");
+        header_end(&o);
+    }
+    if (mf < 0) {
+        header_begin(&o);
+        put_str(&o, "Max-Forwards: 70\r\n");
+        header_end(&o);
+    }
+
+    int route_hdr;
+    size_t route_from;
+    route_drop(cfg, &c, msg, &route_hdr, &route_from);
+    for (unsigned k = 0; k < msg->num_headers; k++) {
+        const struct tg_sip_header *h = &msg->headers[k];
+        switch (h->id) {
+        case TG_SIP_H_X_TLS_PEER:
+            continue;
+        case TG_SIP_H_MAX_FORWARDS:
+            if ((int)k != mf)
+                break;
+            header_begin(&o);
+            put_str(&o, "Max-Forwards: ");
+            put_uint(&o, hops);
+            put_str(&o, "\r\n");
+            header_end(&o);
+            continue;
+        case TG_SIP_H_ROUTE:
+            if ((int)k < route_hdr)
+                continue;
+            if ((int)k == route_hdr && route_from != NPOS) {
+                put_value_from(&o, &c, h, route_from);
+                continue;
+            }
+            break;
+        case TG_SIP_H_CONTACT:
+            put_contact(&o, cfg, to, &c, h);
+            continue;
+        default:
+            break;
+        }
+        put_line(&o, &c, h);
+    }
+    if (from->side == TG_SIP_SIDE_PROVIDER && peer_name != NULL && peer_name[0] != '\0') {
+        int clean = 1;
+        for (const char *p = peer_name; *p; p++)
+            clean &= (unsigned char)*p >= 0x20 && *p != 0x7f;
+        if (clean) {
+            header_begin(&o);
+            put_str(&o, "X-TLS-Peer-Name: ");
+            put_str(&o, peer_name);
+            put_str(&o, "\r\n");
+            header_end(&o);
+        }
+    }
+    return finish(cfg, &o, msg, &c, out_len);
+}
+
+// ---- responses -------------------------------------------------------------------------------
+
+// put_record_route writes a Record-Route header, renaming entries that name our address on
+// side |from| to our address on side |to|.
+static void put_record_route(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side from,
+                             enum tg_sip_side to, const struct cur *c,
+                             const struct tg_sip_header *h) {
+    header_begin(o);
+    put_span(o, c, h->name.off, (size_t)h->name.off + h->name.len);
+    put_str(o, ": ");
+    size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
+    int first = 1;
+    for (;;) {
+        size_t e = elem_end(c, i, end);
+        size_t a = i, b = e;
+        trim(c, &a, &b);
+        if (!first)
+            put_str(o, ", ");
+        first = 0;
+        struct uri u;
+        if (elem_uri(c, a, b, &u) && host_is(c, &u, side_host(cfg, from), side_port(cfg, from))) {
+            put_str(o, "<");
+            put_our_uri(o, cfg, to, c, NULL);
+            put_str(o, ";lr>");
+        } else {
+            put_span(o, c, a, b);
+        }
+        if (e >= end)
+            break;
+        i = e + 1;
+    }
+    put_str(o, "\r\n");
+    header_end(o);
+}
+
+// check_top_via verifies that the element [a, b) is our Via on side |from| and decodes its
+// token.
+static enum tg_sip_rw check_top_via(const struct tg_sip_rw_cfg *cfg, const struct cur *c, size_t a,
+                                    size_t b, enum tg_sip_side from, struct tg_sip_flow *out_flow) {
+    struct via v;
+    if (!parse_via(c, a, b, &v))
+        return TG_SIP_RW_DROP_NOT_OURS;
+    const char *host = side_host(cfg, from);
+    if (host == NULL || !cur_ieq(c, v.host_off, v.host_end - v.host_off, host, strlen(host)))
+        return TG_SIP_RW_DROP_NOT_OURS;
+    size_t ba, bb;
+    size_t cookie = sizeof(k_cookie) - 1;
+    if (!find_param(c, v.params_off, v.end, "branch", &ba, &bb) || bb - ba < cookie ||
+        memcmp(c->b + ba, k_cookie, cookie) != 0)
+        return TG_SIP_RW_DROP_NOT_OURS;
+    struct tg_sip_flow f;
+    if (!tg_sip_flow_decode(cfg, &f, (const char *)c->b + ba + cookie, bb - ba - cookie))
+        return TG_SIP_RW_DROP_BAD_TOKEN;
+    // The request came from the side this response goes back to.
+    if (f.side == (uint8_t)from)
+        return TG_SIP_RW_DROP_BAD_TOKEN;
+    *out_flow = f;
+    return TG_SIP_RW_OK;
+}
+
+enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
+                                       struct tg_sip_flow *out_flow, uint8_t *out, size_t out_cap,
+                                       size_t *out_len, const struct tg_sip_msg *msg,
+                                       const uint8_t *buf, enum tg_sip_side arrived_from) {
+    *out_len = 0;
+    if (msg->is_request || msg->len == 0 || msg->truncated)
+        return TG_SIP_RW_DROP_NO_VIA;
+    struct cur c = {buf, msg->len};
+    enum tg_sip_side to =
+        arrived_from == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
+    int via = msg->first[TG_SIP_H_VIA];
+    if (via < 0)
+        return TG_SIP_RW_DROP_NO_VIA;
+    const struct tg_sip_header *top = &msg->headers[via];
+    size_t vend = (size_t)top->value.off + top->value.len;
+    size_t te = elem_end(&c, top->value.off, vend);
+    size_t a = top->value.off, b = te;
+    trim(&c, &a, &b);
+    enum tg_sip_rw r = check_top_via(cfg, &c, a, b, arrived_from, out_flow);
+    if (r != TG_SIP_RW_OK)
+        return r;
+    if (te >= vend && tg_sip_count(msg, TG_SIP_H_VIA) < 2)
+        return TG_SIP_RW_DROP_LAST_VIA;
+
+    struct out o;
+    out_init(&o, cfg, out, out_cap);
+    put_span(&o, &c, 0, (size_t)msg->start_line.off + msg->start_line.len);
+    put_str(&o, "\r\n");
+    for (unsigned k = 0; k < msg->num_headers; k++) {
+        const struct tg_sip_header *h = &msg->headers[k];
+        switch (h->id) {
+        case TG_SIP_H_X_TLS_PEER:
+            continue;
+        case TG_SIP_H_VIA:
+            if ((int)k != via)
+                break;
+            if (te < vend)
+                put_value_from(&o, &c, h, te + 1);
+            continue;
+        case TG_SIP_H_CONTACT:
+            put_contact(&o, cfg, to, &c, h);
+            continue;
+        case TG_SIP_H_RECORD_ROUTE:
+            put_record_route(&o, cfg, arrived_from, to, &c, h);
+            continue;
+        default:
+            break;
+        }
+        put_line(&o, &c, h);
+    }
+    return finish(cfg, &o, msg, &c, out_len);
+}
+
+// ---- answers from tlsgate itself -------------------------------------------------------------
+
+// line_clean says whether header |h| can be copied into an answer: after a scan error the
+// index may hold lines with NUL bytes or stray CR / LF, which would make the answer malformed.
+static int line_clean(const struct cur *c, const struct tg_sip_header *h) {
+    size_t end = (size_t)h->line.off + h->line.len;
+    if (h->line.len < 2 || end > c->len)
+        return 0;
+    for (size_t i = h->line.off; i < end - 2; i++) {
+        int ch = cur_at(c, i);
+        if (ch == 0 || ch == '\n')
+            return 0;
+        if (ch == '\r') {
+            if (cur_at(c, i + 1) != '\n' || (cur_at(c, i + 2) != ' ' && cur_at(c, i + 2) != '\t'))
+                return 0;
+            i++;
+        }
+    }
+    return cur_at(c, end - 2) == '\r' && cur_at(c, end - 1) == '\n';
+}
+
+int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
+                          const struct tg_sip_msg *req, const uint8_t *buf, unsigned status,
+                          const char *reason, const char *to_tag, const char *extra) {
+    *out_len = 0;
+    if (!req->is_request || status < 100 || status > 699 || req->headers == NULL)
+        return 0;
+    static const uint8_t need[] = {TG_SIP_H_VIA, TG_SIP_H_FROM, TG_SIP_H_TO, TG_SIP_H_CALL_ID,
+                                   TG_SIP_H_CSEQ};
+    for (size_t i = 0; i < sizeof(need); i++) {
+        if (req->first[need[i]] < 0)
+            return 0;
+    }
+    // The headers lie within the head; |buf| holds at least the last indexed line.
+    const struct tg_sip_header *last = &req->headers[req->num_headers - 1];
+    struct cur c = {buf, (size_t)last->line.off + last->line.len};
+    for (unsigned k = 0; k < req->num_headers; k++) {
+        const struct tg_sip_header *h = &req->headers[k];
+        int copied = h->id == TG_SIP_H_VIA || h->id == TG_SIP_H_FROM || h->id == TG_SIP_H_TO ||
+                     h->id == TG_SIP_H_CALL_ID || h->id == TG_SIP_H_CSEQ;
+        if (copied && !line_clean(&c, h))
+            return 0;
+    }
+    struct out o;
+    memset(&o, 0, sizeof(o));
+    o.p = out;
+    o.cap = out == NULL ? 0 : out_cap;
+    put_str(&o, "SIP/2.0 ");
+    put_uint(&o, status);
+    put_str(&o, " ");
+    put_str(&o, reason != NULL ? reason : "");
+    put_str(&o, "\r\n");
+    for (unsigned k = 0; k < req->num_headers; k++) {
+        const struct tg_sip_header *h = &req->headers[k];
+        if (h->id == TG_SIP_H_VIA)
+            put_line(&o, &c, h);
+    }
+    const struct tg_sip_header *from = &req->headers[req->first[TG_SIP_H_FROM]];
+    const struct tg_sip_header *tohdr = &req->headers[req->first[TG_SIP_H_TO]];
+    put_line(&o, &c, from);
+    size_t va = tohdr->value.off, vb = (size_t)tohdr->value.off + tohdr->value.len;
+    size_t gt = find_byte(&c, va, vb, '>');
+    size_t pa, pb;
+    int has_tag = find_param(&c, gt == NPOS ? va : gt, vb, "tag", &pa, &pb);
+    if (to_tag != NULL && status > 100 && !has_tag) {
+        put_span(&o, &c, tohdr->name.off, (size_t)tohdr->name.off + tohdr->name.len);
+        put_str(&o, ": ");
+        put_span(&o, &c, va, vb);
+        put_str(&o, ";tag=");
+        put_str(&o, to_tag);
+        put_str(&o, "\r\n");
+    } else {
+        put_line(&o, &c, tohdr);
+    }
+    put_line(&o, &c, &req->headers[req->first[TG_SIP_H_CALL_ID]]);
+    put_line(&o, &c, &req->headers[req->first[TG_SIP_H_CSEQ]]);
+    if (extra != NULL)
+        put_str(&o, extra);
+    put_str(&o, "Content-Length: 0\r\n\r\n");
+    if (o.overflow)
+        return 0;
+    *out_len = o.len;
+    return 1;
+}
+
+int tg_sip_is_options_to_us(const struct tg_sip_msg *msg, const uint8_t *buf, const char *fqdn) {
+    if (!msg->is_request || msg->method != TG_SIP_M_OPTIONS || fqdn == NULL)
+        return 0;
+    struct cur c = {buf, (size_t)msg->uri.off + msg->uri.len};
+    struct uri u;
+    if (!parse_sip_uri(&c, msg->uri.off, (size_t)msg->uri.off + msg->uri.len, &u) || u.has_user)
+        return 0;
+    return cur_ieq(&c, u.host_off, u.host_end - u.host_off, fqdn, strlen(fqdn));
+}
