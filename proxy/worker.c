@@ -79,8 +79,15 @@ static inline uint32_t bufq_len(const struct bufq *q) {
     return q->tail - q->head;
 }
 
+// Queue memory of the two standard sizes is recycled through a small per-worker cache, so a
+// busy connection does not allocate and free its queues for every message (which also kept
+// the allocator purging pages on the data path); an idle one still holds none.
+static uint8_t *bufcache_get(uint32_t size);
+static int bufcache_put(uint8_t *data, uint32_t size);
+
 static void bufq_reset(struct bufq *q) {
-    free(q->data);
+    if (q->data != NULL && !bufcache_put(q->data, q->cap))
+        free(q->data);
     memset(q, 0, sizeof(*q));
 }
 
@@ -89,7 +96,7 @@ static void bufq_reset(struct bufq *q) {
 static uint8_t *bufq_space(struct bufq *q, uint32_t size, int busy, uint32_t *out_room) {
     *out_room = 0;
     if (q->data == NULL) {
-        q->data = malloc(size);
+        q->data = bufcache_get(size);
         if (q->data == NULL)
             return NULL;
         q->head = q->tail = 0;
@@ -193,6 +200,13 @@ struct dlist {
     uint32_t head, tail;
 };
 
+#define BUFCACHE_MAX 64 // per size and worker: at most 64 x (buffer_size + 17 KiB) kept
+
+struct bufcache {
+    uint8_t *bufs[BUFCACHE_MAX];
+    unsigned num;
+};
+
 // A verified peer chain, remembered per worker so that the next handshake presenting the very
 // same chain skips parsing and chain building. Certificates are CRYPTO_BUFFERs from one pool,
 // which returns the same buffer for the same DER while a reference is held: comparing pointers
@@ -245,6 +259,8 @@ struct tg_worker {
     _Atomic(struct ctx_pair *) mailbox; // a newer generation, handed over by the control thread
     struct vcache_entry vcache[VCACHE_SIZE];
     unsigned vcache_next;
+    struct bufcache cache_plain; // queues of buffer_size bytes
+    struct bufcache cache_tls;   // queues of tls_qsize bytes
     int wake_fd;
     uint64_t wake_val;
     _Atomic int stop;
@@ -267,7 +283,33 @@ static void ctx_pair_free(struct ctx_pair *p) {
     free(p);
 }
 
-static _Thread_local struct tg_worker *t_worker; // for the verify callback's log lines
+static _Thread_local struct tg_worker *t_worker;
+
+static struct bufcache *bufcache_for(uint32_t size) {
+    struct tg_worker *w = t_worker;
+    if (w == NULL)
+        return NULL;
+    if (size == w->rt->cfg->buffer_size)
+        return &w->cache_plain;
+    if (size == w->tls_qsize)
+        return &w->cache_tls;
+    return NULL;
+}
+
+static uint8_t *bufcache_get(uint32_t size) {
+    struct bufcache *bc = bufcache_for(size);
+    if (bc != NULL && bc->num > 0)
+        return bc->bufs[--bc->num];
+    return malloc(size);
+}
+
+static int bufcache_put(uint8_t *data, uint32_t size) {
+    struct bufcache *bc = bufcache_for(size);
+    if (bc == NULL || bc->num == BUFCACHE_MAX)
+        return 0;
+    bc->bufs[bc->num++] = data;
+    return 1;
+} // for the verify callback's log lines
 
 static uint32_t now_ms(void) {
     struct timespec ts;
@@ -1518,6 +1560,10 @@ static void worker_free(struct tg_worker *w) {
     ctx_pair_free(atomic_exchange(&w->mailbox, NULL));
     for (unsigned i = 0; i < VCACHE_SIZE; i++)
         vcache_entry_clear(&w->vcache[i]);
+    while (w->cache_plain.num > 0)
+        free(w->cache_plain.bufs[--w->cache_plain.num]);
+    while (w->cache_tls.num > 0)
+        free(w->cache_tls.bufs[--w->cache_tls.num]);
     sem_destroy(&w->ready);
     free(w);
 }
