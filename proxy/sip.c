@@ -2,6 +2,8 @@
 // include/tlsgate/sip.h. Every read of the buffer goes through the bounds-checked cursor below.
 #include "tlsgate/sip.h"
 
+#include "tlsgate/cursor.h"
+
 #include <string.h>
 
 #define SIP_DEFAULT_MAX_MESSAGE 65536u
@@ -48,39 +50,8 @@ const char *tg_sip_method_name(enum tg_sip_method m) {
 // ---- bounds-checked cursor -------------------------------------------------------------------
 
 // A read-only view of the scanned buffer. Positions are offsets; every access is checked.
-struct cur {
-    const uint8_t *b;
-    size_t len;
-};
-
-#define NPOS ((size_t)-1)
-
-// cur_at returns the byte at |i|, or -1 past the end.
-static int cur_at(const struct cur *c, size_t i) {
-    if (i >= c->len)
-        return -1;
-    return c->b[i];
-}
-
-// cur_find returns the first offset in [from, to) holding |ch|, or NPOS. |to| is clamped.
-static size_t cur_find(const struct cur *c, size_t from, size_t to, uint8_t ch) {
-    if (to > c->len)
-        to = c->len;
-    if (from >= to)
-        return NPOS;
-    const uint8_t *p = memchr(c->b + from, ch, to - from);
-    if (p == NULL)
-        return NPOS;
-    return (size_t)(p - c->b);
-}
 
 // ---- character classes -----------------------------------------------------------------------
-
-static int lower(int ch) {
-    if (ch >= 'A' && ch <= 'Z')
-        return ch + ('a' - 'A');
-    return ch;
-}
 
 static int is_digit(int ch) {
     return ch >= '0' && ch <= '9';
@@ -108,7 +79,7 @@ static int is_ctl(int ch) {
 // mem_ieq compares |n| bytes of |a| with the lower-case ASCII |lc|, ignoring ASCII case.
 static int mem_ieq(const uint8_t *a, const char *lc, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        if (lower(a[i]) != (unsigned char)lc[i])
+        if (tg_ascii_lower(a[i]) != (unsigned char)lc[i])
             return 0;
     }
     return 1;
@@ -158,7 +129,7 @@ static const char k_x_tls_peer[] = "x-tls-peer-";
 enum tg_sip_hdr tg_sip_header_id(const uint8_t *name, size_t name_len) {
     size_t n = sizeof(k_hdr_names) / sizeof(k_hdr_names[0]);
     if (name_len == 1) {
-        int ch = lower(name[0]);
+        int ch = tg_ascii_lower(name[0]);
         for (size_t i = 0; i < n; i++) {
             if (k_hdr_names[i].compact == ch)
                 return (enum tg_sip_hdr)k_hdr_names[i].id;
@@ -200,11 +171,11 @@ unsigned tg_sip_count(const struct tg_sip_msg *msg, enum tg_sip_hdr id) {
 #define LF_CTL 4u   // any other control character (HTAB excepted)
 
 // seg_flags notes what [from, to) holds that a header line must not.
-static unsigned seg_flags(const struct cur *c, size_t from, size_t to) {
+static unsigned seg_flags(const struct tg_cur *c, size_t from, size_t to) {
     unsigned f = 0;
-    if (cur_find(c, from, to, 0) != NPOS)
+    if (tg_cur_find(c, from, to, 0) != TG_NPOS)
         f |= LF_NUL;
-    if (cur_find(c, from, to, '\n') != NPOS)
+    if (tg_cur_find(c, from, to, '\n') != TG_NPOS)
         f |= LF_STRAY;
     return f;
 }
@@ -212,19 +183,19 @@ static unsigned seg_flags(const struct cur *c, size_t from, size_t to) {
 // line_end finds the CRLF ending the physical line that starts at |from|, looking no further
 // than |limit|. Returns 1 with the CR's offset in |*out_eol|, 0 when the CRLF is not (yet)
 // within the limit. Flags of what the line holds are added to |*flags|.
-static int line_end(const struct cur *c, size_t from, size_t limit, size_t *out_eol,
+static int line_end(const struct tg_cur *c, size_t from, size_t limit, size_t *out_eol,
                     unsigned *flags) {
     size_t i = from;
     for (;;) {
-        size_t cr = cur_find(c, i, limit, '\r');
-        if (cr == NPOS) {
+        size_t cr = tg_cur_find(c, i, limit, '\r');
+        if (cr == TG_NPOS) {
             *flags |= seg_flags(c, i, limit);
             return 0;
         }
         *flags |= seg_flags(c, i, cr);
         if (cr + 1 >= limit)
             return 0;
-        if (cur_at(c, cr + 1) == '\n') {
+        if (tg_cur_at(c, cr + 1) == '\n') {
             *out_eol = cr;
             return 1;
         }
@@ -235,7 +206,7 @@ static int line_end(const struct cur *c, size_t from, size_t limit, size_t *out_
 
 // ---- start line ------------------------------------------------------------------------------
 
-static enum tg_sip_method method_id(const struct cur *c, size_t off, size_t len) {
+static enum tg_sip_method method_id(const struct tg_cur *c, size_t off, size_t len) {
     for (unsigned m = 1; m < TG_SIP_M_NUM; m++) {
         size_t ml = strlen(k_methods[m]);
         if (ml == len && off + len <= c->len && memcmp(c->b + off, k_methods[m], len) == 0)
@@ -246,48 +217,49 @@ static enum tg_sip_method method_id(const struct cur *c, size_t off, size_t len)
 
 // version_at checks "SIP/2.0" at [off, off+7) ignoring case. Returns 1 for 2.0, 0 for another
 // well-formed "SIP/x.y", -1 for anything else. |*out_end| is where the version ends.
-static int version_at(const struct cur *c, size_t off, size_t end, size_t *out_end) {
+static int version_at(const struct tg_cur *c, size_t off, size_t end, size_t *out_end) {
     if (off + 4 > end || off + 4 > c->len || !mem_ieq(c->b + off, "sip/", 4))
         return -1;
     size_t i = off + 4;
     size_t d1 = i;
-    while (i < end && is_digit(cur_at(c, i)))
+    while (i < end && is_digit(tg_cur_at(c, i)))
         i++;
-    if (i == d1 || cur_at(c, i) != '.' || i >= end)
+    if (i == d1 || tg_cur_at(c, i) != '.' || i >= end)
         return -1;
     size_t dot = i++;
     size_t d2 = i;
-    while (i < end && is_digit(cur_at(c, i)))
+    while (i < end && is_digit(tg_cur_at(c, i)))
         i++;
     if (i == d2)
         return -1;
     *out_end = i;
-    if (dot - d1 == 1 && cur_at(c, d1) == '2' && i - d2 == 1 && cur_at(c, d2) == '0')
+    if (dot - d1 == 1 && tg_cur_at(c, d1) == '2' && i - d2 == 1 && tg_cur_at(c, d2) == '0')
         return 1;
     return 0;
 }
 
 // parse_request_line: METHOD SP Request-URI SP SIP/2.0 over [0, eol).
-static enum tg_sip_err parse_request_line(const struct cur *c, size_t eol, struct tg_sip_msg *m) {
+static enum tg_sip_err parse_request_line(const struct tg_cur *c, size_t eol,
+                                          struct tg_sip_msg *m) {
     size_t i = 0;
-    while (i < eol && is_token(cur_at(c, i)))
+    while (i < eol && is_token(tg_cur_at(c, i)))
         i++;
-    if (i == 0 || cur_at(c, i) != ' ')
+    if (i == 0 || tg_cur_at(c, i) != ' ')
         return TG_SIP_ERR_START_LINE;
     m->method_name = (struct tg_sip_span){0, (uint32_t)i};
     m->method = (uint8_t)method_id(c, 0, i);
     size_t u = ++i;
     // scheme ":" then anything visible up to the next SP
-    if (!is_alpha(cur_at(c, i)))
+    if (!is_alpha(tg_cur_at(c, i)))
         return TG_SIP_ERR_START_LINE;
-    while (i < eol && (is_alpha(cur_at(c, i)) || is_digit(cur_at(c, i)) || cur_at(c, i) == '+' ||
-                       cur_at(c, i) == '-' || cur_at(c, i) == '.'))
+    while (i < eol && (is_alpha(tg_cur_at(c, i)) || is_digit(tg_cur_at(c, i)) ||
+                       tg_cur_at(c, i) == '+' || tg_cur_at(c, i) == '-' || tg_cur_at(c, i) == '.'))
         i++;
-    if (cur_at(c, i) != ':' || i >= eol)
+    if (tg_cur_at(c, i) != ':' || i >= eol)
         return TG_SIP_ERR_START_LINE;
-    while (i < eol && cur_at(c, i) != ' ' && !is_ctl(cur_at(c, i)))
+    while (i < eol && tg_cur_at(c, i) != ' ' && !is_ctl(tg_cur_at(c, i)))
         i++;
-    if (i >= eol || cur_at(c, i) != ' ')
+    if (i >= eol || tg_cur_at(c, i) != ' ')
         return TG_SIP_ERR_START_LINE;
     m->uri = (struct tg_sip_span){(uint32_t)u, (uint32_t)(i - u)};
     i++;
@@ -301,15 +273,15 @@ static enum tg_sip_err parse_request_line(const struct cur *c, size_t eol, struc
 }
 
 // parse_status_line: SIP/2.0 SP 3DIGIT [SP Reason-Phrase] over [0, eol).
-static enum tg_sip_err parse_status_line(const struct cur *c, size_t eol, struct tg_sip_msg *m) {
+static enum tg_sip_err parse_status_line(const struct tg_cur *c, size_t eol, struct tg_sip_msg *m) {
     size_t i = 0;
     int v = version_at(c, 0, eol, &i);
-    if (v < 0 || cur_at(c, i) != ' ' || i + 4 > eol)
+    if (v < 0 || tg_cur_at(c, i) != ' ' || i + 4 > eol)
         return TG_SIP_ERR_START_LINE;
     i++;
     unsigned code = 0;
     for (size_t k = 0; k < 3; k++) {
-        int ch = cur_at(c, i + k);
+        int ch = tg_cur_at(c, i + k);
         if (!is_digit(ch))
             return TG_SIP_ERR_START_LINE;
         code = code * 10 + (unsigned)(ch - '0');
@@ -317,7 +289,7 @@ static enum tg_sip_err parse_status_line(const struct cur *c, size_t eol, struct
     i += 3;
     if (code < 100 || code > 699)
         return TG_SIP_ERR_START_LINE;
-    if (i < eol && cur_at(c, i) != ' ')
+    if (i < eol && tg_cur_at(c, i) != ' ')
         return TG_SIP_ERR_START_LINE;
     size_t r = i < eol ? i + 1 : eol;
     m->code = (uint16_t)code;
@@ -332,13 +304,13 @@ static enum tg_sip_err parse_status_line(const struct cur *c, size_t eol, struct
 enum cl_state { CL_NONE = 0, CL_OK, CL_BAD, CL_HUGE, CL_DIFF };
 
 // parse_cl reads a Content-Length value: 1*DIGIT, nothing else.
-static enum cl_state parse_cl(const struct cur *c, struct tg_sip_span v, uint32_t *out) {
+static enum cl_state parse_cl(const struct tg_cur *c, struct tg_sip_span v, uint32_t *out) {
     if (v.len == 0)
         return CL_BAD;
     uint64_t n = 0;
     int huge = 0;
     for (size_t i = v.off; i < (size_t)v.off + v.len; i++) {
-        int ch = cur_at(c, i);
+        int ch = tg_cur_at(c, i);
         if (!is_digit(ch))
             return CL_BAD;
         n = n * 10 + (uint64_t)(ch - '0');
@@ -387,20 +359,20 @@ static enum tg_sip_scan_result need_more(struct tg_sip_msg *m, uint64_t need) {
 }
 
 // keepalive handles a buffer starting with CR: CRLFCRLF is a ping, a lone CRLF a pong.
-static enum tg_sip_scan_result keepalive(const struct cur *c, struct tg_sip_msg *m) {
+static enum tg_sip_scan_result keepalive(const struct tg_cur *c, struct tg_sip_msg *m) {
     if (c->len < 2)
         return need_more(m, 2);
-    if (cur_at(c, 1) != '\n')
+    if (tg_cur_at(c, 1) != '\n')
         return fail(m, TG_SIP_ERR_START_LINE, 0, 0, 0);
     // A lone CRLF at the end of what has arrived is a pong: waiting for a possible second
     // CRLF would hold a pong back indefinitely.
-    if (c->len == 2 || cur_at(c, 2) != '\r') {
+    if (c->len == 2 || tg_cur_at(c, 2) != '\r') {
         m->len = 2;
         return TG_SIP_PONG;
     }
     if (c->len == 3)
         return need_more(m, 4);
-    if (cur_at(c, 3) == '\n') {
+    if (tg_cur_at(c, 3) == '\n') {
         m->len = 4;
         return TG_SIP_PING;
     }
@@ -409,15 +381,15 @@ static enum tg_sip_scan_result keepalive(const struct cur *c, struct tg_sip_msg 
 }
 
 // value_span trims a header value: after the colon at |colon|, up to the CRLF at |eol|.
-static struct tg_sip_span value_span(const struct cur *c, size_t colon, size_t eol) {
+static struct tg_sip_span value_span(const struct tg_cur *c, size_t colon, size_t eol) {
     size_t a = colon + 1;
     while (a < eol) {
-        int ch = cur_at(c, a);
+        int ch = tg_cur_at(c, a);
         if (is_ws(ch)) {
             a++;
             continue;
         }
-        if (ch == '\r' && cur_at(c, a + 1) == '\n' && is_ws(cur_at(c, a + 2))) {
+        if (ch == '\r' && tg_cur_at(c, a + 1) == '\n' && is_ws(tg_cur_at(c, a + 2))) {
             a += 3;
             continue;
         }
@@ -425,7 +397,7 @@ static struct tg_sip_span value_span(const struct cur *c, size_t colon, size_t e
     }
     size_t b = eol;
     while (b > a) {
-        int ch = cur_at(c, b - 1);
+        int ch = tg_cur_at(c, b - 1);
         if (!is_ws(ch) && ch != '\r' && ch != '\n')
             break;
         b--;
@@ -446,15 +418,15 @@ static void defer(struct scan_state *s, enum tg_sip_err err) {
 }
 
 // header parses one logical header [start, end) whose last CR is at |eol|.
-static void header(const struct cur *c, struct scan_state *s, struct tg_sip_msg *m,
+static void header(const struct tg_cur *c, struct scan_state *s, struct tg_sip_msg *m,
                    size_t max_index, size_t start, size_t eol, size_t end) {
     size_t i = start;
-    while (i < eol && is_token(cur_at(c, i)))
+    while (i < eol && is_token(tg_cur_at(c, i)))
         i++;
     size_t name_end = i;
-    while (i < eol && is_ws(cur_at(c, i)))
+    while (i < eol && is_ws(tg_cur_at(c, i)))
         i++;
-    if (name_end == start || i >= eol || cur_at(c, i) != ':') {
+    if (name_end == start || i >= eol || tg_cur_at(c, i) != ':') {
         defer(s, TG_SIP_ERR_HEADER);
         return;
     }
@@ -502,10 +474,10 @@ enum tg_sip_scan_result tg_sip_scan(const struct tg_sip_limits *lim, struct tg_s
     for (size_t k = 0; k < TG_SIP_H_NUM; k++)
         m->first[k] = -1;
     m->headers = hdrs;
-    struct cur c = {buf, buf == NULL ? 0 : len};
+    struct tg_cur c = {buf, buf == NULL ? 0 : len};
     if (c.len == 0)
         return need_more(m, 1);
-    if (cur_at(&c, 0) == '\r')
+    if (tg_cur_at(&c, 0) == '\r')
         return keepalive(&c, m);
 
     size_t max_index = num_hdrs < lim->max_headers ? num_hdrs : lim->max_headers;
@@ -520,15 +492,15 @@ enum tg_sip_scan_result tg_sip_scan(const struct tg_sip_limits *lim, struct tg_s
     unsigned flags = 0;
     int found = line_end(&c, 0, limit, &eol, &flags);
     size_t seen = found ? eol : limit;
-    if (!found && seen > 0 && cur_at(&c, seen - 1) == '\r')
+    if (!found && seen > 0 && tg_cur_at(&c, seen - 1) == '\r')
         seen--; // the CR of a CRLF whose LF has not arrived
     int looks_response = seen >= 4 && mem_ieq(c.b, "sip/", 4);
     for (size_t i = 0; i < seen; i++) {
-        int ch = cur_at(&c, i);
+        int ch = tg_cur_at(&c, i);
         if (is_ctl(ch) && ch != '\t')
             flags |= LF_CTL;
     }
-    if (flags != 0 || (!found && c.len > 0 && !is_token(cur_at(&c, 0))))
+    if (flags != 0 || (!found && c.len > 0 && !is_token(tg_cur_at(&c, 0))))
         return fail(m, TG_SIP_ERR_START_LINE, !looks_response, 0, 0);
     if (seen + 2 > lim->max_line)
         return fail(m, TG_SIP_ERR_LINE_TOO_LONG, !looks_response, 0, 0);
@@ -555,11 +527,11 @@ enum tg_sip_scan_result tg_sip_scan(const struct tg_sip_limits *lim, struct tg_s
                 return fail(m, TG_SIP_ERR_HEAD_UNTERMINATED, m->is_request, 0, 0);
             return need_more(m, (uint64_t)c.len + 1);
         }
-        if (cur_at(&c, pos) == '\r' && cur_at(&c, pos + 1) == '\n')
+        if (tg_cur_at(&c, pos) == '\r' && tg_cur_at(&c, pos + 1) == '\n')
             break;
         size_t start = pos, p = pos;
         unsigned hf = 0;
-        if (is_ws(cur_at(&c, start)))
+        if (is_ws(tg_cur_at(&c, start)))
             hf |= LF_STRAY; // a continuation with nothing to continue
         for (;;) {
             if (!line_end(&c, p, limit, &eol, &hf) || eol + 2 >= limit) {
@@ -567,7 +539,7 @@ enum tg_sip_scan_result tg_sip_scan(const struct tg_sip_limits *lim, struct tg_s
                     return fail(m, TG_SIP_ERR_HEAD_UNTERMINATED, m->is_request, 0, 0);
                 return need_more(m, (uint64_t)c.len + 1);
             }
-            if (!is_ws(cur_at(&c, eol + 2)))
+            if (!is_ws(tg_cur_at(&c, eol + 2)))
                 break;
             p = eol + 2;
         }

@@ -3,30 +3,13 @@
 // cursor and writes through a bounded emitter; neither allocates.
 #include "tlsgate/siprw.h"
 
+#include "tlsgate/cursor.h"
+
 #include <string.h>
 
 #include <openssl/siphash.h>
 
 // ---- input cursor ----------------------------------------------------------------------------
-
-struct cur {
-    const uint8_t *b;
-    size_t len;
-};
-
-#define NPOS ((size_t)-1)
-
-static int cur_at(const struct cur *c, size_t i) {
-    if (i >= c->len)
-        return -1;
-    return c->b[i];
-}
-
-static int lower(int ch) {
-    if (ch >= 'A' && ch <= 'Z')
-        return ch + ('a' - 'A');
-    return ch;
-}
 
 static int is_ws(int ch) {
     return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
@@ -36,31 +19,20 @@ static int is_digit(int ch) {
     return ch >= '0' && ch <= '9';
 }
 
-// cur_ieq compares [off, off+n) with |s| (|n| bytes), ignoring ASCII case.
-static int cur_ieq(const struct cur *c, size_t off, size_t n, const char *s, size_t s_len) {
-    if (n != s_len || off > c->len || n > c->len - off)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (lower(c->b[off + i]) != lower((unsigned char)s[i]))
-            return 0;
-    }
-    return 1;
-}
-
 // trim narrows [*a, *b) past whitespace and folds at both ends.
-static void trim(const struct cur *c, size_t *a, size_t *b) {
-    while (*a < *b && is_ws(cur_at(c, *a)))
+static void trim(const struct tg_cur *c, size_t *a, size_t *b) {
+    while (*a < *b && is_ws(tg_cur_at(c, *a)))
         (*a)++;
-    while (*b > *a && is_ws(cur_at(c, *b - 1)))
+    while (*b > *a && is_ws(tg_cur_at(c, *b - 1)))
         (*b)--;
 }
 
 // elem_end returns the end of the list element starting at |i| in [i, end): the first comma
 // outside quotes and angle brackets, or |end|.
-static size_t elem_end(const struct cur *c, size_t i, size_t end) {
+static size_t elem_end(const struct tg_cur *c, size_t i, size_t end) {
     int in_quote = 0, in_angle = 0;
     for (; i < end; i++) {
-        int ch = cur_at(c, i);
+        int ch = tg_cur_at(c, i);
         if (in_quote) {
             if (ch == '\\')
                 i++;
@@ -80,11 +52,11 @@ static size_t elem_end(const struct cur *c, size_t i, size_t end) {
     return end;
 }
 
-// find_unquoted returns the first |ch| in [i, end) outside quotes, or NPOS.
-static size_t find_unquoted(const struct cur *c, size_t i, size_t end, int ch) {
+// find_unquoted returns the first |ch| in [i, end) outside quotes, or TG_NPOS.
+static size_t find_unquoted(const struct tg_cur *c, size_t i, size_t end, int ch) {
     int in_quote = 0;
     for (; i < end; i++) {
-        int x = cur_at(c, i);
+        int x = tg_cur_at(c, i);
         if (in_quote) {
             if (x == '\\')
                 i++;
@@ -97,39 +69,39 @@ static size_t find_unquoted(const struct cur *c, size_t i, size_t end, int ch) {
         else if (x == ch)
             return i;
     }
-    return NPOS;
+    return TG_NPOS;
 }
 
-static size_t find_byte(const struct cur *c, size_t i, size_t end, int ch) {
+static size_t find_byte(const struct tg_cur *c, size_t i, size_t end, int ch) {
     for (; i < end; i++) {
-        if (cur_at(c, i) == ch)
+        if (tg_cur_at(c, i) == ch)
             return i;
     }
-    return NPOS;
+    return TG_NPOS;
 }
 
 // find_param looks for ";name[=value]" in the parameter section [i, end) and returns 1 with
 // the (trimmed) value span, 0 when absent.
-static int find_param(const struct cur *c, size_t i, size_t end, const char *name, size_t *out_a,
+static int find_param(const struct tg_cur *c, size_t i, size_t end, const char *name, size_t *out_a,
                       size_t *out_b) {
     size_t name_len = strlen(name);
     for (;;) {
         size_t semi = find_unquoted(c, i, end, ';');
-        if (semi == NPOS)
+        if (semi == TG_NPOS)
             return 0;
         size_t next = find_unquoted(c, semi + 1, end, ';');
-        size_t pend = next == NPOS ? end : next;
+        size_t pend = next == TG_NPOS ? end : next;
         size_t eq = find_byte(c, semi + 1, pend, '=');
-        size_t na = semi + 1, nb = eq == NPOS ? pend : eq;
+        size_t na = semi + 1, nb = eq == TG_NPOS ? pend : eq;
         trim(c, &na, &nb);
-        if (cur_ieq(c, na, nb - na, name, name_len)) {
-            size_t va = eq == NPOS ? pend : eq + 1, vb = pend;
+        if (tg_cur_ieq(c, na, nb - na, name, name_len)) {
+            size_t va = eq == TG_NPOS ? pend : eq + 1, vb = pend;
             trim(c, &va, &vb);
             *out_a = va;
             *out_b = vb;
             return 1;
         }
-        if (next == NPOS)
+        if (next == TG_NPOS)
             return 0;
         i = next;
     }
@@ -149,34 +121,34 @@ struct uri {
 
 // parse_sip_uri splits a sip: or sips: URI in [off, end). Returns 0 for another scheme or a
 // URI without a host.
-static int parse_sip_uri(const struct cur *c, size_t off, size_t end, struct uri *u) {
-    size_t colon = NPOS;
-    if (cur_ieq(c, off, 4, "sip:", 4))
+static int parse_sip_uri(const struct tg_cur *c, size_t off, size_t end, struct uri *u) {
+    size_t colon = TG_NPOS;
+    if (tg_cur_ieq(c, off, 4, "sip:", 4))
         colon = off + 3;
-    else if (cur_ieq(c, off, 5, "sips:", 5))
+    else if (tg_cur_ieq(c, off, 5, "sips:", 5))
         colon = off + 4;
-    if (colon == NPOS)
+    if (colon == TG_NPOS)
         return 0;
     memset(u, 0, sizeof(*u));
     u->off = off;
     u->end = end;
     size_t i = colon + 1;
     size_t at = find_byte(c, i, end, '@');
-    if (at != NPOS) {
+    if (at != TG_NPOS) {
         u->has_user = 1;
         u->user_off = i;
         u->user_end = at;
         i = at + 1;
     }
     u->host_off = i;
-    if (cur_at(c, i) == '[') {
+    if (tg_cur_at(c, i) == '[') {
         size_t rb = find_byte(c, i, end, ']');
-        if (rb == NPOS)
+        if (rb == TG_NPOS)
             return 0;
         i = rb + 1;
     } else {
         while (i < end) {
-            int ch = cur_at(c, i);
+            int ch = tg_cur_at(c, i);
             if (ch == ':' || ch == ';' || ch == '?' || ch == '>' || is_ws(ch))
                 break;
             i++;
@@ -186,12 +158,12 @@ static int parse_sip_uri(const struct cur *c, size_t off, size_t end, struct uri
     if (u->host_end == u->host_off)
         return 0;
     u->port = -1;
-    if (cur_at(c, i) == ':' && i < end) {
+    if (tg_cur_at(c, i) == ':' && i < end) {
         i++;
         long p = 0;
         size_t d = i;
-        while (i < end && is_digit(cur_at(c, i)) && i - d < 6) {
-            p = p * 10 + (cur_at(c, i) - '0');
+        while (i < end && is_digit(tg_cur_at(c, i)) && i - d < 6) {
+            p = p * 10 + (tg_cur_at(c, i) - '0');
             i++;
         }
         if (i == d)
@@ -199,20 +171,21 @@ static int parse_sip_uri(const struct cur *c, size_t off, size_t end, struct uri
         u->port = p;
     }
     size_t q = find_byte(c, i, end, '?');
-    u->params_end = q == NPOS ? end : q;
+    u->params_end = q == TG_NPOS ? end : q;
     u->params_off = i < u->params_end ? i : u->params_end;
     return 1;
 }
 
 // host_is checks the URI's host and port against one of our addresses.
-static int host_is(const struct cur *c, const struct uri *u, const char *host, uint16_t port) {
-    if (host == NULL || !cur_ieq(c, u->host_off, u->host_end - u->host_off, host, strlen(host)))
+static int host_is(const struct tg_cur *c, const struct uri *u, const char *host, uint16_t port) {
+    if (host == NULL || !tg_cur_ieq(c, u->host_off, u->host_end - u->host_off, host, strlen(host)))
         return 0;
     return u->port < 0 || u->port == port;
 }
 
 // uri_is_ours says whether |u| names tlsgate on either side.
-static int uri_is_ours(const struct tg_sip_rw_cfg *cfg, const struct cur *c, const struct uri *u) {
+static int uri_is_ours(const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
+                       const struct uri *u) {
     return host_is(c, u, cfg->fqdn, cfg->fqdn_port) ||
            host_is(c, u, cfg->inside_host, cfg->inside_port);
 }
@@ -262,7 +235,7 @@ static void put_str(struct out *o, const char *s) {
     put(o, s, strlen(s));
 }
 
-static void put_span(struct out *o, const struct cur *c, size_t a, size_t b) {
+static void put_span(struct out *o, const struct tg_cur *c, size_t a, size_t b) {
     if (b < a || b > c->len) {
         o->overflow = 1;
         return;
@@ -280,13 +253,13 @@ static void put_uint(struct out *o, unsigned long v) {
     put(o, tmp + sizeof(tmp) - n, n);
 }
 
-static void put_b64(struct out *o, const struct cur *c, size_t a, size_t b) {
+static void put_b64(struct out *o, const struct tg_cur *c, size_t a, size_t b) {
     uint32_t acc = 0;
     int bits = 0;
     char buf[64];
     size_t n = 0;
     for (size_t i = a; i < b; i++) {
-        acc = (acc << 8) | (uint32_t)cur_at(c, i);
+        acc = (acc << 8) | (uint32_t)tg_cur_at(c, i);
         bits += 8;
         while (bits >= 6) {
             bits -= 6;
@@ -305,14 +278,14 @@ static void put_b64(struct out *o, const struct cur *c, size_t a, size_t b) {
 // put_b64_decoded decodes base64url [a, b) into the output; returns 0 (writing nothing) when
 // it is not base64url or decodes to bytes that cannot stand in a URI in a start line or
 // between angle brackets.
-static int put_b64_decoded(struct out *o, const struct cur *c, size_t a, size_t b) {
+static int put_b64_decoded(struct out *o, const struct tg_cur *c, size_t a, size_t b) {
     size_t mark = o->len;
     uint32_t acc = 0;
     int bits = 0;
     if ((b - a) % 4 == 1)
         return 0;
     for (size_t i = a; i < b; i++) {
-        int v = b64_val(cur_at(c, i));
+        int v = b64_val(tg_cur_at(c, i));
         if (v < 0)
             goto bad;
         acc = (acc << 6) | (uint32_t)v;
@@ -414,7 +387,7 @@ void tg_sip_flow_encode(const struct tg_sip_rw_cfg *cfg, char out[TG_SIP_TOKEN_L
 static int hex_val(int ch) {
     if (ch >= '0' && ch <= '9')
         return ch - '0';
-    ch = lower(ch);
+    ch = tg_ascii_lower(ch);
     if (ch >= 'a' && ch <= 'f')
         return ch - 'a' + 10;
     return -1;
@@ -456,24 +429,24 @@ struct via {
 };
 
 // parse_via splits one Via element [a, b): "SIP / 2.0 / TLS host[:port] *(;param)".
-static int parse_via(const struct cur *c, size_t a, size_t b, struct via *v) {
+static int parse_via(const struct tg_cur *c, size_t a, size_t b, struct via *v) {
     size_t i = a;
     int slashes = 0;
     // sent-protocol: three tokens separated by '/', whitespace allowed around the slashes.
     while (i < b) {
-        int ch = cur_at(c, i);
+        int ch = tg_cur_at(c, i);
         if (ch == '/') {
             slashes++;
             i++;
-            while (i < b && is_ws(cur_at(c, i)))
+            while (i < b && is_ws(tg_cur_at(c, i)))
                 i++;
             continue;
         }
         if (is_ws(ch)) {
             size_t j = i;
-            while (j < b && is_ws(cur_at(c, j)))
+            while (j < b && is_ws(tg_cur_at(c, j)))
                 j++;
-            if (slashes == 2 || cur_at(c, j) != '/') {
+            if (slashes == 2 || tg_cur_at(c, j) != '/') {
                 i = j;
                 break;
             }
@@ -485,29 +458,29 @@ static int parse_via(const struct cur *c, size_t a, size_t b, struct via *v) {
     if (slashes != 2 || i >= b)
         return 0;
     v->host_off = i;
-    if (cur_at(c, i) == '[') {
+    if (tg_cur_at(c, i) == '[') {
         size_t rb = find_byte(c, i, b, ']');
-        if (rb == NPOS)
+        if (rb == TG_NPOS)
             return 0;
         i = rb + 1;
     } else {
-        while (i < b && cur_at(c, i) != ':' && cur_at(c, i) != ';' && !is_ws(cur_at(c, i)))
+        while (i < b && tg_cur_at(c, i) != ':' && tg_cur_at(c, i) != ';' && !is_ws(tg_cur_at(c, i)))
             i++;
     }
     v->host_end = i;
     if (v->host_end == v->host_off)
         return 0;
-    while (i < b && is_ws(cur_at(c, i)))
+    while (i < b && is_ws(tg_cur_at(c, i)))
         i++;
     v->port = -1;
-    if (cur_at(c, i) == ':' && i < b) {
+    if (tg_cur_at(c, i) == ':' && i < b) {
         i++;
-        while (i < b && is_ws(cur_at(c, i)))
+        while (i < b && is_ws(tg_cur_at(c, i)))
             i++;
         long p = 0;
         size_t d = i;
-        while (i < b && is_digit(cur_at(c, i)) && i - d < 6) {
-            p = p * 10 + (cur_at(c, i) - '0');
+        while (i < b && is_digit(tg_cur_at(c, i)) && i - d < 6) {
+            p = p * 10 + (tg_cur_at(c, i) - '0');
             i++;
         }
         v->port = p;
@@ -519,7 +492,8 @@ static int parse_via(const struct cur *c, size_t a, size_t b, struct via *v) {
 
 // tx_hash identifies the incoming transaction: its top Via's branch (or the whole top Via when
 // it has none, RFC 2543 style), so retransmissions, CANCEL and non-2xx ACK map to one branch.
-static uint32_t tx_hash(const struct tg_sip_rw_cfg *cfg, const struct cur *c, size_t a, size_t b) {
+static uint32_t tx_hash(const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c, size_t a,
+                        size_t b) {
     struct via v;
     size_t va, vb;
     if (parse_via(c, a, b, &v) && find_param(c, v.params_off, v.end, "branch", &va, &vb) &&
@@ -547,7 +521,7 @@ static const char *side_transport(enum tg_sip_side s) {
 
 // put_our_uri writes "sip:[user@]host:port;transport=..." for side |s|.
 static void put_our_uri(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side s,
-                        const struct cur *c, const struct uri *u) {
+                        const struct tg_cur *c, const struct uri *u) {
     put_str(o, "sip:");
     if (u != NULL && u->has_user) {
         put_span(o, c, u->user_off, u->user_end);
@@ -562,7 +536,7 @@ static void put_our_uri(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_
 
 // put_restored writes the original URI kept in ";tg-orig=" of |u| when |u| is ours and has
 // one. Returns 0 (writing nothing) otherwise.
-static int put_restored(struct out *o, const struct tg_sip_rw_cfg *cfg, const struct cur *c,
+static int put_restored(struct out *o, const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
                         const struct uri *u) {
     size_t a, b;
     if (!uri_is_ours(cfg, c, u) || !find_param(c, u->params_off, u->params_end, "tg-orig", &a, &b))
@@ -588,12 +562,12 @@ static int put_restored(struct out *o, const struct tg_sip_rw_cfg *cfg, const st
 
 // put_contact_elem rewrites one Contact element [a, b) toward side |to|.
 static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side to,
-                             const struct cur *c, size_t a, size_t b) {
+                             const struct tg_cur *c, size_t a, size_t b) {
     size_t lt = find_unquoted(c, a, b, '<');
     size_t ua, ub, rest;
-    if (lt != NPOS) {
+    if (lt != TG_NPOS) {
         size_t gt = find_byte(c, lt, b, '>');
-        if (gt == NPOS) {
+        if (gt == TG_NPOS) {
             put_span(o, c, a, b);
             return;
         }
@@ -603,7 +577,7 @@ static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enu
     } else {
         ua = a;
         ub = find_byte(c, a, b, ';');
-        if (ub == NPOS)
+        if (ub == TG_NPOS)
             ub = b;
         rest = ub;
     }
@@ -612,7 +586,7 @@ static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enu
         put_span(o, c, a, b); // "*", tel:, urn: ... stay as they are
         return;
     }
-    if (lt != NPOS)
+    if (lt != TG_NPOS)
         put_span(o, c, a, lt);
     put_str(o, "<");
     if (!put_restored(o, cfg, c, &u)) {
@@ -626,7 +600,7 @@ static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enu
 
 // put_contact writes a Contact header with every element rewritten toward |to|.
 static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side to,
-                        const struct cur *c, const struct tg_sip_header *h) {
+                        const struct tg_cur *c, const struct tg_sip_header *h) {
     header_begin(o);
     put_span(o, c, h->name.off, h->name.off + h->name.len);
     put_str(o, ": ");
@@ -649,20 +623,20 @@ static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_
 }
 
 // elem_uri finds the URI of a name-addr / addr-spec element [a, b).
-static int elem_uri(const struct cur *c, size_t a, size_t b, struct uri *u) {
+static int elem_uri(const struct tg_cur *c, size_t a, size_t b, struct uri *u) {
     size_t lt = find_unquoted(c, a, b, '<');
-    if (lt == NPOS) {
+    if (lt == TG_NPOS) {
         size_t semi = find_byte(c, a, b, ';');
-        return parse_sip_uri(c, a, semi == NPOS ? b : semi, u);
+        return parse_sip_uri(c, a, semi == TG_NPOS ? b : semi, u);
     }
     size_t gt = find_byte(c, lt, b, '>');
-    if (gt == NPOS)
+    if (gt == TG_NPOS)
         return 0;
     return parse_sip_uri(c, lt + 1, gt, u);
 }
 
 // put_line copies a header line as it is.
-static void put_line(struct out *o, const struct cur *c, const struct tg_sip_header *h) {
+static void put_line(struct out *o, const struct tg_cur *c, const struct tg_sip_header *h) {
     header_begin(o);
     put_span(o, c, h->line.off, (size_t)h->line.off + h->line.len);
     header_end(o);
@@ -670,7 +644,7 @@ static void put_line(struct out *o, const struct cur *c, const struct tg_sip_hea
 
 // put_value_from writes header |h| with its value starting at |from| (dropping the elements
 // before it).
-static void put_value_from(struct out *o, const struct cur *c, const struct tg_sip_header *h,
+static void put_value_from(struct out *o, const struct tg_cur *c, const struct tg_sip_header *h,
                            size_t from) {
     size_t end = (size_t)h->value.off + h->value.len;
     trim(c, &from, &end);
@@ -683,7 +657,8 @@ static void put_value_from(struct out *o, const struct cur *c, const struct tg_s
 }
 
 static enum tg_sip_rw finish(const struct tg_sip_rw_cfg *cfg, struct out *o,
-                             const struct tg_sip_msg *msg, const struct cur *c, size_t *out_len) {
+                             const struct tg_sip_msg *msg, const struct tg_cur *c,
+                             size_t *out_len) {
     put_str(o, "\r\n");
     put_span(o, c, msg->head_len, (size_t)msg->head_len + msg->body_len);
     // A buffer larger than max_message that overflowed means an output over the limit.
@@ -707,11 +682,11 @@ static void out_init(struct out *o, const struct tg_sip_rw_cfg *cfg, uint8_t *p,
 
 // route_drop counts how many leading Route entries name us (at most two: one per side) and
 // where the first kept entry starts: |*out_hdr| headers are dropped whole, then header
-// |*out_hdr| keeps its value from |*out_from| (NPOS: no partial header).
-static void route_drop(const struct tg_sip_rw_cfg *cfg, const struct cur *c,
+// |*out_hdr| keeps its value from |*out_from| (TG_NPOS: no partial header).
+static void route_drop(const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
                        const struct tg_sip_msg *msg, int *out_hdr, size_t *out_from) {
     *out_hdr = -1;
-    *out_from = NPOS;
+    *out_from = TG_NPOS;
     unsigned dropped = 0;
     for (unsigned k = 0; k < msg->num_headers && dropped < 2; k++) {
         const struct tg_sip_header *h = &msg->headers[k];
@@ -742,13 +717,13 @@ static int method_record_routes(enum tg_sip_method m) {
 }
 
 // parse_max_forwards reads 1*DIGIT. Returns 0 when it is not a number.
-static int parse_max_forwards(const struct cur *c, const struct tg_sip_header *h,
+static int parse_max_forwards(const struct tg_cur *c, const struct tg_sip_header *h,
                               unsigned long *out) {
     if (h->value.len == 0 || h->value.len > 9)
         return 0;
     unsigned long v = 0;
     for (size_t i = h->value.off; i < (size_t)h->value.off + h->value.len; i++) {
-        int ch = cur_at(c, i);
+        int ch = tg_cur_at(c, i);
         if (!is_digit(ch))
             return 0;
         v = v * 10 + (unsigned long)(ch - '0');
@@ -764,7 +739,7 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
     *out_len = 0;
     if (!msg->is_request || msg->len == 0 || msg->truncated)
         return TG_SIP_RW_BAD_REQUEST;
-    struct cur c = {buf, msg->len};
+    struct tg_cur c = {buf, msg->len};
     enum tg_sip_side to =
         from->side == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
     int via = msg->first[TG_SIP_H_VIA];
@@ -842,7 +817,7 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
         case TG_SIP_H_ROUTE:
             if ((int)k < route_hdr)
                 continue;
-            if ((int)k == route_hdr && route_from != NPOS) {
+            if ((int)k == route_hdr && route_from != TG_NPOS) {
                 put_value_from(&o, &c, h, route_from);
                 continue;
             }
@@ -875,7 +850,7 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
 // put_record_route writes a Record-Route header, renaming entries that name our address on
 // side |from| to our address on side |to|.
 static void put_record_route(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side from,
-                             enum tg_sip_side to, const struct cur *c,
+                             enum tg_sip_side to, const struct tg_cur *c,
                              const struct tg_sip_header *h) {
     header_begin(o);
     put_span(o, c, h->name.off, (size_t)h->name.off + h->name.len);
@@ -907,13 +882,14 @@ static void put_record_route(struct out *o, const struct tg_sip_rw_cfg *cfg, enu
 
 // check_top_via verifies that the element [a, b) is our Via on side |from| and decodes its
 // token.
-static enum tg_sip_rw check_top_via(const struct tg_sip_rw_cfg *cfg, const struct cur *c, size_t a,
-                                    size_t b, enum tg_sip_side from, struct tg_sip_flow *out_flow) {
+static enum tg_sip_rw check_top_via(const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
+                                    size_t a, size_t b, enum tg_sip_side from,
+                                    struct tg_sip_flow *out_flow) {
     struct via v;
     if (!parse_via(c, a, b, &v))
         return TG_SIP_RW_DROP_NOT_OURS;
     const char *host = side_host(cfg, from);
-    if (host == NULL || !cur_ieq(c, v.host_off, v.host_end - v.host_off, host, strlen(host)))
+    if (host == NULL || !tg_cur_ieq(c, v.host_off, v.host_end - v.host_off, host, strlen(host)))
         return TG_SIP_RW_DROP_NOT_OURS;
     size_t ba, bb;
     size_t cookie = sizeof(k_cookie) - 1;
@@ -937,7 +913,7 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
     *out_len = 0;
     if (msg->is_request || msg->len == 0 || msg->truncated)
         return TG_SIP_RW_DROP_NO_VIA;
-    struct cur c = {buf, msg->len};
+    struct tg_cur c = {buf, msg->len};
     enum tg_sip_side to =
         arrived_from == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
     int via = msg->first[TG_SIP_H_VIA];
@@ -987,21 +963,22 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
 
 // line_clean says whether header |h| can be copied into an answer: after a scan error the
 // index may hold lines with NUL bytes or stray CR / LF, which would make the answer malformed.
-static int line_clean(const struct cur *c, const struct tg_sip_header *h) {
+static int line_clean(const struct tg_cur *c, const struct tg_sip_header *h) {
     size_t end = (size_t)h->line.off + h->line.len;
     if (h->line.len < 2 || end > c->len)
         return 0;
     for (size_t i = h->line.off; i < end - 2; i++) {
-        int ch = cur_at(c, i);
+        int ch = tg_cur_at(c, i);
         if (ch == 0 || ch == '\n')
             return 0;
         if (ch == '\r') {
-            if (cur_at(c, i + 1) != '\n' || (cur_at(c, i + 2) != ' ' && cur_at(c, i + 2) != '\t'))
+            if (tg_cur_at(c, i + 1) != '\n' ||
+                (tg_cur_at(c, i + 2) != ' ' && tg_cur_at(c, i + 2) != '\t'))
                 return 0;
             i++;
         }
     }
-    return cur_at(c, end - 2) == '\r' && cur_at(c, end - 1) == '\n';
+    return tg_cur_at(c, end - 2) == '\r' && tg_cur_at(c, end - 1) == '\n';
 }
 
 int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
@@ -1018,7 +995,7 @@ int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
     }
     // The headers lie within the head; |buf| holds at least the last indexed line.
     const struct tg_sip_header *last = &req->headers[req->num_headers - 1];
-    struct cur c = {buf, (size_t)last->line.off + last->line.len};
+    struct tg_cur c = {buf, (size_t)last->line.off + last->line.len};
     for (unsigned k = 0; k < req->num_headers; k++) {
         const struct tg_sip_header *h = &req->headers[k];
         int copied = h->id == TG_SIP_H_VIA || h->id == TG_SIP_H_FROM || h->id == TG_SIP_H_TO ||
@@ -1046,7 +1023,7 @@ int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
     size_t va = tohdr->value.off, vb = (size_t)tohdr->value.off + tohdr->value.len;
     size_t gt = find_byte(&c, va, vb, '>');
     size_t pa, pb;
-    int has_tag = find_param(&c, gt == NPOS ? va : gt, vb, "tag", &pa, &pb);
+    int has_tag = find_param(&c, gt == TG_NPOS ? va : gt, vb, "tag", &pa, &pb);
     if (to_tag != NULL && status > 100 && !has_tag) {
         put_span(&o, &c, tohdr->name.off, (size_t)tohdr->name.off + tohdr->name.len);
         put_str(&o, ": ");
@@ -1071,9 +1048,9 @@ int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
 int tg_sip_is_options_to_us(const struct tg_sip_msg *msg, const uint8_t *buf, const char *fqdn) {
     if (!msg->is_request || msg->method != TG_SIP_M_OPTIONS || fqdn == NULL)
         return 0;
-    struct cur c = {buf, (size_t)msg->uri.off + msg->uri.len};
+    struct tg_cur c = {buf, (size_t)msg->uri.off + msg->uri.len};
     struct uri u;
     if (!parse_sip_uri(&c, msg->uri.off, (size_t)msg->uri.off + msg->uri.len, &u) || u.has_user)
         return 0;
-    return cur_ieq(&c, u.host_off, u.host_end - u.host_off, fqdn, strlen(fqdn));
+    return tg_cur_ieq(&c, u.host_off, u.host_end - u.host_off, fqdn, strlen(fqdn));
 }
