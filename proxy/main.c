@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "tlsgate/admin.h"
 #include "tlsgate/certtool.h"
@@ -73,21 +74,6 @@ static int parse_args(int argc, char **argv, struct options *o) {
     return 1;
 }
 
-// refuse_unsupported names listeners that ask for what this build cannot do yet.
-static int refuse_unsupported(const struct tg_config *cfg) {
-    for (size_t i = 0; i < cfg->num_listeners; i++) {
-        const struct tg_listener_conf *l = &cfg->listeners[i];
-        if (l->mode == TG_MODE_SIP) {
-            fprintf(stderr, "%s:%d: %s %s.mode: sip mode is not available in this version; "
-                            "use mode = tcp\n",
-                    cfg->path, l->line, l->direction == TG_INBOUND ? "inbound" : "outbound",
-                    l->name);
-            return 0;
-        }
-    }
-    return 1;
-}
-
 // check_own_certificate prints one line per rule; returns the number of FAILs.
 static int check_own_certificate(const struct tg_config *cfg, const struct tg_tls *tls, int print) {
     struct tg_rule_result res[TG_OWN_RULES_MAX];
@@ -122,8 +108,6 @@ static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *t
         return EXIT_USAGE;
     }
     tg_log_set_level(cfg->log_level);
-    if (!refuse_unsupported(cfg))
-        return EXIT_USAGE;
     if (!tg_config_resolve(cfg, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err);
         return EXIT_POLICY;
@@ -229,6 +213,8 @@ static int cmd_run(const struct options *o) {
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
     struct tg_runtime rt = {.cfg = &cfg, .tls = tls, .metrics = metrics,
                             .num_workers = num_workers};
+    // The flow-token key of mode = sip: one per process, shared by every worker.
+    RAND_bytes(rt.sip_key, sizeof(rt.sip_key));
     struct tg_worker **workers = calloc(num_workers, sizeof(*workers));
     int *fds = malloc(num_workers * cfg.num_listeners * sizeof(int));
     struct tg_admin *admin = NULL;

@@ -97,6 +97,73 @@ static uint64_t sum(const struct tg_metrics *m, size_t listener, size_t offset) 
 
 static const char *const k_reject_names[TG_REJECT_NUM] = {"max_connections", "draining"};
 
+// The method label of each tg_sip_method: PUBLISH is counted as "other" to keep the set small.
+static const char *sip_method_label(int method) {
+    switch (method) {
+    case TG_SIP_M_OTHER:
+    case TG_SIP_M_PUBLISH:
+        return "other";
+    default:
+        return tg_sip_method_name((enum tg_sip_method)method);
+    }
+}
+
+// render_sip writes the SIP series; a sample shows once it is non-zero (SIP listeners only).
+static void render_sip(const struct tg_metrics *m, struct out *o) {
+    const size_t nl = m->num_listeners;
+    out_printf(o, "# HELP tlsgate_sip_requests_total SIP requests received, by method.\n"
+                  "# TYPE tlsgate_sip_requests_total counter\n");
+    for (size_t l = 0; l < nl; l++) {
+        uint64_t other = 0;
+        for (int i = 0; i < TG_SIP_M_NUM; i++) {
+            uint64_t n = sum(m, l, FIELD(sip_requests) + (size_t)i * sizeof(tg_counter));
+            if (i == TG_SIP_M_OTHER || i == TG_SIP_M_PUBLISH) {
+                other += n;
+                continue;
+            }
+            if (n > 0)
+                out_printf(o, "tlsgate_sip_requests_total{listener=\"%s\",method=\"%s\"} %llu\n",
+                           m->listener_names[l], sip_method_label(i), (unsigned long long)n);
+        }
+        if (other > 0)
+            out_printf(o, "tlsgate_sip_requests_total{listener=\"%s\",method=\"other\"} %llu\n",
+                       m->listener_names[l], (unsigned long long)other);
+    }
+    out_printf(o, "# HELP tlsgate_sip_responses_total SIP responses received, by status class.\n"
+                  "# TYPE tlsgate_sip_responses_total counter\n");
+    for (size_t l = 0; l < nl; l++)
+        for (int c = 0; c < 6; c++) {
+            uint64_t n = sum(m, l, FIELD(sip_responses) + (size_t)c * sizeof(tg_counter));
+            if (n > 0)
+                out_printf(o, "tlsgate_sip_responses_total{listener=\"%s\",class=\"%dxx\"} %llu\n",
+                           m->listener_names[l], c + 1, (unsigned long long)n);
+        }
+    out_printf(o, "# HELP tlsgate_sip_errors_total SIP messages refused or dropped, by reason.\n"
+                  "# TYPE tlsgate_sip_errors_total counter\n");
+    for (size_t l = 0; l < nl; l++) {
+        for (int e = 1; e < TG_SIP_ERR_NUM; e++) {
+            uint64_t n = sum(m, l, FIELD(sip_scan_errors) + (size_t)e * sizeof(tg_counter));
+            if (n > 0)
+                out_printf(o, "tlsgate_sip_errors_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                           m->listener_names[l], tg_sip_err_name((enum tg_sip_err)e),
+                           (unsigned long long)n);
+        }
+        for (int r = 1; r < TG_SIP_RW_NUM; r++) {
+            uint64_t n = sum(m, l, FIELD(sip_rw_errors) + (size_t)r * sizeof(tg_counter));
+            if (n > 0)
+                out_printf(o, "tlsgate_sip_errors_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                           m->listener_names[l], tg_sip_rw_name((enum tg_sip_rw)r),
+                           (unsigned long long)n);
+        }
+        uint64_t n = sum(m, l, FIELD(sip_flow_errors));
+        if (n > 0)
+            out_printf(o,
+                       "tlsgate_sip_errors_total{listener=\"%s\",reason=\"flow_mismatch\"} "
+                       "%llu\n",
+                       m->listener_names[l], (unsigned long long)n);
+    }
+}
+
 int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out, size_t *out_len) {
     struct out o = {.data = malloc(4096), .cap = 4096};
     if (o.data == NULL)
@@ -153,6 +220,7 @@ int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out,
             out_printf(&o, "tlsgate_connections_rejected_total{listener=\"%s\",reason=\"%s\"} %llu\n",
                        m->listener_names[l], k_reject_names[r],
                        (unsigned long long)sum(m, l, FIELD(rejected) + (size_t)r * sizeof(tg_counter)));
+    render_sip(m, &o);
     if (extra != NULL)
         out_printf(&o, "%s", extra);
     if (o.failed) {

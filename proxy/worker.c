@@ -25,6 +25,7 @@
 
 #include "tlsgate/control.h"
 #include "tlsgate/log.h"
+#include "tlsgate/sipconn.h"
 
 // ---------------------------------------------------------------------------------------------
 // user_data encoding, the one place it is defined:
@@ -166,6 +167,7 @@ enum conn_flag {
     F_TCP_EOF = 1u << 13,        // TCP FIN seen on the TLS socket
     F_FATAL_FLUSH = 1u << 14,    // close once our close_notify has been sent
     F_RETRY = 1u << 15,          // outbound: tear down this target's socket, try the next
+    F_SIP_CLOSE = 1u << 16,      // mode = sip: a stream could not be resynchronised
 };
 
 // tg_conn is one proxied connection: the TLS socket toward the provider and the plain socket
@@ -253,6 +255,10 @@ struct tg_worker {
     struct dlist lists[LIST_NUM];
 
     uint32_t tls_qsize;        // allocation of a ciphertext queue: buffer_size + TLS_SLACK
+    // mode = sip only (NULL when no listener is): per-slot SIP state, taken by SIP connections
+    // alone, and the rewriter's output buffer.
+    struct tg_sipconn **sip;
+    uint8_t *sip_scratch;
     struct tg_listener_counters *ctr;
     SSL_CTX *server_ctx;       // the generation new connections start on (one reference each)
     SSL_CTX *client_ctx;
@@ -332,6 +338,11 @@ static inline const struct tg_listener_conf *conn_lconf(const struct tg_worker *
 
 static inline int conn_inbound(const struct tg_worker *w, const struct tg_conn *c) {
     return conn_lconf(w, c)->direction == TG_INBOUND;
+}
+
+// conn_sip returns the SIP state of a mode = sip connection, NULL for a tcp one.
+static inline struct tg_sipconn *conn_sip(const struct tg_worker *w, const struct tg_conn *c) {
+    return w->sip != NULL ? w->sip[conn_idx(w, c)] : NULL;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,6 +555,10 @@ static int conn_new_ssl(struct tg_worker *w, struct tg_conn *c, int server) {
 
 static void conn_close(struct tg_worker *w, struct tg_conn *c, const char *why);
 static void conn_step(struct tg_worker *w, struct tg_conn *c);
+static void sip_tls_read(struct tg_worker *w, struct tg_conn *c, struct tg_sipconn *sc);
+static uint32_t sip_plain_feed(struct tg_worker *w, struct tg_conn *c, struct tg_sipconn *sc,
+                               const uint8_t *data, uint32_t len);
+static struct vcache_entry *vcache_find(struct tg_worker *w, const SSL *ssl, int64_t now);
 static void start_connect(struct tg_worker *w, struct tg_conn *c);
 
 static struct tg_conn *conn_alloc(struct tg_worker *w) {
@@ -574,6 +589,10 @@ static void conn_free(struct tg_worker *w, struct tg_conn *c) {
     bufq_reset(&c->pend_tls);
     bufq_reset(&c->pend_plain);
     tg_counter_add(&w->ctr[c->listener].conns_closed, 1);
+    if (w->sip != NULL) {
+        tg_sipconn_free(w->sip[conn_idx(w, c)]);
+        w->sip[conn_idx(w, c)] = NULL;
+    }
     c->ssl = NULL;
     c->state = CS_FREE;
     c->next = w->free_head;
@@ -660,6 +679,13 @@ static void handshake_done(struct tg_worker *w, struct tg_conn *c) {
                 c->seq, conn_lconf(w, c)->name, peer, SSL_get_version(c->ssl),
                 SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
     }
+    struct tg_sipconn *sc = conn_sip(w, c);
+    if (sc != NULL && sc->peer_name == NULL) {
+        // A resumed session skipped the verify callback: the name is in the cache, if anywhere.
+        struct vcache_entry *e = vcache_find(w, c->ssl, (int64_t)time(NULL));
+        if (e != NULL)
+            sc->peer_name = e->name;
+    }
     if (conn_inbound(w, c))
         start_connect(w, c); // the backend is reached only for an authenticated peer
 }
@@ -721,6 +747,11 @@ static void tls_pump(struct tg_worker *w, struct tg_conn *c) {
     }
     if (c->state != CS_OPEN || (c->flags & F_TLS_RD_EOF))
         return;
+    struct tg_sipconn *sc = conn_sip(w, c);
+    if (sc != NULL) {
+        sip_tls_read(w, c, sc);
+        return;
+    }
     const uint32_t cap = w->rt->cfg->buffer_size;
     struct tg_listener_counters *ctr = &w->ctr[c->listener];
     uint64_t total = 0;
@@ -776,7 +807,8 @@ static void tls_input(struct tg_worker *w, struct tg_conn *c, const uint8_t *dat
     c->in = data;
     c->in_len = len;
     tls_pump(w, c);
-    if (c->in_len > 0 && c->state != CS_CLOSING && !(c->flags & (F_RETRY | F_FATAL_FLUSH))) {
+    if (c->in_len > 0 && c->state != CS_CLOSING &&
+        !(c->flags & (F_RETRY | F_FATAL_FLUSH | F_SIP_CLOSE))) {
         if (!bufq_append(&c->pend_tls, c->in, c->in_len, BUF_SIZE, 0))
             conn_close(w, c, "out_of_memory");
     }
@@ -847,7 +879,9 @@ static void plain_input(struct tg_worker *w, struct tg_conn *c, const uint8_t *d
             conn_close(w, c, "out_of_memory");
         return;
     }
-    uint32_t done = plain_encrypt(w, c, data, len);
+    struct tg_sipconn *sc = conn_sip(w, c);
+    uint32_t done =
+        sc != NULL ? sip_plain_feed(w, c, sc, data, len) : plain_encrypt(w, c, data, len);
     if (c->state == CS_CLOSING)
         return;
     if (done < len && !bufq_append(&c->pend_plain, data + done, len - done, BUF_SIZE, 0))
@@ -858,9 +892,220 @@ static void plain_resume(struct tg_worker *w, struct tg_conn *c) {
     uint32_t len = bufq_len(&c->pend_plain);
     if (len == 0)
         return;
-    uint32_t done = plain_encrypt(w, c, c->pend_plain.data + c->pend_plain.head, len);
+    struct tg_sipconn *sc = conn_sip(w, c);
+    const uint8_t *data = c->pend_plain.data + c->pend_plain.head;
+    uint32_t done =
+        sc != NULL ? sip_plain_feed(w, c, sc, data, len) : plain_encrypt(w, c, data, len);
     if (c->state != CS_CLOSING)
         bufq_consume(&c->pend_plain, done);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mode = sip: instead of relaying bytes, each side's plaintext is framed into messages in the
+// connection's tg_sipconn, and what tg_sipconn_process makes of them is queued here: toward the
+// PBX by appending to |to_plain|, toward the provider by SSL_write into |to_tls|. A message is
+// processed only when its destination queue has no send in flight and is under its bound, so
+// the append may grow the queue and SSL_write never has to be retried; otherwise processing
+// stops (input then backs up into pend_tls / pend_plain and the receive is cancelled, as in tcp
+// mode), and conn_step resumes it once the send has completed.
+
+struct sip_arg {
+    struct tg_worker *w;
+    struct tg_conn *c;
+};
+
+static int sip_can_send(void *arg, enum tg_sip_side side) {
+    const struct sip_arg *a = arg;
+    const struct tg_conn *c = a->c;
+    const uint32_t cap = a->w->rt->cfg->buffer_size;
+    if (c->state != CS_OPEN || (c->flags & (F_FATAL_FLUSH | F_SIP_CLOSE)))
+        return 0;
+    // A side we have finished writing to never gets anything again: sip_send drops it.
+    if (side == TG_SIP_SIDE_PROVIDER)
+        return (c->flags & F_TLS_SHUT_SENT) ||
+               ((c->flags & F_TLS_UP) && !(c->flags & F_TLS_SENDING) &&
+                bufq_len(&c->to_tls) < cap);
+    return (c->flags & F_PLAIN_WR_DONE) ||
+           ((c->flags & F_PLAIN_UP) && !(c->flags & F_PLAIN_SENDING) &&
+            bufq_len(&c->to_plain) < cap);
+}
+
+static int sip_send(void *arg, enum tg_sip_side side, const uint8_t *data, uint32_t len) {
+    const struct sip_arg *a = arg;
+    struct tg_worker *w = a->w;
+    struct tg_conn *c = a->c;
+    struct tg_listener_counters *ctr = &w->ctr[c->listener];
+    // Bytes toward the far side of the listener count as up, as in tcp mode.
+    int up = (side == TG_SIP_SIDE_PBX) == conn_inbound(w, c);
+    if (c->flags & (side == TG_SIP_SIDE_PBX ? F_PLAIN_WR_DONE : F_TLS_SHUT_SENT))
+        return 1;
+    if (side == TG_SIP_SIDE_PBX) {
+        if (!bufq_append(&c->to_plain, data, len, w->rt->cfg->buffer_size, 0)) {
+            conn_close(w, c, "out_of_memory");
+            return 0;
+        }
+    } else {
+        int r = SSL_write(c->ssl, data, (int)len);
+        if (r != (int)len) {
+            char detail[128];
+            ssl_err_str(detail, sizeof(detail));
+            TG_WARN("tls_error", "conn=w%u-%u listener=%s detail=\"%s\"", w->id, c->seq,
+                    conn_lconf(w, c)->name, detail);
+            conn_close(w, c, "tls_write_error");
+            return 0;
+        }
+    }
+    tg_counter_add(up ? &ctr->bytes_up : &ctr->bytes_down, len);
+    return 1;
+}
+
+// sip_run processes what |side| has buffered. Returns 0 when the connection is going away.
+static int sip_run(struct tg_worker *w, struct tg_conn *c, struct tg_sipconn *sc,
+                   enum tg_sip_side side) {
+    if (c->state != CS_OPEN || (c->flags & (F_FATAL_FLUSH | F_SIP_CLOSE)))
+        return 0;
+    struct sip_arg arg = {.w = w, .c = c};
+    struct tg_sipconn_io io = {
+        .arg = &arg,
+        .can_send = sip_can_send,
+        .send = sip_send,
+        .self = {.slot = conn_idx(w, c), .gen = c->gen, .worker = (uint8_t)w->id},
+        .scratch = w->sip_scratch,
+        .ctr = &w->ctr[c->listener],
+        .conn_seq = c->seq,
+    };
+    enum tg_sipconn_result r = tg_sipconn_process(sc, side, &io);
+    if (r == TG_SIPCONN_CLOSE) {
+        // Answered if it could be; conn_step closes the pair (close_notify after the answer).
+        TG_INFO("sip_unframed", "conn=w%u-%u listener=%s side=%s", w->id, c->seq,
+                conn_lconf(w, c)->name, side == TG_SIP_SIDE_PROVIDER ? "provider" : "pbx");
+        // Both directions end as after a half-close from each side: what is already queued (the
+        // answer included) is flushed, then close_notify and FIN, then the slot is freed.
+        c->flags |= F_SIP_CLOSE | F_TLS_RD_EOF | F_PLAIN_RD_EOF;
+        c->in_len = 0; // the rest of this ciphertext is not wanted
+        return 0;
+    }
+    return r != TG_SIPCONN_FAILED && c->state == CS_OPEN;
+}
+
+// sip_resume processes what both sides have buffered, once a send has made room. Returns 0
+// when the connection is closing.
+static int sip_resume(struct tg_worker *w, struct tg_conn *c, struct tg_sipconn *sc) {
+    if (c->flags & (F_FATAL_FLUSH | F_SIP_CLOSE))
+        return c->state != CS_CLOSING;
+    if (sc->in_len[TG_SIP_SIDE_PROVIDER] > 0)
+        sip_run(w, c, sc, TG_SIP_SIDE_PROVIDER);
+    if (c->state == CS_OPEN && sc->in_len[TG_SIP_SIDE_PBX] > 0)
+        sip_run(w, c, sc, TG_SIP_SIDE_PBX);
+    return c->state != CS_CLOSING;
+}
+
+// sip_drop_pending forgets the input a closing SIP stream will never process, so that the
+// half-closes that end it are not held back. Not while the input is being read (|c->in|).
+static void sip_drop_pending(struct tg_conn *c) {
+    if (!(c->flags & F_SIP_CLOSE) || c->in != NULL)
+        return;
+    bufq_reset(&c->pend_tls);
+    bufq_reset(&c->pend_plain);
+}
+
+// sip_tls_read decrypts into the provider side's input buffer and processes it, until
+// BoringSSL wants more ciphertext or the buffer is full (its messages waiting for a queue).
+static void sip_tls_read(struct tg_worker *w, struct tg_conn *c, struct tg_sipconn *sc) {
+    for (;;) {
+        if (!sip_run(w, c, sc, TG_SIP_SIDE_PROVIDER))
+            return;
+        uint32_t room;
+        uint8_t *dst = tg_sipconn_reserve(sc, TG_SIP_SIDE_PROVIDER, &room);
+        if (dst == NULL) {
+            conn_close(w, c, "out_of_memory");
+            return;
+        }
+        if (room == 0)
+            return;
+        int n = SSL_read(c->ssl, dst, (int)room);
+        if (n > 0) {
+            tg_sipconn_commit(sc, TG_SIP_SIDE_PROVIDER, (uint32_t)n);
+            continue;
+        }
+        tg_sipconn_commit(sc, TG_SIP_SIDE_PROVIDER, 0); // gives an empty buffer back
+        int err = SSL_get_error(c->ssl, n);
+        if ((err == SSL_ERROR_WANT_READ && !(c->flags & F_TCP_EOF)) || err == SSL_ERROR_WANT_WRITE)
+            return;
+        if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_SYSCALL ||
+            err == SSL_ERROR_WANT_READ) {
+            c->flags |= F_TLS_RD_EOF;
+            ERR_clear_error();
+            return;
+        }
+        char detail[128];
+        ssl_err_str(detail, sizeof(detail));
+        TG_WARN("tls_error", "conn=w%u-%u listener=%s detail=\"%s\"", w->id, c->seq,
+                conn_lconf(w, c)->name, detail);
+        conn_close(w, c, "tls_error");
+        return;
+    }
+}
+
+// sip_plain_feed takes plaintext from the PBX into its input buffer and processes it; returns
+// how many bytes it took (all of them when the connection is going away: they are dropped).
+static uint32_t sip_plain_feed(struct tg_worker *w, struct tg_conn *c, struct tg_sipconn *sc,
+                               const uint8_t *data, uint32_t len) {
+    uint32_t done = 0;
+    for (;;) {
+        if (!sip_run(w, c, sc, TG_SIP_SIDE_PBX))
+            return len;
+        if (done == len)
+            return done;
+        long n = tg_sipconn_feed(sc, TG_SIP_SIDE_PBX, data + done, len - done);
+        if (n < 0) {
+            conn_close(w, c, "out_of_memory");
+            return len;
+        }
+        if (n == 0)
+            return done; // the buffer is full of messages waiting for a queue
+        done += (uint32_t)n;
+    }
+}
+
+// sip_fqdn_port is the port the provider reaches us on: an inbound listener's own port; for
+// an outbound one, the first inbound SIP listener's (5061 when there is none).
+static uint16_t sip_fqdn_port(const struct tg_worker *w, const struct tg_listener_conf *lc) {
+    if (lc->direction == TG_INBOUND)
+        return lc->listen.port;
+    const struct tg_config *cfg = w->rt->cfg;
+    for (size_t l = 0; l < cfg->num_listeners; l++)
+        if (cfg->listeners[l].direction == TG_INBOUND && cfg->listeners[l].mode == TG_MODE_SIP)
+            return cfg->listeners[l].listen.port;
+    return 5061;
+}
+
+// sip_attach gives a new connection of a SIP listener, accepted as |fd|, its state. Returns 0
+// when memory is short.
+static int sip_attach(struct tg_worker *w, struct tg_conn *c, int fd) {
+    const struct tg_listener_conf *lc = conn_lconf(w, c);
+    struct tg_sipconn *sc = tg_sipconn_new(w->rt->cfg->fqdn, sip_fqdn_port(w, lc), w->rt->sip_key);
+    if (sc == NULL)
+        return 0;
+    if (lc->direction == TG_OUTBOUND) {
+        // The PBX reaches us where it reached this connection: the accepted socket's local
+        // address (a wildcard listener has no better one), else the listener's.
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+            tg_sipconn_set_inside(sc, (const struct sockaddr *)&ss);
+        else
+            tg_sipconn_set_inside(sc, (const struct sockaddr *)&lc->listen.addr);
+    }
+    w->sip[conn_idx(w, c)] = sc;
+    return 1;
+}
+
+// sip_note_peer remembers the verified provider name of a SIP connection.
+static void sip_note_peer(struct tg_worker *w, struct tg_conn *c, const char *name) {
+    struct tg_sipconn *sc = conn_sip(w, c);
+    if (sc != NULL)
+        sc->peer_name = name;
 }
 
 // conn_step brings the connection's operations in line with its state: it resumes what
@@ -874,6 +1119,10 @@ static void conn_step(struct tg_worker *w, struct tg_conn *c) {
     uint32_t f;
 
     if (c->state == CS_OPEN) {
+        struct tg_sipconn *sc = conn_sip(w, c);
+        sip_drop_pending(c);
+        if (sc != NULL && !sip_resume(w, c, sc))
+            return;
         if (bufq_len(&c->to_plain) < cap)
             tls_resume(w, c);
         if (c->state == CS_CLOSING)
@@ -882,12 +1131,19 @@ static void conn_step(struct tg_worker *w, struct tg_conn *c) {
             plain_resume(w, c);
         if (c->state == CS_CLOSING)
             return;
+        sip_drop_pending(c);
     }
     f = c->flags;
 
+    // A SIP side whose complete messages wait for a queue is not finished yet; what is left
+    // of an incomplete one after EOF never will be.
+    struct tg_sipconn *sc = conn_sip(w, c);
+    int sip_wait_pbx = sc != NULL && sc->blocked[TG_SIP_SIDE_PBX] && !(f & F_SIP_CLOSE);
+    int sip_wait_prov = sc != NULL && sc->blocked[TG_SIP_SIDE_PROVIDER] && !(f & F_SIP_CLOSE);
+
     // Half-close from the plain side: our close_notify once everything before it is sealed.
     if (c->state == CS_OPEN && (f & F_PLAIN_RD_EOF) && bufq_len(&c->pend_plain) == 0 &&
-        !(f & F_TLS_SHUT_SENT)) {
+        !sip_wait_pbx && !(f & F_TLS_SHUT_SENT)) {
         SSL_shutdown(c->ssl);
         c->flags |= F_TLS_SHUT_SENT;
     }
@@ -908,7 +1164,8 @@ static void conn_step(struct tg_worker *w, struct tg_conn *c) {
     }
     // Half-close from the TLS side: FIN to the plain side once its queue is empty.
     if ((f & F_TLS_RD_EOF) && (f & F_PLAIN_UP) && !(f & F_PLAIN_SENDING) &&
-        bufq_len(&c->to_plain) == 0 && bufq_len(&c->pend_tls) == 0 && !(f & F_PLAIN_WR_DONE)) {
+        bufq_len(&c->to_plain) == 0 && bufq_len(&c->pend_tls) == 0 && !sip_wait_prov &&
+        !(f & F_PLAIN_WR_DONE)) {
         shutdown(c->plain_fd, SHUT_WR);
         c->flags |= F_PLAIN_WR_DONE;
     }
@@ -992,6 +1249,14 @@ static void on_connect(struct tg_worker *w, struct tg_conn *c, int res) {
     }
     if (lc->direction == TG_INBOUND) {
         c->flags |= F_PLAIN_UP;
+        struct tg_sipconn *sc = conn_sip(w, c);
+        if (sc != NULL) {
+            // Our address toward the PBX is the local end of this very connection.
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            if (getsockname(c->plain_fd, (struct sockaddr *)&ss, &sl) == 0)
+                tg_sipconn_set_inside(sc, (const struct sockaddr *)&ss);
+        }
         conn_step(w, c);
         return;
     }
@@ -1065,6 +1330,12 @@ static void on_accept(struct tg_worker *w, uint32_t listener, struct io_uring_cq
     }
     tg_counter_add(&ctr->conns_opened, 1);
     c->listener = (uint16_t)listener;
+    if (w->rt->cfg->listeners[listener].mode == TG_MODE_SIP && !sip_attach(w, c, fd)) {
+        close(fd);
+        conn_close(w, c, "out_of_memory");
+        conn_reap(w, c);
+        return;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (tg_log_enabled(TG_LOG_DEBUG)) {
@@ -1255,6 +1526,7 @@ enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
         tg_control_note_peer_info(hit->name, hit->issuer, hit->not_after);
         TG_DEBUG("peer_verified", "conn=w%u-%u name=%s cached=yes", w->id, c->seq, hit->name);
         c->verdict = TG_VERDICT_OK;
+        sip_note_peer(w, c, hit->name);
         return ssl_verify_ok;
     }
     X509 *leaf = NULL;
@@ -1271,6 +1543,7 @@ enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert) {
         if (v == TG_VERDICT_OK) {
             tg_control_note_peer(name, leaf);
             if (w != NULL) {
+                sip_note_peer(w, c, name);
                 vcache_add(w, ssl, now, name, leaf);
                 TG_DEBUG("peer_verified", "conn=w%u-%u name=%s", w->id, c->seq, name);
             }
@@ -1553,6 +1826,8 @@ static void worker_free(struct tg_worker *w) {
             close(w->listen_fds[l]);
     free(w->listen_fds);
     free(w->conns);
+    free(w->sip);
+    free(w->sip_scratch);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
     SSL_CTX_free(w->server_ctx);
@@ -1586,6 +1861,16 @@ struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int 
     w->conns = calloc(max_conns, sizeof(struct tg_conn));
     w->ctr = tg_metrics_worker(rt->metrics, id);
     w->tls_qsize = rt->cfg->buffer_size + TLS_SLACK;
+    for (size_t l = 0; l < rt->cfg->num_listeners && w->conns != NULL; l++) {
+        if (rt->cfg->listeners[l].mode != TG_MODE_SIP || w->sip != NULL)
+            continue;
+        w->sip = calloc(max_conns, sizeof(*w->sip));
+        w->sip_scratch = malloc(TG_SIPCONN_SCRATCH);
+        if (w->sip == NULL || w->sip_scratch == NULL) {
+            free(w->conns);
+            w->conns = NULL; // reported as out of memory below
+        }
+    }
     SSL_CTX_up_ref(rt->tls->server);
     SSL_CTX_up_ref(rt->tls->client);
     w->server_ctx = rt->tls->server;

@@ -6,6 +6,8 @@
 #include <stdint.h>
 
 #include "tlsgate/policy.h"
+#include "tlsgate/sip.h"
+#include "tlsgate/siprw.h"
 
 // Counters are written by exactly one worker thread and read by the admin thread. A counter
 // is a relaxed atomic updated with a plain load + store (no locked instruction on the data
@@ -34,6 +36,12 @@ struct tg_listener_counters {
     tg_counter bytes_down;             // plaintext from the far side back to the accepted side
     tg_counter upstream_connect_errors; // connect() to a forward/connect target failed
     tg_counter rejected[TG_REJECT_NUM];
+    // mode = sip only (zero elsewhere):
+    tg_counter sip_requests[TG_SIP_M_NUM];      // requests received, by method
+    tg_counter sip_responses[6];                // responses received, by class 1xx..6xx
+    tg_counter sip_scan_errors[TG_SIP_ERR_NUM]; // framing errors, by scanner reason
+    tg_counter sip_rw_errors[TG_SIP_RW_NUM];    // refused or dropped by the rewriter
+    tg_counter sip_flow_errors;                 // responses whose flow names another connection
 };
 
 // tg_metrics holds every worker's counters for every listener.

@@ -16,6 +16,7 @@ struct tg_runtime {
     struct tg_tls *tls;
     struct tg_metrics *metrics;
     unsigned num_workers;
+    uint8_t sip_key[16]; // flow-token MAC key of mode = sip (RAND_bytes at startup)
 };
 
 // tg_worker is one I/O thread: its own io_uring, its own SO_REUSEPORT listening sockets, its

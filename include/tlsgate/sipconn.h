@@ -1,0 +1,92 @@
+#ifndef TLSGATE_SIPCONN_H
+#define TLSGATE_SIPCONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tlsgate/metrics.h"
+#include "tlsgate/sip.h"
+#include "tlsgate/siprw.h"
+
+struct sockaddr;
+
+// Per-connection SIP state of a `mode = sip` connection pair and the code that turns the
+// plaintext arriving from either side into messages for the other side (or answers on the same
+// side). No sockets and no TLS here: the worker hands bytes in and gets bytes out through
+// tg_sipconn_io. Allocated only for SIP connections, so tcp-mode connections carry none of it.
+
+// TG_SIPCONN_MAX_MESSAGE bounds one message (head + body) and so each input buffer; the
+// scanner's default `max_message`.
+#define TG_SIPCONN_MAX_MESSAGE 65536u
+
+// TG_SIPCONN_SCRATCH is the size of the output scratch buffer tg_sipconn_process needs: more
+// than one message, so the rewriter never reports TG_SIP_RW_NO_SPACE.
+#define TG_SIPCONN_SCRATCH (TG_SIPCONN_MAX_MESSAGE + 1024u)
+
+// tg_sipconn_io is how processing reaches the worker: |can_send| says whether the queue toward
+// |side| takes one more message now (no send in flight, under its bound, side up); |send|
+// queues |len| bytes toward |side| and returns 1, or 0 when the connection failed (it is then
+// closing and processing stops).
+struct tg_sipconn_io {
+    void *arg;
+    int (*can_send)(void *arg, enum tg_sip_side side);
+    int (*send)(void *arg, enum tg_sip_side side, const uint8_t *data, uint32_t len);
+    struct tg_sip_flow self;          // this connection (side unused)
+    uint8_t *scratch;                 // TG_SIPCONN_SCRATCH bytes, the worker's
+    struct tg_listener_counters *ctr; // this listener's counters on this worker
+    uint32_t conn_seq;                // for log lines: `conn=w<self.worker>-<conn_seq>`
+};
+
+// tg_sipconn is one connection pair's SIP state: an input buffer per side (taken on first use,
+// given back when it empties), the bytes still to discard after an oversized message, the
+// verified provider name and the rewriting context.
+struct tg_sipconn {
+    uint8_t *in[2]; // indexed by enum tg_sip_side
+    uint32_t in_len[2];
+    uint32_t skip[2];        // bytes of an oversized message still to drop as they arrive
+    uint8_t blocked[2];      // the last processing of a side stopped on a busy queue
+    const char *peer_name;   // verified provider certificate name (borrowed from the
+                             // policy of the SSL_CTX the connection's SSL holds), or NULL
+    char inside_host[48];    // our address toward the PBX ("[v6]" bracketed)
+    struct tg_sip_rw_cfg rw; // points at |inside_host| and the configuration's fqdn
+};
+
+// tg_sipconn_new allocates the state of one connection: |fqdn|:|fqdn_port| toward the provider,
+// the flow-token |key| (16 bytes). The inside address is set by tg_sipconn_set_inside.
+struct tg_sipconn *tg_sipconn_new(const char *fqdn, uint16_t fqdn_port, const uint8_t key[16]);
+
+// tg_sipconn_free releases |sc| and its buffers. NULL is a no-op.
+void tg_sipconn_free(struct tg_sipconn *sc);
+
+// tg_sipconn_set_inside sets our address toward the PBX from a socket address.
+void tg_sipconn_set_inside(struct tg_sipconn *sc, const struct sockaddr *sa);
+
+// tg_sipconn_room returns how many more bytes side |side|'s input buffer takes now.
+uint32_t tg_sipconn_room(const struct tg_sipconn *sc, enum tg_sip_side side);
+
+// tg_sipconn_feed copies up to |len| bytes that arrived from |side| into its input buffer
+// (dropping what an oversized message still owes first). Returns how many bytes it took (all
+// but what does not fit), or -1 when memory is short.
+long tg_sipconn_feed(struct tg_sipconn *sc, enum tg_sip_side side, const uint8_t *data,
+                     uint32_t len);
+
+// tg_sipconn_reserve returns where bytes from |side| may be written directly (|*out_room|
+// bytes), for SSL_read; tg_sipconn_commit then accounts |n| of them. NULL when memory is short.
+uint8_t *tg_sipconn_reserve(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t *out_room);
+void tg_sipconn_commit(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t n);
+
+// tg_sipconn_result is what processing the input of one side came to.
+enum tg_sipconn_result {
+    TG_SIPCONN_IDLE = 0, // everything complete was handled; the rest needs more bytes
+    TG_SIPCONN_BLOCKED,  // an output queue is busy: call again once it has room
+    TG_SIPCONN_CLOSE,    // the stream cannot be resynchronised: close the pair
+    TG_SIPCONN_FAILED,   // |io->send| failed: the connection is already closing
+};
+
+// tg_sipconn_process handles the complete messages buffered from |from|, in order: requests
+// and responses rewritten and sent to the other side, keepalive pings answered, OPTIONS to us
+// and refused messages answered on |from|, undeliverable responses dropped and counted.
+enum tg_sipconn_result tg_sipconn_process(struct tg_sipconn *sc, enum tg_sip_side from,
+                                          const struct tg_sipconn_io *io);
+
+#endif // TLSGATE_SIPCONN_H

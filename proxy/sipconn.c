@@ -1,0 +1,289 @@
+// SIP mode on one connection pair: framing, rewriting and local answers between the scanner
+// and rewriter (pure) and the worker (I/O). See include/tlsgate/sipconn.h.
+#include "tlsgate/sipconn.h"
+
+#include "tlsgate/log.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define MAX_HEADERS 128
+
+struct tg_sipconn *tg_sipconn_new(const char *fqdn, uint16_t fqdn_port, const uint8_t key[16]) {
+    struct tg_sipconn *sc = calloc(1, sizeof(*sc));
+    if (sc == NULL)
+        return NULL;
+    tg_sip_rw_cfg_init(&sc->rw, fqdn, fqdn_port, sc->inside_host, 0, key);
+    sc->rw.limits.max_message = TG_SIPCONN_MAX_MESSAGE;
+    return sc;
+}
+
+void tg_sipconn_free(struct tg_sipconn *sc) {
+    if (sc == NULL)
+        return;
+    free(sc->in[0]);
+    free(sc->in[1]);
+    free(sc);
+}
+
+void tg_sipconn_set_inside(struct tg_sipconn *sc, const struct sockaddr *sa) {
+    char host[INET6_ADDRSTRLEN] = "";
+    uint16_t port = 0;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+        port = ntohs(s6->sin6_port);
+        snprintf(sc->inside_host, sizeof(sc->inside_host), "[%s]", host);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+        port = ntohs(s4->sin_port);
+        snprintf(sc->inside_host, sizeof(sc->inside_host), "%s", host);
+    }
+    sc->rw.inside_port = port;
+}
+
+uint32_t tg_sipconn_room(const struct tg_sipconn *sc, enum tg_sip_side side) {
+    return TG_SIPCONN_MAX_MESSAGE - sc->in_len[side];
+}
+
+uint8_t *tg_sipconn_reserve(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t *out_room) {
+    *out_room = 0;
+    if (sc->in[side] == NULL) {
+        sc->in[side] = malloc(TG_SIPCONN_MAX_MESSAGE);
+        if (sc->in[side] == NULL)
+            return NULL;
+    }
+    *out_room = TG_SIPCONN_MAX_MESSAGE - sc->in_len[side];
+    return sc->in[side] + sc->in_len[side];
+}
+
+// drop_input gives the buffer back once it is empty: an idle connection holds none.
+static void drop_input(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t n) {
+    if (n < sc->in_len[side])
+        memmove(sc->in[side], sc->in[side] + n, sc->in_len[side] - n);
+    sc->in_len[side] -= n;
+    if (sc->in_len[side] == 0) {
+        free(sc->in[side]);
+        sc->in[side] = NULL;
+    }
+}
+
+void tg_sipconn_commit(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t n) {
+    // Bytes an oversized message still owes are dropped as they arrive.
+    uint32_t drop = sc->skip[side] < n ? sc->skip[side] : n;
+    if (drop > 0) {
+        uint8_t *p = sc->in[side] + sc->in_len[side];
+        memmove(p, p + drop, n - drop);
+        sc->skip[side] -= drop;
+        n -= drop;
+    }
+    sc->in_len[side] += n;
+    if (sc->in_len[side] == 0) {
+        free(sc->in[side]);
+        sc->in[side] = NULL;
+    }
+}
+
+long tg_sipconn_feed(struct tg_sipconn *sc, enum tg_sip_side side, const uint8_t *data,
+                     uint32_t len) {
+    uint32_t taken = sc->skip[side] < len ? sc->skip[side] : len;
+    sc->skip[side] -= taken;
+    if (taken == len)
+        return (long)len;
+    uint32_t room;
+    uint8_t *dst = tg_sipconn_reserve(sc, side, &room);
+    if (dst == NULL)
+        return -1;
+    uint32_t n = len - taken < room ? len - taken : room;
+    memcpy(dst, data + taken, n);
+    sc->in_len[side] += n;
+    if (sc->in_len[side] == 0) {
+        free(sc->in[side]);
+        sc->in[side] = NULL;
+    }
+    return (long)(taken + n);
+}
+
+static const char *reason_phrase(unsigned status) {
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 413:
+        return "Request Entity Too Large";
+    case 483:
+        return "Too Many Hops";
+    case 505:
+        return "Version Not Supported";
+    case 513:
+        return "Message Too Large";
+    default:
+        return "Error";
+    }
+}
+
+#define LOCAL_TAG "tlsgate"
+#define ALLOW_LINE                                                                                 \
+    "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, REFER, "                       \
+    "NOTIFY, SUBSCRIBE, MESSAGE\r\n"
+
+// answer builds and sends a local response to |req| on |side|. Returns 0 when the send failed;
+// a request too damaged to answer is simply not answered.
+static int answer(const struct tg_sipconn_io *io, enum tg_sip_side side,
+                  const struct tg_sip_msg *req, const uint8_t *buf, unsigned status,
+                  const char *extra) {
+    size_t n;
+    if (!tg_sip_build_response(io->scratch, TG_SIPCONN_SCRATCH, &n, req, buf, status,
+                               reason_phrase(status), LOCAL_TAG, extra))
+        return 1;
+    return io->send(io->arg, side, io->scratch, (uint32_t)n);
+}
+
+static const char *side_name(enum tg_sip_side side) {
+    return side == TG_SIP_SIDE_PROVIDER ? "provider" : "pbx";
+}
+
+// log_refused notes, at debug level (a peer can send many), a message refused or dropped.
+static void log_refused(const struct tg_sipconn_io *io, enum tg_sip_side from, const char *reason) {
+    TG_DEBUG("sip_refused", "conn=w%u-%u side=%s reason=%s", (unsigned)io->self.worker,
+             io->conn_seq, side_name(from), reason);
+}
+
+static void count_request(const struct tg_sipconn_io *io, const struct tg_sip_msg *m) {
+    unsigned method = m->method < TG_SIP_M_NUM ? m->method : TG_SIP_M_OTHER;
+    tg_counter_add(&io->ctr->sip_requests[method], 1);
+}
+
+static void count_response(const struct tg_sipconn_io *io, const struct tg_sip_msg *m) {
+    unsigned cls = m->code / 100;
+    if (cls >= 1 && cls <= 6)
+        tg_counter_add(&io->ctr->sip_responses[cls - 1], 1);
+}
+
+// process_message handles one complete message of |m->len| bytes at |buf|. Returns IDLE when it
+// is done with it (forwarded, answered or dropped), BLOCKED or FAILED.
+static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip_side from,
+                                              const struct tg_sipconn_io *io,
+                                              const struct tg_sip_msg *m, const uint8_t *buf) {
+    enum tg_sip_side to = from == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
+    size_t n = 0;
+    if (m->is_request) {
+        if (m->method == TG_SIP_M_OPTIONS && tg_sip_is_options_to_us(m, buf, sc->rw.fqdn)) {
+            if (!io->can_send(io->arg, from))
+                return TG_SIPCONN_BLOCKED;
+            count_request(io, m);
+            return answer(io, from, m, buf, 200, ALLOW_LINE) ? TG_SIPCONN_IDLE : TG_SIPCONN_FAILED;
+        }
+        if (!io->can_send(io->arg, to) || !io->can_send(io->arg, from))
+            return TG_SIPCONN_BLOCKED;
+        count_request(io, m);
+        struct tg_sip_flow self = io->self;
+        self.side = (uint8_t)from;
+        enum tg_sip_rw r =
+            tg_sip_rewrite_request(&sc->rw, io->scratch, TG_SIPCONN_SCRATCH, &n, m, buf, &self,
+                                   from == TG_SIP_SIDE_PROVIDER ? sc->peer_name : NULL);
+        if (r == TG_SIP_RW_OK)
+            return io->send(io->arg, to, io->scratch, (uint32_t)n) ? TG_SIPCONN_IDLE
+                                                                   : TG_SIPCONN_FAILED;
+        tg_counter_add(&io->ctr->sip_rw_errors[r < TG_SIP_RW_NUM ? r : TG_SIP_RW_BAD_REQUEST], 1);
+        log_refused(io, from, tg_sip_rw_name(r));
+        uint16_t status = tg_sip_rw_status(r);
+        if (status == 0 || m->method == TG_SIP_M_ACK)
+            return TG_SIPCONN_IDLE;
+        return answer(io, from, m, buf, status, NULL) ? TG_SIPCONN_IDLE : TG_SIPCONN_FAILED;
+    }
+    if (!io->can_send(io->arg, to))
+        return TG_SIPCONN_BLOCKED;
+    count_response(io, m);
+    struct tg_sip_flow flow;
+    enum tg_sip_rw r =
+        tg_sip_rewrite_response(&sc->rw, &flow, io->scratch, TG_SIPCONN_SCRATCH, &n, m, buf, from);
+    if (r != TG_SIP_RW_OK) {
+        tg_counter_add(&io->ctr->sip_rw_errors[r < TG_SIP_RW_NUM ? r : TG_SIP_RW_DROP_NOT_OURS], 1);
+        log_refused(io, from, tg_sip_rw_name(r));
+        return TG_SIPCONN_IDLE;
+    }
+    // The response goes back on the pair its request went out on: this one, or it is dropped.
+    if (flow.worker != io->self.worker || flow.slot != io->self.slot || flow.gen != io->self.gen ||
+        flow.side != (uint8_t)to) {
+        tg_counter_add(&io->ctr->sip_flow_errors, 1);
+        log_refused(io, from, "flow_mismatch");
+        return TG_SIPCONN_IDLE;
+    }
+    return io->send(io->arg, to, io->scratch, (uint32_t)n) ? TG_SIPCONN_IDLE : TG_SIPCONN_FAILED;
+}
+
+static enum tg_sipconn_result process(struct tg_sipconn *sc, enum tg_sip_side from,
+                                      const struct tg_sipconn_io *io);
+
+enum tg_sipconn_result tg_sipconn_process(struct tg_sipconn *sc, enum tg_sip_side from,
+                                          const struct tg_sipconn_io *io) {
+    enum tg_sipconn_result r = process(sc, from, io);
+    sc->blocked[from] = r == TG_SIPCONN_BLOCKED;
+    return r;
+}
+
+static enum tg_sipconn_result process(struct tg_sipconn *sc, enum tg_sip_side from,
+                                      const struct tg_sipconn_io *io) {
+    struct tg_sip_header hdrs[MAX_HEADERS];
+    struct tg_sip_msg m;
+    uint32_t off = 0;
+    enum tg_sipconn_result res = TG_SIPCONN_IDLE;
+    while (off < sc->in_len[from]) {
+        const uint8_t *buf = sc->in[from] + off;
+        uint32_t len = sc->in_len[from] - off;
+        enum tg_sip_scan_result s = tg_sip_scan(&sc->rw.limits, &m, hdrs, MAX_HEADERS, buf, len);
+        if (s == TG_SIP_NEED_MORE)
+            break;
+        if (s == TG_SIP_PONG) {
+            off += m.len;
+            continue;
+        }
+        if (s == TG_SIP_PING) {
+            if (!io->can_send(io->arg, from)) {
+                res = TG_SIPCONN_BLOCKED;
+                break;
+            }
+            if (!io->send(io->arg, from, (const uint8_t *)"\r\n", 2))
+                return TG_SIPCONN_FAILED;
+            off += m.len;
+            continue;
+        }
+        if (s == TG_SIP_MESSAGE) {
+            res = process_message(sc, from, io, &m, buf);
+            if (res == TG_SIPCONN_FAILED)
+                return res;
+            if (res == TG_SIPCONN_BLOCKED)
+                break;
+            off += m.len;
+            continue;
+        }
+        // TG_SIP_ERROR: answer what deserves an answer, then skip it or give up on the stream.
+        if (m.status != 0 && !io->can_send(io->arg, from)) {
+            res = TG_SIPCONN_BLOCKED;
+            break;
+        }
+        tg_counter_add(&io->ctr->sip_scan_errors[m.err < TG_SIP_ERR_NUM ? m.err : 0], 1);
+        log_refused(io, from, tg_sip_err_name((enum tg_sip_err)m.err));
+        if (m.status != 0 && !(m.is_request && m.method == TG_SIP_M_ACK) &&
+            !answer(io, from, &m, buf, m.status, NULL))
+            return TG_SIPCONN_FAILED;
+        if (!m.can_continue || m.len == 0)
+            return TG_SIPCONN_CLOSE;
+        if (m.len > len) {
+            sc->skip[from] = m.len - len;
+            off += len;
+            break;
+        }
+        off += m.len;
+    }
+    if (off > 0)
+        drop_input(sc, from, off);
+    return res;
+}

@@ -1,0 +1,226 @@
+// Unit tests for the per-connection SIP processing: what goes where, local answers, backpressure
+// (a busy queue stops processing, nothing is lost), resynchronisation and giving up.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cmocka.h>
+
+#include "tlsgate/sipconn.h"
+
+static const uint8_t k_key[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+// A fake worker: one output buffer per side and a switch that makes a side busy.
+struct fake {
+    char out[2][1 << 18];
+    size_t out_len[2];
+    int busy[2];
+    int fail;
+};
+
+static int fake_can_send(void *arg, enum tg_sip_side side) {
+    struct fake *f = arg;
+    return !f->busy[side];
+}
+
+static int fake_send(void *arg, enum tg_sip_side side, const uint8_t *data, uint32_t len) {
+    struct fake *f = arg;
+    if (f->fail)
+        return 0;
+    assert_true(f->out_len[side] + len < sizeof(f->out[side]));
+    memcpy(f->out[side] + f->out_len[side], data, len);
+    f->out_len[side] += len;
+    f->out[side][f->out_len[side]] = '\0';
+    return 1;
+}
+
+struct env {
+    struct fake f;
+    struct tg_sipconn *sc;
+    struct tg_sipconn_io io;
+    struct tg_listener_counters ctr;
+    uint8_t scratch[TG_SIPCONN_SCRATCH];
+};
+
+static int setup(void **state) {
+    struct env *e = calloc(1, sizeof(*e));
+    e->sc = tg_sipconn_new("sbc.example.com", 5061, k_key);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(40000)};
+    inet_pton(AF_INET, "10.0.0.1", &sin.sin_addr);
+    tg_sipconn_set_inside(e->sc, (const struct sockaddr *)&sin);
+    e->sc->peer_name = "sip.carrier.example";
+    e->io.arg = &e->f;
+    e->io.can_send = fake_can_send;
+    e->io.send = fake_send;
+    e->io.self = (struct tg_sip_flow){.slot = 5, .gen = 9, .worker = 1};
+    e->io.scratch = e->scratch;
+    e->io.ctr = &e->ctr;
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state) {
+    struct env *e = *state;
+    tg_sipconn_free(e->sc);
+    free(e);
+    return 0;
+}
+
+static enum tg_sipconn_result feed(struct env *e, enum tg_sip_side side, const char *text) {
+    size_t len = strlen(text);
+    assert_int_equal(tg_sipconn_feed(e->sc, side, (const uint8_t *)text, (uint32_t)len), (long)len);
+    return tg_sipconn_process(e->sc, side, &e->io);
+}
+
+#define OPTIONS_TO(uri, id)                                                                        \
+    "OPTIONS " uri " SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-" id "\r\n"         \
+    "Max-Forwards: 70\r\nFrom: <sip:a@example.net>;tag=1\r\nTo: <sip:b@example.net>\r\n"           \
+    "Call-ID: " id "\r\nCSeq: 1 OPTIONS\r\nX-TLS-Peer-Name: forged\r\nContent-Length: 0\r\n\r\n"
+
+static void test_request_to_pbx(void **state) {
+    struct env *e = *state;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, OPTIONS_TO("sip:pbx@example.net", "c1")),
+                     TG_SIPCONN_IDLE);
+    const char *out = e->f.out[TG_SIP_SIDE_PBX];
+    assert_non_null(strstr(out, "Via: SIP/2.0/TCP 10.0.0.1:40000;branch=z9hG4bK"));
+    assert_non_null(strstr(out, "X-TLS-Peer-Name: sip.carrier.example\r\n"));
+    assert_null(strstr(out, "forged"));
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PROVIDER], 0);
+    assert_int_equal(e->sc->in_len[TG_SIP_SIDE_PROVIDER], 0);
+    assert_null(e->sc->in[TG_SIP_SIDE_PROVIDER]); // an empty input holds no memory
+    assert_int_equal(e->ctr.sip_requests[TG_SIP_M_OPTIONS], 1);
+}
+
+static void test_ping_options_to_us(void **state) {
+    struct env *e = *state;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, "\r\n\r\n"), TG_SIPCONN_IDLE);
+    assert_string_equal(e->f.out[TG_SIP_SIDE_PROVIDER], "\r\n");
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, "\r\n"), TG_SIPCONN_IDLE); // pong: nothing
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PROVIDER], 2);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, OPTIONS_TO("sip:sbc.example.com", "o1")),
+                     TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 200 OK\r\n"));
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "Allow: "));
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PBX], 0);
+}
+
+static void test_busy_queue_blocks_then_resumes(void **state) {
+    struct env *e = *state;
+    e->f.busy[TG_SIP_SIDE_PBX] = 1;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER,
+                          OPTIONS_TO("sip:pbx@example.net", "b1")
+                              OPTIONS_TO("sip:pbx@example.net", "b2")),
+                     TG_SIPCONN_BLOCKED);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PBX], 0);
+    assert_true(e->sc->blocked[TG_SIP_SIDE_PROVIDER]);
+    e->f.busy[TG_SIP_SIDE_PBX] = 0;
+    assert_int_equal(tg_sipconn_process(e->sc, TG_SIP_SIDE_PROVIDER, &e->io), TG_SIPCONN_IDLE);
+    const char *out = e->f.out[TG_SIP_SIDE_PBX];
+    const char *b1 = strstr(out, "Call-ID: b1");
+    const char *b2 = strstr(out, "Call-ID: b2");
+    assert_non_null(b1);
+    assert_non_null(b2);
+    assert_true(b1 < b2);
+    assert_false(e->sc->blocked[TG_SIP_SIDE_PROVIDER]);
+}
+
+static void test_response_round_trip_and_foreign_flow(void **state) {
+    struct env *e = *state;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PBX, OPTIONS_TO("sip:carrier@192.0.2.1", "r1")),
+                     TG_SIPCONN_IDLE);
+    const char *req = e->f.out[TG_SIP_SIDE_PROVIDER];
+    const char *via = strstr(req, "Via: SIP/2.0/TLS sbc.example.com:5061;branch=");
+    assert_non_null(via);
+    // The provider answers: copy every Via of the request.
+    char resp[2048];
+    int n = snprintf(resp, sizeof(resp), "SIP/2.0 200 OK\r\n");
+    for (const char *v = strstr(req, "Via: "); v != NULL; v = strstr(v + 1, "Via: ")) {
+        const char *end = strstr(v, "\r\n");
+        n += snprintf(resp + n, sizeof(resp) - (size_t)n, "%.*s\r\n", (int)(end - v), v);
+    }
+    snprintf(resp + n, sizeof(resp) - (size_t)n,
+             "From: <sip:a@example.net>;tag=1\r\nTo: <sip:b@example.net>;tag=2\r\n"
+             "Call-ID: r1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, resp), TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS "
+                                                      "192.0.2.1:5061;branch=z9hG4bK-r1\r\n"));
+    assert_int_equal(e->ctr.sip_responses[1], 1);
+    // The same response on another connection (another slot): dropped and counted.
+    size_t before = e->f.out_len[TG_SIP_SIDE_PBX];
+    e->io.self.slot = 6;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, resp), TG_SIPCONN_IDLE);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PBX], before);
+    assert_int_equal(e->ctr.sip_flow_errors, 1);
+}
+
+static void test_errors(void **state) {
+    struct env *e = *state;
+    // Max-Forwards 0: 483 on the side it came from, the stream goes on.
+    const char *mf0 =
+        "OPTIONS sip:pbx@example.net SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK-m\r\n"
+        "Max-Forwards: 0\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n"
+        "Call-ID: mf\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, mf0), TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 483 "));
+    assert_int_equal(e->ctr.sip_rw_errors[TG_SIP_RW_TOO_MANY_HOPS], 1);
+    // A body over the limit: 413, then the rest of the body is dropped as it arrives.
+    char big[256];
+    snprintf(big, sizeof(big),
+             "MESSAGE sip:pbx@example.net SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK-b\r\n"
+             "From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: big\r\nCSeq: 1 MESSAGE\r\n"
+             "Content-Length: %u\r\n\r\n",
+             100000u);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, big), TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 413 "));
+    assert_int_equal(e->sc->skip[TG_SIP_SIDE_PROVIDER], 100000u);
+    static uint8_t junk[100000];
+    memset(junk, 'x', sizeof(junk));
+    assert_int_equal(tg_sipconn_feed(e->sc, TG_SIP_SIDE_PROVIDER, junk, sizeof(junk)),
+                     (long)sizeof(junk));
+    assert_int_equal(e->sc->in_len[TG_SIP_SIDE_PROVIDER], 0);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, OPTIONS_TO("sip:pbx@example.net", "after")),
+                     TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "Call-ID: after"));
+    // Not SIP at all: the stream cannot be resynchronised.
+    assert_int_equal(feed(e, TG_SIP_SIDE_PBX, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                     TG_SIPCONN_CLOSE);
+    assert_int_equal(e->ctr.sip_scan_errors[TG_SIP_ERR_BODY_TOO_LARGE], 1);
+}
+
+static void test_send_failure(void **state) {
+    struct env *e = *state;
+    e->f.fail = 1;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, OPTIONS_TO("sip:pbx@example.net", "f")),
+                     TG_SIPCONN_FAILED);
+}
+
+static void test_ipv6_inside(void **state) {
+    struct env *e = *state;
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons(5060)};
+    inet_pton(AF_INET6, "fd00::1", &sin6.sin6_addr);
+    tg_sipconn_set_inside(e->sc, (const struct sockaddr *)&sin6);
+    assert_string_equal(e->sc->inside_host, "[fd00::1]");
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, OPTIONS_TO("sip:pbx@example.net", "v6")),
+                     TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "Via: SIP/2.0/TCP [fd00::1]:5060;"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_request_to_pbx, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_options_to_us, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_queue_blocks_then_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_response_round_trip_and_foreign_flow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ipv6_inside, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
