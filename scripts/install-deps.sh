@@ -10,6 +10,7 @@ PACKAGES=(
   clang libclang-rt-14-dev
   openssl sip-tester python3 curl procps util-linux
   haproxy stunnel4 nginx libnginx-mod-stream
+  kamailio kamailio-tls-modules
 )
 
 missing=()

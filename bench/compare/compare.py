@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Side-by-side comparison of tlsgate with HAProxy, stunnel and nginx stream.
+"""Side-by-side comparison of tlsgate with HAProxy, stunnel and nginx stream, and of tlsgate's
+SIP mode with Kamailio.
 
 One command starts each proxy in turn with the same certificates, the same echo backend and the
 same TLS settings (mutual TLS, client certificate required and verified against the same CA),
@@ -9,6 +10,16 @@ is read from /proc (utime + stime of every process of the proxy), so the figures
 per unit of work, not only wall-clock rates.
 
   bench/compare/compare.py [--duration S] [--quick] [--only tlsgate,haproxy,...] [--json FILE]
+                           [--no-sip | --sip-only] [--sip-rate R] [--sip-conc N]
+
+SIP (second table; run unless --no-sip): tg-sip-responder plays the PBX on plain TCP (every
+request answered 200) on the load's core; tlsgate with an `[inbound] mode = sip` listener and
+Kamailio (tls module, one TCP worker, stateless forward() after record_route()) forward
+`OPTIONS sip:pbx@127.0.0.1` from tlsgate-load --mode sip-options over mutual TLS to it.
+Figures: transactions per CPU-second of the proxy (closed loop, --sip-conc connections, one
+transaction outstanding on each) and p50/p99 at --sip-rate transactions/s (open loop), plus
+the same load sent straight to the responder over plain TCP (--plain), so that the latency a
+proxy adds is its round trip minus that direct one. Kamailio missing: skipped with a message.
 
 Binaries come from the environment (TLSGATE, TLSGATE_LOAD, TG_ECHO, MAKE_PKI) or build/.
 Every load targets 127.0.0.1 only and stops by itself.
@@ -37,6 +48,8 @@ def tool(env, default):
 TLSGATE = tool("TLSGATE", "build/tlsgate")
 LOAD = tool("TLSGATE_LOAD", "build/bench/load/tlsgate-load")
 ECHO = tool("TG_ECHO", "build/tests/tools/tg-echo")
+SIP_RESPONDER = tool("TG_SIP_RESPONDER", "build/bench/load/tg-sip-responder")
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
 MAKE_PKI = tool("MAKE_PKI", "scripts/make-pki.sh")
 PEER_NAME = "sip.um.example.net"
 
@@ -146,6 +159,7 @@ class Proxy:
 
 class Tlsgate(Proxy):
     name = "tlsgate"
+    mode = ""
 
     def command(self):
         admin = free_port()
@@ -170,8 +184,66 @@ idle_timeout_ms = 0
 [inbound bench]
 listen = 127.0.0.1:{self.port}
 forward = 127.0.0.1:{self.backend}
-""")
+{self.mode}""")
         return [TLSGATE, "run", "-c", conf]
+
+
+class TlsgateSip(Tlsgate):
+    """tlsgate as the SIP proxy: the same configuration, the listener in `mode = sip`."""
+    mode = "mode = sip\n"
+
+
+class Kamailio(Proxy):
+    """Kamailio as a plain TLS -> TCP forwarding proxy: mutual TLS (client certificate required
+    and verified against our CA), one TCP worker, stateless forward() after record_route()."""
+    name = "kamailio"
+
+    def command(self):
+        tls = os.path.join(self.work, "kamailio-tls.cfg")
+        with open(tls, "w") as f:
+            f.write(f"""[server:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+private_key = {self.pki}/server.key
+certificate = {self.pki}/server.pem
+ca_list = {self.pki}/ca.pem
+
+[client:default]
+verify_certificate = no
+require_certificate = no
+""")
+        conf = os.path.join(self.work, "kamailio.cfg")
+        with open(conf, "w") as f:
+            f.write(f"""#!KAMAILIO
+debug=1
+log_stderror=yes
+children=1
+tcp_children=1
+enable_tls=yes
+auto_aliases=no
+listen=tls:127.0.0.1:{self.port}
+mpath="{KAMAILIO_MODULES}/"
+loadmodule "pv.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "tls.so"
+modparam("tls", "config", "{tls}")
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    record_route();
+    $du = "sip:127.0.0.1:{self.backend};transport=tcp";
+    forward();
+    exit;
+}}
+""")
+        # -DD: foreground, children forked (one TCP receiver); -E: log to stderr.
+        return ["kamailio", "-f", conf, "-DD", "-E", "-m", "64", "-M", "8", "-Y", self.work,
+                "-P", os.path.join(self.work, "kamailio.pid")]
 
 
 class Haproxy(Proxy):
@@ -264,11 +336,14 @@ stream {{
 
 
 PROXIES = {"tlsgate": Tlsgate, "haproxy": Haproxy, "stunnel": Stunnel, "nginx": Nginx}
+SIP_PROXIES = {"tlsgate": TlsgateSip, "kamailio": Kamailio}
 
 
 def available(name):
     if name == "tlsgate":
         return os.path.exists(TLSGATE)
+    if name == "kamailio":
+        return shutil.which("kamailio") and os.path.exists(KAMAILIO_MODULES + "/tls.so")
     if name == "nginx":
         return shutil.which("nginx") and os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so")
     return shutil.which(name) is not None
@@ -358,6 +433,115 @@ def measure(proxy, args, pki, load_cpu):
     return r
 
 
+def measure_sip(pid, args, pki, port, load_cpu, plain=False):
+    """SIP OPTIONS through the proxy |pid| (None: straight to the responder, --plain)."""
+    r = {}
+    d = str(args.sip_duration)
+    t = args.sip_duration + 30
+    extra = ["--plain"] if plain else []
+    c0 = cpu_seconds(pid) if pid else 0
+    # Closed loop, no warm-up: every transaction while the CPU time is read is counted.
+    res = run_load(args, pki, port, load_cpu,
+                   ["--mode", "sip-options", "--rate", "0", "--concurrency", str(args.sip_conc),
+                    "--duration", d, "--warmup", "0"] + extra, t)
+    cpu = cpu_seconds(pid) - c0 if pid else 0
+    n = res.get("count", 0)
+    r["sip_tx_per_s"] = res.get("transactions_per_s", 0)
+    r["sip_closed_p50_us"] = res.get("p50_us")
+    if pid:
+        r["sip_cpu_s"] = cpu
+        r["sip_tx_per_cpu_s"] = n / cpu if cpu > 0 else None
+        r["sip_cpu_us"] = cpu * 1e6 / n if n else None
+    r["sip_errors"] = res.get("errors", 0)
+    # Open loop at a moderate rate; a warm-up keeps the handshakes out of the round trips.
+    res = run_load(args, pki, port, load_cpu,
+                   ["--mode", "sip-options", "--rate", str(args.sip_rate),
+                    "--concurrency", str(args.sip_conc), "--duration", d,
+                    "--warmup", str(args.sip_warmup)] + extra, t)
+    r["sip_p50_us"] = res.get("p50_us")
+    r["sip_p99_us"] = res.get("p99_us")
+    r["sip_count"] = res.get("count", 0)
+    r["sip_errors"] += res.get("errors", 0)
+    return r
+
+
+SIP_ROWS = [
+    ("sip_tx_per_s", "OPTIONS transactions/s, closed loop", "%.0f", False),
+    ("sip_tx_per_cpu_s", "transactions / proxy CPU-second", "%.0f", False),
+    ("sip_cpu_us", "proxy CPU us / transaction", "%.1f", True),
+    ("sip_p50_us", "round trip p50 us at the fixed rate", "%.0f", True),
+    ("sip_p99_us", "round trip p99 us at the fixed rate", "%.0f", True),
+    ("sip_added_p50_us", "added p50 us (minus responder direct)", "%.0f", True),
+    ("sip_added_p99_us", "added p99 us (minus responder direct)", "%.0f", True),
+    ("sip_errors", "errors (non-200, lost, unmatched)", "%d", True),
+]
+
+
+def sip_table(results, names):
+    head = "| SIP OPTIONS | " + " | ".join(names) + " |"
+    lines = [head, "|" + " --- |" * (len(names) + 1)]
+    base = results.get("kamailio", {})
+    for key, label, fmt, _ in SIP_ROWS:
+        cells = []
+        for n in names:
+            v = results.get(n, {}).get(key)
+            if v is None:
+                cells.append("n/a")
+                continue
+            cell = fmt % v
+            b = base.get(key)
+            if n not in ("kamailio", "direct") and b and key != "sip_errors":
+                cell += " (%.2fx)" % (v / b)
+            cells.append(cell)
+        lines.append("| %s | %s |" % (label, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def run_sip(args, work, pki, proxy_cpu, load_cpu):
+    """The SIP measurement; returns {name: results} with "direct" for the responder alone."""
+    results = {}
+    port = free_port()
+    resp = subprocess.Popen(["taskset", "-c", load_cpu, SIP_RESPONDER, "--listen",
+                             "127.0.0.1:%d" % port], stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port, resp)
+        print("compare: measuring the SIP responder directly (plain TCP)", file=sys.stderr)
+        try:
+            results["direct"] = measure_sip(None, args, pki, port, load_cpu, plain=True)
+        except Exception as e:
+            print("compare: direct SIP failed: %s" % e, file=sys.stderr)
+            results["direct"] = {"error": str(e)}
+        for n in SIP_PROXIES:
+            if n == "tlsgate" and "tlsgate" not in args.names:
+                continue
+            if not available(n):
+                print("compare: %s is not installed, SIP comparison without it" % n,
+                      file=sys.stderr)
+                continue
+            proxy = SIP_PROXIES[n](work, pki, free_port(), port)
+            print("compare: measuring %s (SIP)" % n, file=sys.stderr)
+            try:
+                proxy.start(proxy_cpu)
+                results[n] = measure_sip(proxy.proc.pid, args, pki, proxy.port, load_cpu)
+            except Exception as e:
+                print("compare: %s (SIP) failed: %s" % (n, e), file=sys.stderr)
+                results[n] = {"error": str(e)}
+            finally:
+                proxy.stop()
+    finally:
+        resp.terminate()
+        resp.wait()
+    direct = results.get("direct", {})
+    for n, r in results.items():
+        if n == "direct" or "error" in r:
+            continue
+        for q in ("p50", "p99"):
+            v, b = r.get("sip_%s_us" % q), direct.get("sip_%s_us" % q)
+            if v is not None and b is not None:
+                r["sip_added_%s_us" % q] = v - b
+    return results
+
+
 ROWS = [
     ("hs1.3_per_s", "full handshakes/s, TLS 1.3", "%.0f", False),
     ("hs1.3_cpu_us", "proxy CPU us / full handshake, TLS 1.3", "%.0f", True),
@@ -403,13 +587,25 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="latency load, requests/s")
     ap.add_argument("--hs-conc", type=int, default=8, help="concurrent handshake loops")
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--no-sip", action="store_true", help="skip the SIP (Kamailio) comparison")
+    ap.add_argument("--sip-only", action="store_true", help="only the SIP comparison")
+    ap.add_argument("--sip-rate", type=int, default=2000,
+                    help="SIP latency load, OPTIONS transactions/s")
+    ap.add_argument("--sip-conc", type=int, default=16, help="SIP connections")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every proxy produced every figure (smoke test; speed "
                          "is never judged)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.idle, args.idle_hold, args.rate = 1.0, 100, 1.0, 500
+        args.sip_rate = 500
+    args.sip_duration = args.duration
+    args.sip_warmup = 0.3 if args.quick else 1.0
     names = [n for n in args.only.split(",") if n]
+    args.names = names
+    sip = not args.no_sip and os.path.exists(SIP_RESPONDER)
+    if not args.no_sip and not sip:
+        print("compare: %s missing, SIP comparison skipped" % SIP_RESPONDER, file=sys.stderr)
     for n in names:
         if n not in PROXIES:
             ap.error("unknown proxy %s" % n)
@@ -427,6 +623,8 @@ def main():
     try:
         wait_port(echo_port, echo)
         for n in names:
+            if args.sip_only:
+                break
             if not available(n):
                 print("compare: %s is not installed, skipped" % n, file=sys.stderr)
                 continue
@@ -440,19 +638,47 @@ def main():
                 results[n] = {"error": str(e)}
             finally:
                 proxy.stop()
+        sip_results = run_sip(args, work, pki, proxy_cpu, load_cpu) if sip else {}
     finally:
         echo.terminate()
         echo.wait()
     shown = [n for n in names if n in results]
-    print(table(results, shown))
-    print("\nratios in parentheses are to HAProxy in this run; proxy pinned to CPU %s, load and "
-          "echo on CPU %s; %.0f s per load" % (proxy_cpu, load_cpu, args.duration))
+    if not args.sip_only:
+        print(table(results, shown))
+        print("\nratios in parentheses are to HAProxy in this run; proxy pinned to CPU %s, load "
+              "and echo on CPU %s; %.0f s per load" % (proxy_cpu, load_cpu, args.duration))
+    sip_shown = [n for n in ("tlsgate", "kamailio", "direct") if n in sip_results]
+    if sip_results:
+        if not args.sip_only:
+            print()
+        print(sip_table(sip_results, sip_shown))
+        print("\nSIP: ratios in parentheses are to Kamailio in this run; `direct` is tlsgate-load "
+              "--plain straight to tg-sip-responder; closed loop over %d connections, fixed rate "
+              "%d/s; proxy pinned to CPU %s, load and responder on CPU %s; %.0f s per load" %
+              (args.sip_conc, args.sip_rate, proxy_cpu, load_cpu, args.sip_duration))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            # The TLS results by proxy as before; the SIP ones under "sip" (by proxy, "direct").
+            json.dump(dict(results, **({"sip": sip_results} if sip_results else {})), f,
+                      indent=2)
     shutil.rmtree(work, ignore_errors=True)
     failed = [n for n in shown if "error" in results[n]]
+    failed += ["sip " + n for n in sip_shown if "error" in sip_results[n]]
     if args.check:
+        for n in sip_shown:
+            r = sip_results[n]
+            keys = ["sip_tx_per_s", "sip_p50_us", "sip_p99_us"]
+            if n != "direct":
+                keys += ["sip_tx_per_cpu_s", "sip_cpu_us"]
+            for key in keys:
+                v = r.get(key)
+                if v is None or v <= 0:
+                    print("compare: SIP %s produced no sane %s (%r)" % (n, key, v),
+                          file=sys.stderr)
+                    failed.append("sip " + n)
+            if r.get("sip_errors"):
+                print("compare: SIP %s had %s errors" % (n, r["sip_errors"]), file=sys.stderr)
+                failed.append("sip " + n)
         for n in shown:
             for key, _, _, _ in ROWS:
                 v = results[n].get(key)

@@ -47,6 +47,7 @@ enum lg_mode {
     LG_MODE_BULK,
     LG_MODE_LATENCY,
     LG_MODE_IDLE,
+    LG_MODE_SIP, // sip-options: SIP OPTIONS transactions (open loop at --rate, closed at 0)
 };
 
 // lg_opts is the parsed command line plus what main() builds from it. Read-only once the
@@ -67,6 +68,8 @@ struct lg_opts {
     uint32_t write_size;    // bulk: bytes per SSL_write
     uint32_t req_size;      // latency: bytes per request (and per response)
     double rate;            // latency: requests per second, all connections together
+                            // (sip-options: 0 = closed loop, one outstanding per connection)
+    int plain;              // sip-options: plain TCP, no TLS (the responder-direct baseline)
     SSL_CTX *ctx;           // shared by every thread (BoringSSL contexts are thread-safe)
     const uint8_t *pattern; // the deterministic byte stream's table (see load_engine.c)
     uint32_t pattern_period;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -136,6 +137,8 @@ struct lg_conn {
     uint64_t *lat;       // latency: scheduled send times of the outstanding requests (FIFO)
     uint64_t lat_done;   // latency: responses completed
     uint32_t lat_head, lat_len, lat_cap;
+    uint8_t *rx; // sip-options: received bytes not yet framed into a whole response
+    uint32_t rx_len, rx_cap;
     uint32_t gen;
     int fd;
     uint16_t flags;
@@ -363,6 +366,7 @@ static void submit_send(struct lg_engine *e, struct lg_conn *c) {
 
 static void conn_start(struct lg_engine *e, struct lg_conn *c);
 static void conn_shutdown(struct lg_engine *e, struct lg_conn *c);
+static void handshake_done(struct lg_engine *e, struct lg_conn *c);
 static void begin_load(struct lg_engine *e);
 
 static int producing(const struct lg_engine *e, const struct lg_conn *c) {
@@ -460,6 +464,9 @@ static void conn_release(struct lg_engine *e, struct lg_conn *c) {
     free(c->lat);
     c->lat = NULL;
     c->lat_head = c->lat_len = c->lat_cap = 0;
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_len = c->rx_cap = 0;
     c->state = CS_FREE;
     e->num_active--;
 }
@@ -553,6 +560,13 @@ static void on_connect(struct lg_engine *e, struct lg_conn *c, int res) {
         conn_fail(e, c, what);
         return;
     }
+    if (e->o->plain) {
+        c->state = CS_HANDSHAKE;
+        submit_recv(e, c);
+        handshake_done(e, c); // nothing to negotiate: the connection is up
+        conn_flush(e, c);
+        return;
+    }
     if (!conn_new_ssl(e, c)) {
         conn_fail(e, c, "SSL_new failed");
         return;
@@ -572,7 +586,7 @@ static void handshake_done(struct lg_engine *e, struct lg_conn *c) {
     c->flags |= F_UP;
     c->up_at = e->now;
     e->last_up = e->now;
-    if (SSL_session_reused(c->ssl))
+    if (c->ssl != NULL && SSL_session_reused(c->ssl))
         c->flags |= F_REUSED;
     if (c->flags & F_SETUP) {
         c->flags &= ~F_SETUP;
@@ -597,6 +611,10 @@ static void handshake_done(struct lg_engine *e, struct lg_conn *c) {
 static void conn_shutdown(struct lg_engine *e, struct lg_conn *c) {
     if (c->state == CS_SHUTDOWN || c->state == CS_CLOSING || c->state == CS_FREE)
         return;
+    if (e->o->plain) {
+        conn_close(e, c); // no close_notify: the socket closes once nothing is in flight
+        return;
+    }
     c->state = CS_SHUTDOWN;
     c->deadline = e->now + SHUTDOWN_TIMEOUT_NS;
     SSL_shutdown(c->ssl);
@@ -614,10 +632,204 @@ static int drain_ready(const struct lg_engine *e, const struct lg_conn *c) {
     case LG_MODE_BULK:
         return e->o->sink || c->rx_pos >= c->tx_pos;
     case LG_MODE_LATENCY:
+    case LG_MODE_SIP:
         return c->lat_len == 0;
     default:
         return 1;
     }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// sip-options: each request is OPTIONS sip:pbx@127.0.0.1 with CSeq n (1, 2, ... per
+// connection) and the branch z9hG4bKlg<conn>x<n>. |c->lat| holds the send times of the
+// outstanding ones, oldest first: entry i is CSeq lat_done + 1 + i. A response is matched by
+// its CSeq and the branch of its top Via; answered entries become LAT_DONE and leave the head.
+
+#define LAT_DONE UINT64_MAX
+#define SIP_MAX_RESPONSE (64u * 1024u)
+
+// conn_write hands |n| plaintext bytes to TLS, or straight to the send buffer with --plain.
+static int conn_write(struct lg_conn *c, int plain, const void *p, uint32_t n) {
+    if (plain)
+        return txbuf_append(&c->tx[c->send_idx ^ 1], p, n);
+    return SSL_write(c->ssl, p, (int)n) == (int)n;
+}
+
+static void sip_send(struct lg_engine *e, struct lg_conn *c, uint64_t sched) {
+    char msg[512];
+    unsigned id = e->first_id + conn_idx(e, c);
+    unsigned long long cseq = (unsigned long long)(c->lat_done + c->lat_len + 1);
+    int n = snprintf(msg, sizeof(msg),
+                     "OPTIONS sip:pbx@127.0.0.1 SIP/2.0\r\n"
+                     "Via: SIP/2.0/%s 127.0.0.1:5099;branch=z9hG4bKlg%ux%llu;rport\r\n"
+                     "Max-Forwards: 70\r\n"
+                     "From: <sip:load@127.0.0.1>;tag=lg%u\r\n"
+                     "To: <sip:pbx@127.0.0.1>\r\n"
+                     "Call-ID: lg%u-%llu@tlsgate-load\r\n"
+                     "CSeq: %llu OPTIONS\r\n"
+                     "Content-Length: 0\r\n\r\n",
+                     e->o->plain ? "TCP" : "TLS", id, cseq, id, id, cseq, cseq);
+    if (n <= 0 || (size_t)n >= sizeof(msg) || !conn_write(c, e->o->plain, msg, (uint32_t)n) ||
+        !lat_push(c, sched)) {
+        conn_fail(e, c, "write of an OPTIONS request failed");
+        return;
+    }
+    c->tx_pos += (uint64_t)n;
+    if (in_window(e, sched))
+        e->st->bytes_sent += (uint64_t)n;
+    conn_flush(e, c);
+}
+
+// hdr_value: when the header line |p| (|n| bytes) is |name| (or the compact |compact|),
+// its value (after the colon and blanks); else NULL.
+static const char *hdr_value(const char *p, size_t n, const char *name, const char *compact) {
+    const char *colon = memchr(p, ':', n);
+    if (colon == NULL)
+        return NULL;
+    size_t len = (size_t)(colon - p);
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
+    if (!((len == strlen(name) && strncasecmp(p, name, len) == 0) ||
+          (compact != NULL && len == 1 && (p[0] | 0x20) == compact[0])))
+        return NULL;
+    colon++;
+    while (colon < p + n && (*colon == ' ' || *colon == '\t'))
+        colon++;
+    return colon;
+}
+
+// sip_response handles one framed response (headers of |hlen| bytes at |m|).
+static void sip_response(struct lg_engine *e, struct lg_conn *c, const char *m, size_t hlen) {
+    if (hlen < 12 || memcmp(m, "SIP/2.0 ", 8) != 0) {
+        conn_fail(e, c, "a request or garbage where a response was expected");
+        return;
+    }
+    int code = atoi(m + 8);
+    unsigned long long cseq = 0;
+    const char *branch = NULL;
+    size_t branch_len = 0;
+    const char *end = m + hlen;
+    const char *line = memchr(m, '\n', hlen);
+    while (line != NULL && ++line < end) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        size_t len = eol ? (size_t)(eol - line) : (size_t)(end - line);
+        const char *v;
+        if ((v = hdr_value(line, len, "cseq", NULL)) != NULL) {
+            cseq = strtoull(v, NULL, 10);
+        } else if (branch == NULL && (v = hdr_value(line, len, "via", "v")) != NULL) {
+            const char *b = memmem(v, (size_t)(line + len - v), "branch=", 7);
+            const char *comma = memchr(v, ',', (size_t)(line + len - v));
+            if (b != NULL && (comma == NULL || b < comma)) {
+                branch = b + 7;
+                while (branch + branch_len < line + len &&
+                       strchr(";, \t\r", branch[branch_len]) == NULL)
+                    branch_len++;
+            }
+        }
+        line = eol;
+    }
+    if (code >= 100 && code < 200)
+        return; // provisional: the transaction goes on
+    char want[64];
+    int wn = snprintf(want, sizeof(want), "z9hG4bKlg%ux%llu", e->first_id + conn_idx(e, c), cseq);
+    uint64_t idx = cseq - (c->lat_done + 1);
+    if (cseq <= c->lat_done || idx >= c->lat_len || branch == NULL ||
+        branch_len != (size_t)wn || memcmp(branch, want, branch_len) != 0) {
+        conn_error(e, c, "a response that matches no outstanding request (CSeq/branch)");
+        return;
+    }
+    uint64_t *slot = &c->lat[(c->lat_head + (uint32_t)idx) & (c->lat_cap - 1)];
+    uint64_t sched = *slot;
+    if (sched == LAT_DONE) {
+        conn_error(e, c, "a second final response to one request");
+        return;
+    }
+    *slot = LAT_DONE;
+    if (in_window(e, sched)) {
+        if (code == 200) {
+            lg_hist_record(&e->st->hist, e->now > sched ? e->now - sched : 0);
+            e->st->count++;
+        } else {
+            char what[64];
+            snprintf(what, sizeof(what), "answered %d, not 200", code);
+            conn_error(e, c, what);
+        }
+    }
+    while (c->lat_len > 0 && c->lat[c->lat_head] == LAT_DONE) {
+        lat_pop(c);
+        c->lat_done++;
+    }
+    if (e->o->rate <= 0 && (e->phase == PH_WARMUP || e->phase == PH_MEASURE) &&
+        c->state == CS_OPEN)
+        sip_send(e, c, e->now); // closed loop: the next transaction
+}
+
+// sip_input frames responses by Content-Length out of the received bytes.
+static void sip_input(struct lg_engine *e, struct lg_conn *c, const uint8_t *p, uint32_t n) {
+    c->rx_pos += n;
+    if (e->phase == PH_MEASURE)
+        e->st->bytes_received += n;
+    if (c->rx_cap - c->rx_len < n) {
+        uint32_t cap = c->rx_cap ? c->rx_cap : 4096;
+        while (cap - c->rx_len < n)
+            cap *= 2;
+        if (cap > 4 * SIP_MAX_RESPONSE) {
+            conn_fail(e, c, "response too large");
+            return;
+        }
+        uint8_t *rx = realloc(c->rx, cap);
+        if (rx == NULL) {
+            conn_fail(e, c, "out of memory");
+            return;
+        }
+        c->rx = rx;
+        c->rx_cap = cap;
+    }
+    memcpy(c->rx + c->rx_len, p, n);
+    c->rx_len += n;
+    uint32_t off = 0;
+    while (c->state != CS_CLOSING) {
+        const char *m = (const char *)c->rx + off;
+        uint32_t avail = c->rx_len - off;
+        while (avail >= 2 && m[0] == '\r' && m[1] == '\n') { // keepalive CRLFs
+            m += 2;
+            off += 2;
+            avail -= 2;
+        }
+        const char *hend = memmem(m, avail, "\r\n\r\n", 4);
+        if (hend == NULL) {
+            if (avail > SIP_MAX_RESPONSE)
+                conn_fail(e, c, "response header too large");
+            break;
+        }
+        size_t hlen = (size_t)(hend - m) + 2;
+        long long clen = -1;
+        const char *line = m;
+        while (line < m + hlen) {
+            const char *eol = memchr(line, '\n', (size_t)(m + hlen - line));
+            size_t len = eol ? (size_t)(eol - line) : (size_t)(m + hlen - line);
+            const char *v = hdr_value(line, len, "content-length", "l");
+            if (v != NULL)
+                clen = strtoll(v, NULL, 10);
+            if (eol == NULL)
+                break;
+            line = eol + 1;
+        }
+        if (clen < 0 || clen > (long long)SIP_MAX_RESPONSE) {
+            conn_fail(e, c, "response without a sane Content-Length");
+            break;
+        }
+        size_t total = hlen + 2 + (size_t)clen;
+        if (total > avail)
+            break;
+        sip_response(e, c, m, hlen);
+        off += (uint32_t)total;
+    }
+    if (c->state == CS_CLOSING)
+        return;
+    memmove(c->rx, c->rx + off, c->rx_len - off);
+    c->rx_len -= off;
 }
 
 // on_plain takes decrypted bytes: checks the echo, completes latency requests.
@@ -625,6 +837,13 @@ static void on_plain(struct lg_engine *e, struct lg_conn *c, const uint8_t *p, u
     const struct lg_opts *o = e->o;
     if (o->mode == LG_MODE_HANDSHAKE || o->mode == LG_MODE_IDLE)
         return; // nothing is expected; whatever comes is ignored
+    if (o->mode == LG_MODE_SIP) {
+        sip_input(e, c, p, n);
+        if (c->state != CS_CLOSING && e->phase == PH_DRAIN && c->state == CS_OPEN &&
+            drain_ready(e, c))
+            conn_shutdown(e, c);
+        return;
+    }
     int check = o->mode == LG_MODE_LATENCY || !o->sink;
     if (check) {
         if (c->rx_pos + n > c->tx_pos) {
@@ -687,6 +906,13 @@ static void read_loop(struct lg_engine *e, struct lg_conn *c) {
 }
 
 static void conn_input(struct lg_engine *e, struct lg_conn *c, const uint8_t *data, uint32_t len) {
+    if (e->o->plain) {
+        if (len > 0 && c->state == CS_OPEN)
+            on_plain(e, c, data, len);
+        if (c->state != CS_CLOSING)
+            conn_flush(e, c);
+        return;
+    }
     c->in = data;
     c->in_len = len;
     if (c->state == CS_HANDSHAKE) {
@@ -824,8 +1050,11 @@ static void begin_load(struct lg_engine *e) {
         return;
     }
     for (uint32_t i = 0; i < e->num_conns; i++) {
-        conn_flush(e, &e->conns[i]); // bulk: writing starts
-        conn_reap(e, &e->conns[i]);
+        struct lg_conn *c = &e->conns[i];
+        if (o->mode == LG_MODE_SIP && o->rate <= 0 && c->state == CS_OPEN)
+            sip_send(e, c, e->now); // closed loop: one transaction each, the next on its answer
+        conn_flush(e, c); // bulk: writing starts
+        conn_reap(e, c);
     }
 }
 
@@ -837,11 +1066,13 @@ static void force_close(struct lg_engine *e, struct lg_conn *c) {
     case CS_SHUTDOWN:
         break;
     case CS_OPEN:
-        if (e->o->mode == LG_MODE_LATENCY) {
+        if (e->o->mode == LG_MODE_LATENCY || e->o->mode == LG_MODE_SIP) {
             // Requests of the window that never got their answer.
-            for (uint32_t i = 0; i < c->lat_len; i++)
-                if (in_window(e, c->lat[(c->lat_head + i) & (c->lat_cap - 1)]))
+            for (uint32_t i = 0; i < c->lat_len; i++) {
+                uint64_t t = c->lat[(c->lat_head + i) & (c->lat_cap - 1)];
+                if (t != LAT_DONE && in_window(e, t))
                     e->st->errors++;
+            }
             break;
         }
         if (!drain_ready(e, c)) {
@@ -919,6 +1150,13 @@ static void latency_send(struct lg_engine *e) {
         if (c->state != CS_OPEN) {
             if (in_window(e, sched))
                 e->st->errors++; // the connection is gone: the request is lost
+            continue;
+        }
+        if (o->mode == LG_MODE_SIP) {
+            if (in_window(e, sched))
+                lg_hist_record(&e->st->lag, e->now - sched);
+            sip_send(e, c, sched);
+            conn_reap(e, c);
             continue;
         }
         const uint8_t *p = o->pattern + (c->stream_off + c->tx_pos) % o->pattern_period;
@@ -1004,7 +1242,8 @@ static int advance(struct lg_engine *e) {
     }
     if (e->phase == PH_MEASURE && e->now >= e->t_end)
         begin_drain(e);
-    if (o->mode == LG_MODE_LATENCY && (e->phase == PH_WARMUP || e->phase == PH_MEASURE))
+    if ((o->mode == LG_MODE_LATENCY || (o->mode == LG_MODE_SIP && o->rate > 0)) &&
+        (e->phase == PH_WARMUP || e->phase == PH_MEASURE))
         latency_send(e);
     if (e->now >= e->next_tick) {
         e->next_tick = e->now + TICK_NS;
@@ -1030,7 +1269,8 @@ static uint64_t next_wakeup(const struct lg_engine *e) {
         t = e->t_measure;
     if (e->phase == PH_DRAIN && e->t_grace > e->now && e->t_grace < t)
         t = e->t_grace;
-    if (e->o->mode == LG_MODE_LATENCY && (e->phase == PH_WARMUP || e->phase == PH_MEASURE)) {
+    if ((e->o->mode == LG_MODE_LATENCY || (e->o->mode == LG_MODE_SIP && e->o->rate > 0)) &&
+        (e->phase == PH_WARMUP || e->phase == PH_MEASURE)) {
         uint64_t sched = e->t_start + (uint64_t)((double)e->next_req * e->interval_ns);
         if (sched < t)
             t = sched;
@@ -1173,7 +1413,7 @@ int lg_engine_run(const struct lg_opts *o, struct lg_shared *sh, uint32_t first_
             (uint32_t)(splitmix64(0x746c7367617465ull + first_id + i) % o->pattern_period);
     }
     t_engine = e;
-    if (o->mode == LG_MODE_LATENCY)
+    if (o->mode == LG_MODE_LATENCY || o->mode == LG_MODE_SIP)
         prctl(PR_SET_TIMERSLACK, 1UL); // send at the scheduled time, not 50 us later
     e->now = now_ns();
     e->next_tick = e->now + TICK_NS;

@@ -7,6 +7,9 @@
 //     bulk:      --write-size B [--sink] N connections streaming B-byte writes (echo checked)
 //     latency:   --size B --rate R       open-loop requests of B bytes, echo of B bytes back
 //     idle:      --hold SECONDS          N connections up, `established=N` on stderr, hold
+//     sip-options: --rate R [--plain]    SIP OPTIONS sip:pbx@127.0.0.1 transactions, R/s open
+//                                        loop, or closed loop (one outstanding per connection)
+//                                        with --rate 0; non-200 answers are errors
 //
 // Results: a table on stdout, or with --json exactly one JSON object. Exit codes: 0 the run
 // completed (errors are counted, not fatal), 1 every connection failed, 2 usage.
@@ -39,13 +42,14 @@ enum { EXIT_OK = 0, EXIT_ALL_FAILED = 1, EXIT_USAGE = 2 };
 
 static volatile sig_atomic_t g_stop;
 
-static const char *const k_mode_names[] = {"handshake", "bulk", "latency", "idle"};
+static const char *const k_mode_names[] = {"handshake", "bulk", "latency", "idle",
+                                              "sip-options"};
 
 static void usage(FILE *f) {
     fprintf(
         f,
         "usage: tlsgate-load --connect ADDR:PORT [--cert PEM --key PEM] [--ca PEM] [--sni NAME]\n"
-        "                    [--tls 1.2|1.3] --mode handshake|bulk|latency|idle\n"
+        "                    [--tls 1.2|1.3] --mode handshake|bulk|latency|idle|sip-options\n"
         "                    [--concurrency N] [--duration SECONDS] [--warmup SECONDS]\n"
         "                    [--threads N] [--json]\n"
         "  handshake: [--resume]             N loops of connect + handshake + close_notify\n"
@@ -54,6 +58,9 @@ static void usage(FILE *f) {
         "  latency:   --size B --rate R        R requests/s in total (open loop) over N\n"
         "                                      connections, B bytes each, echoed back\n"
         "  idle:      --hold SECONDS           N connections up, then held open\n"
+        "  sip-options: --rate R [--plain]     SIP OPTIONS transactions (sip:pbx@127.0.0.1), R/s\n"
+        "                                      open loop, or --rate 0: closed loop, one\n"
+        "                                      outstanding per connection; --plain: TCP, no TLS\n"
         "  ADDR: IPv4 or [IPv6]. Defaults: --concurrency 1 --duration 5 --warmup 1\n"
         "  --write-size 16384 --size 1024 --rate 1000 --hold = --duration.\n"
         "exit: 0 run completed (errors reported), 1 every connection failed, 2 usage\n");
@@ -180,6 +187,7 @@ static int parse_cli(struct cli *cl, int argc, char **argv) {
             exit(EXIT_OK);
         }
         int *flag = strcmp(arg, "--json") == 0     ? &o->json
+                    : strcmp(arg, "--plain") == 0  ? &o->plain
                     : strcmp(arg, "--resume") == 0 ? &cl->have_resume
                     : strcmp(arg, "--sink") == 0   ? &cl->have_sink
                                                    : NULL;
@@ -220,7 +228,8 @@ static int parse_cli(struct cli *cl, int argc, char **argv) {
                 if (strcmp(val, k_mode_names[m]) == 0)
                     break;
             if (m == sizeof(k_mode_names) / sizeof(k_mode_names[0]))
-                return usage_error("--mode %s: want handshake, bulk, latency or idle", val);
+                return usage_error("--mode %s: want handshake, bulk, latency, idle or sip-options",
+                                   val);
             o->mode = (enum lg_mode)m;
             cl->have_mode = 1;
         } else if (strcmp(arg, "--concurrency") == 0) {
@@ -251,7 +260,7 @@ static int parse_cli(struct cli *cl, int argc, char **argv) {
             char *end;
             errno = 0;
             o->rate = strtod(val, &end);
-            if (errno != 0 || *end != '\0' || !isfinite(o->rate) || o->rate <= 0 || o->rate > 1e8)
+            if (errno != 0 || *end != '\0' || !isfinite(o->rate) || o->rate < 0 || o->rate > 1e8)
                 return usage_error("--rate %s: want requests per second > 0", val);
             cl->have_rate = 1;
         } else {
@@ -268,8 +277,14 @@ static int parse_cli(struct cli *cl, int argc, char **argv) {
         return usage_error("--resume applies to --mode handshake only");
     if ((cl->have_write_size || cl->have_sink) && o->mode != LG_MODE_BULK)
         return usage_error("--write-size and --sink apply to --mode bulk only");
-    if ((cl->have_size || cl->have_rate) && o->mode != LG_MODE_LATENCY)
-        return usage_error("--size and --rate apply to --mode latency only");
+    if (cl->have_size && o->mode != LG_MODE_LATENCY)
+        return usage_error("--size applies to --mode latency only");
+    if (cl->have_rate && o->mode != LG_MODE_LATENCY && o->mode != LG_MODE_SIP)
+        return usage_error("--rate applies to --mode latency and sip-options only");
+    if (o->mode == LG_MODE_LATENCY && o->rate <= 0)
+        return usage_error("--rate: latency mode wants requests per second > 0");
+    if (o->plain && o->mode != LG_MODE_SIP)
+        return usage_error("--plain applies to --mode sip-options only");
     if (cl->have_hold && o->mode != LG_MODE_IDLE)
         return usage_error("--hold applies to --mode idle only");
     o->resume = cl->have_resume;
@@ -440,6 +455,11 @@ static void print_json(const struct lg_opts *o, const struct report *r) {
                r->received_per_s);
         break;
     case LG_MODE_LATENCY:
+    case LG_MODE_SIP:
+        if (o->mode == LG_MODE_SIP)
+            printf(",\"transactions_per_s\":%.1f,\"rate\":%.1f,\"plain\":%s",
+                   r->duration_s > 0 ? (double)r->count / r->duration_s : 0.0, o->rate,
+                   o->plain ? "true" : "false");
         printf(",\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f",
                r->p50, r->p90, r->p99, r->p999, r->max);
         break;
@@ -468,7 +488,9 @@ static void print_table(const struct lg_opts *o, const struct report *r) {
                o->sink ? "" : " (echo, checked)");
         break;
     case LG_MODE_LATENCY:
-        printf("%-22s %llu (%.1f/s)\n", "responses", (unsigned long long)r->count,
+    case LG_MODE_SIP:
+        printf("%-22s %llu (%.1f/s)\n", o->mode == LG_MODE_SIP ? "transactions" : "responses",
+               (unsigned long long)r->count,
                r->duration_s > 0 ? (double)r->count / r->duration_s : 0.0);
         printf("%-22s %.1f\n", "p50 (us)", r->p50);
         printf("%-22s %.1f\n", "p90 (us)", r->p90);
