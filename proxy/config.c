@@ -353,6 +353,17 @@ static struct tg_listener_conf *tg_cur_listener(struct tg_parse_state *st) {
     return &st->cfg->listeners[st->listener];
 }
 
+// tg_set_listener_u32 stores an integer key of the current listener (|key->off| into
+// struct tg_listener_conf).
+static int tg_set_listener_u32(struct tg_parse_state *st, const struct tg_key *key,
+                               const char *value, char *why, size_t why_len) {
+    uint32_t v;
+    if (!tg_uint_why(&v, value, key->min, key->max, why, why_len))
+        return 0;
+    memcpy((char *)tg_cur_listener(st) + key->off, &v, sizeof(v));
+    return 1;
+}
+
 static int tg_set_u32(struct tg_parse_state *st, const struct tg_key *key, const char *value,
                       char *why, size_t why_len) {
     uint32_t v;
@@ -650,10 +661,15 @@ static const struct tg_key k_tls_keys[] = {
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
+#define TG_LU32(name, min, max, field)                                                             \
+    { name, tg_set_listener_u32, 0, min, max, offsetof(struct tg_listener_conf, field), 0 }
+
 static const struct tg_key k_inbound_keys[] = {
     {"listen", tg_set_listen, 1, 0, 0, 0, 0},
     {"forward", tg_set_forward, 1, 0, 0, 0, 0},
     {"mode", tg_set_mode, 0, 0, 0, 0, 0},
+    TG_LU32("keepalive_interval_ms", 0, 3600000, keepalive_interval_ms),
+    TG_LU32("sip_max_message", 1024, 1048576, sip_max_message),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -661,6 +677,10 @@ static const struct tg_key k_outbound_keys[] = {
     {"listen", tg_set_listen, 1, 0, 0, 0, 0},
     {"connect", tg_set_connect, 1, 0, 0, 0, 0},
     {"mode", tg_set_mode, 0, 0, 0, 0, 0},
+    TG_LU32("keepalive_interval_ms", 0, 3600000, keepalive_interval_ms),
+    TG_LU32("options_interval_s", 0, 3600, options_interval_s),
+    TG_LU32("options_failures", 1, 100, options_failures),
+    TG_LU32("sip_max_message", 1024, 1048576, sip_max_message),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -774,6 +794,10 @@ static int tg_open_listener(struct tg_parse_state *st, enum tg_section sect, con
     l->direction = sect == TG_SECT_INBOUND ? TG_INBOUND : TG_OUTBOUND;
     l->mode = TG_MODE_TCP;
     l->line = st->line;
+    l->options_interval_s = 60;
+    l->options_failures = 2;
+    l->keepalive_interval_ms = 30000;
+    l->sip_max_message = 65536;
     st->listener = cfg->num_listeners++;
     tg_open_section(st, sect);
     return 1;

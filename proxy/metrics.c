@@ -15,7 +15,8 @@ struct tg_metrics *tg_metrics_new(size_t num_workers, size_t num_listeners,
     m->listener_names = listener_names;
     m->listener_kinds = listener_kinds;
     m->per_worker = calloc(num_workers, sizeof(*m->per_worker));
-    if (m->per_worker == NULL)
+    m->targets = calloc(num_listeners * TG_METRICS_MAX_TARGETS + 1, sizeof(*m->targets));
+    if (m->per_worker == NULL || m->targets == NULL)
         goto fail;
     for (size_t w = 0; w < num_workers; w++) {
         // Each worker's block on its own cache lines: no false sharing between workers.
@@ -40,6 +41,7 @@ void tg_metrics_free(struct tg_metrics *m) {
             free(m->per_worker[w]);
         free(m->per_worker);
     }
+    free(m->targets);
     free(m);
 }
 
@@ -164,6 +166,22 @@ static void render_sip(const struct tg_metrics *m, struct out *o) {
     }
 }
 
+// render_targets writes the OPTIONS verdict of each probed connect target.
+static void render_targets(const struct tg_metrics *m, struct out *o) {
+    out_printf(o, "# HELP tlsgate_sip_target_up Connect target answering OPTIONS (1) or marked "
+                  "down (0).\n# TYPE tlsgate_sip_target_up gauge\n");
+    for (size_t l = 0; l < m->num_listeners; l++) {
+        for (size_t t = 0; t < TG_METRICS_MAX_TARGETS; t++) {
+            struct tg_target_health *h = &m->targets[l * TG_METRICS_MAX_TARGETS + t];
+            uint8_t st = atomic_load_explicit(&h->state, memory_order_acquire);
+            if (st == TG_TARGET_UNPROBED)
+                continue;
+            out_printf(o, "tlsgate_sip_target_up{listener=\"%s\",target=\"%s\"} %d\n",
+                       m->listener_names[l], h->name, st == TG_TARGET_UP ? 1 : 0);
+        }
+    }
+}
+
 int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out, size_t *out_len) {
     struct out o = {.data = malloc(4096), .cap = 4096};
     if (o.data == NULL)
@@ -221,6 +239,7 @@ int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out,
                        m->listener_names[l], k_reject_names[r],
                        (unsigned long long)sum(m, l, FIELD(rejected) + (size_t)r * sizeof(tg_counter)));
     render_sip(m, &o);
+    render_targets(m, &o);
     if (extra != NULL)
         out_printf(&o, "%s", extra);
     if (o.failed) {

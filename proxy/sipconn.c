@@ -22,6 +22,10 @@ struct tg_sipconn *tg_sipconn_new(const char *fqdn, uint16_t fqdn_port, const ui
     return sc;
 }
 
+void tg_sipconn_set_max_message(struct tg_sipconn *sc, uint32_t max_message) {
+    sc->rw.limits.max_message = max_message;
+}
+
 void tg_sipconn_free(struct tg_sipconn *sc) {
     if (sc == NULL)
         return;
@@ -48,17 +52,17 @@ void tg_sipconn_set_inside(struct tg_sipconn *sc, const struct sockaddr *sa) {
 }
 
 uint32_t tg_sipconn_room(const struct tg_sipconn *sc, enum tg_sip_side side) {
-    return TG_SIPCONN_MAX_MESSAGE - sc->in_len[side];
+    return sc->rw.limits.max_message - sc->in_len[side];
 }
 
 uint8_t *tg_sipconn_reserve(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t *out_room) {
     *out_room = 0;
     if (sc->in[side] == NULL) {
-        sc->in[side] = malloc(TG_SIPCONN_MAX_MESSAGE);
+        sc->in[side] = malloc(sc->rw.limits.max_message);
         if (sc->in[side] == NULL)
             return NULL;
     }
-    *out_room = TG_SIPCONN_MAX_MESSAGE - sc->in_len[side];
+    *out_room = sc->rw.limits.max_message - sc->in_len[side];
     return sc->in[side] + sc->in_len[side];
 }
 
@@ -139,7 +143,7 @@ static int answer(const struct tg_sipconn_io *io, enum tg_sip_side side,
                   const struct tg_sip_msg *req, const uint8_t *buf, unsigned status,
                   const char *extra) {
     size_t n;
-    if (!tg_sip_build_response(io->scratch, TG_SIPCONN_SCRATCH, &n, req, buf, status,
+    if (!tg_sip_build_response(io->scratch, io->scratch_len, &n, req, buf, status,
                                reason_phrase(status), LOCAL_TAG, extra))
         return 1;
     return io->send(io->arg, side, io->scratch, (uint32_t)n);
@@ -186,7 +190,7 @@ static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip
         struct tg_sip_flow self = io->self;
         self.side = (uint8_t)from;
         enum tg_sip_rw r =
-            tg_sip_rewrite_request(&sc->rw, io->scratch, TG_SIPCONN_SCRATCH, &n, m, buf, &self,
+            tg_sip_rewrite_request(&sc->rw, io->scratch, io->scratch_len, &n, m, buf, &self,
                                    from == TG_SIP_SIDE_PROVIDER ? sc->peer_name : NULL);
         if (r == TG_SIP_RW_OK)
             return io->send(io->arg, to, io->scratch, (uint32_t)n) ? TG_SIPCONN_IDLE
@@ -203,7 +207,7 @@ static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip
     count_response(io, m);
     struct tg_sip_flow flow;
     enum tg_sip_rw r =
-        tg_sip_rewrite_response(&sc->rw, &flow, io->scratch, TG_SIPCONN_SCRATCH, &n, m, buf, from);
+        tg_sip_rewrite_response(&sc->rw, &flow, io->scratch, io->scratch_len, &n, m, buf, from);
     if (r != TG_SIP_RW_OK) {
         tg_counter_add(&io->ctr->sip_rw_errors[r < TG_SIP_RW_NUM ? r : TG_SIP_RW_DROP_NOT_OURS], 1);
         log_refused(io, from, tg_sip_rw_name(r));
@@ -242,6 +246,8 @@ static enum tg_sipconn_result process(struct tg_sipconn *sc, enum tg_sip_side fr
         if (s == TG_SIP_NEED_MORE)
             break;
         if (s == TG_SIP_PONG) {
+            if (from == TG_SIP_SIDE_PROVIDER)
+                sc->pong_wait = 0;
             off += m.len;
             continue;
         }

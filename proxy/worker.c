@@ -168,6 +168,7 @@ enum conn_flag {
     F_FATAL_FLUSH = 1u << 14,    // close once our close_notify has been sent
     F_RETRY = 1u << 15,          // outbound: tear down this target's socket, try the next
     F_SIP_CLOSE = 1u << 16,      // mode = sip: a stream could not be resynchronised
+    F_PROBE = 1u << 17,          // tlsgate's own OPTIONS connection to a target: no plain side
 };
 
 // tg_conn is one proxied connection: the TLS socket toward the provider and the plain socket
@@ -229,6 +230,22 @@ struct vcache_entry {
     int64_t not_after;
 };
 
+// probe is the OPTIONS keepalive of one connect target of an outbound SIP listener, kept by
+// worker 0 alone: the connection it uses (a slot flagged F_PROBE, with no plain side) and the
+// verdict so far. Indexed [listener * TG_MAX_TARGETS + target].
+struct probe {
+    uint32_t conn, gen; // the probe connection (TG_NIL when none)
+    uint32_t due;       // ms: when the next OPTIONS goes out
+    uint32_t sent;      // ms: when the outstanding one was started (connect included)
+    uint32_t cseq;
+    uint8_t awaiting;   // an OPTIONS is outstanding
+    uint8_t failures;   // consecutive
+    uint8_t down;
+};
+
+_Static_assert(TG_MAX_TARGETS == TG_METRICS_MAX_TARGETS, "one target table size");
+_Static_assert(TG_MAX_TARGETS <= 256, "targets fit tg_conn.target");
+
 struct tg_worker {
     const struct tg_runtime *rt;
     unsigned id;
@@ -259,6 +276,9 @@ struct tg_worker {
     // alone, and the rewriter's output buffer.
     struct tg_sipconn **sip;
     uint8_t *sip_scratch;
+    uint32_t sip_scratch_len;  // TG_SIPCONN_SCRATCH_FOR(the largest sip_max_message)
+    struct probe *probes;      // worker 0 with an outbound SIP listener probing targets; else NULL
+    uint32_t next_keepalive;   // ms: next scan for idle provider sides (keepalive_interval_ms)
     struct tg_listener_counters *ctr;
     SSL_CTX *server_ctx;       // the generation new connections start on (one reference each)
     SSL_CTX *client_ctx;
@@ -561,6 +581,10 @@ static uint32_t sip_plain_feed(struct tg_worker *w, struct tg_conn *c, struct tg
 static struct vcache_entry *vcache_find(struct tg_worker *w, const SSL *ssl, int64_t now);
 static void start_connect(struct tg_worker *w, struct tg_conn *c);
 
+static void probe_conn_gone(struct tg_worker *w, struct tg_conn *c);
+static void probe_send(struct tg_worker *w, struct tg_conn *c);
+static void probe_read(struct tg_worker *w, struct tg_conn *c);
+
 static struct tg_conn *conn_alloc(struct tg_worker *w) {
     if (w->free_head == TG_NIL)
         return NULL;
@@ -588,7 +612,10 @@ static void conn_free(struct tg_worker *w, struct tg_conn *c) {
     bufq_reset(&c->to_tls);
     bufq_reset(&c->pend_tls);
     bufq_reset(&c->pend_plain);
-    tg_counter_add(&w->ctr[c->listener].conns_closed, 1);
+    if (c->flags & F_PROBE)
+        probe_conn_gone(w, c);
+    else
+        tg_counter_add(&w->ctr[c->listener].conns_closed, 1);
     if (w->sip != NULL) {
         tg_sipconn_free(w->sip[conn_idx(w, c)]);
         w->sip[conn_idx(w, c)] = NULL;
@@ -679,6 +706,10 @@ static void handshake_done(struct tg_worker *w, struct tg_conn *c) {
                 c->seq, conn_lconf(w, c)->name, peer, SSL_get_version(c->ssl),
                 SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
     }
+    if (c->flags & F_PROBE) {
+        probe_send(w, c);
+        return;
+    }
     struct tg_sipconn *sc = conn_sip(w, c);
     if (sc != NULL && sc->peer_name == NULL) {
         // A resumed session skipped the verify callback: the name is in the cache, if anywhere.
@@ -694,7 +725,8 @@ static void handshake_done(struct tg_worker *w, struct tg_conn *c) {
 static void handshake_failed(struct tg_worker *w, struct tg_conn *c, enum tg_verdict v,
                              const char *detail) {
     record_handshake(w, c, v, detail);
-    if (!conn_inbound(w, c) && (size_t)c->target + 1 < conn_lconf(w, c)->num_targets) {
+    if (!conn_inbound(w, c) && !(c->flags & F_PROBE) &&
+        (size_t)c->target + 1 < conn_lconf(w, c)->num_targets) {
         c->flags |= F_RETRY;
         if (c->inflight > 0)
             cancel_fd(w, c->tls_fd);
@@ -747,6 +779,10 @@ static void tls_pump(struct tg_worker *w, struct tg_conn *c) {
     }
     if (c->state != CS_OPEN || (c->flags & F_TLS_RD_EOF))
         return;
+    if (c->flags & F_PROBE) {
+        probe_read(w, c);
+        return;
+    }
     struct tg_sipconn *sc = conn_sip(w, c);
     if (sc != NULL) {
         sip_tls_read(w, c, sc);
@@ -945,6 +981,9 @@ static int sip_send(void *arg, enum tg_sip_side side, const uint8_t *data, uint3
             return 0;
         }
     } else {
+        struct tg_sipconn *sc = conn_sip(w, c);
+        if (sc != NULL)
+            sc->provider_seen = w->now;
         int r = SSL_write(c->ssl, data, (int)len);
         if (r != (int)len) {
             char detail[128];
@@ -971,6 +1010,7 @@ static int sip_run(struct tg_worker *w, struct tg_conn *c, struct tg_sipconn *sc
         .send = sip_send,
         .self = {.slot = conn_idx(w, c), .gen = c->gen, .worker = (uint8_t)w->id},
         .scratch = w->sip_scratch,
+        .scratch_len = w->sip_scratch_len,
         .ctr = &w->ctr[c->listener],
         .conn_seq = c->seq,
     };
@@ -1087,6 +1127,7 @@ static int sip_attach(struct tg_worker *w, struct tg_conn *c, int fd) {
     struct tg_sipconn *sc = tg_sipconn_new(w->rt->cfg->fqdn, sip_fqdn_port(w, lc), w->rt->sip_key);
     if (sc == NULL)
         return 0;
+    tg_sipconn_set_max_message(sc, lc->sip_max_message);
     if (lc->direction == TG_OUTBOUND) {
         // The PBX reaches us where it reached this connection: the accepted socket's local
         // address (a wildcard listener has no better one), else the listener's.
@@ -1193,6 +1234,293 @@ static void conn_step(struct tg_worker *w, struct tg_conn *c) {
         cancel_recv(w, c, 0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// OPTIONS keepalive toward the provider (outbound SIP listeners, worker 0 only): one mutual-TLS
+// connection per connect target, made by the same connect and client-handshake code as a PBX's
+// connection but with no plain side (F_PROBE). Every `options_interval_s` an OPTIONS goes out on
+// it; any final response within min(interval, 10 s) is a success, anything else (no answer,
+// connect or handshake failure, the connection lost while waiting) a failure. After
+// `options_failures` consecutive failures the target is down, after one success up again. New
+// PBX connections through the listener start at the first target that is not down.
+
+static inline struct probe *probe_at(struct tg_worker *w, size_t listener, size_t target) {
+    return &w->probes[listener * TG_MAX_TARGETS + target];
+}
+
+static inline struct tg_target_health *target_health(const struct tg_worker *w, size_t listener,
+                                                     size_t target) {
+    return &w->rt->metrics->targets[listener * TG_METRICS_MAX_TARGETS + target];
+}
+
+static int probed_listener(const struct tg_listener_conf *lc) {
+    return lc->direction == TG_OUTBOUND && lc->mode == TG_MODE_SIP && lc->options_interval_s > 0;
+}
+
+// pick_target returns the first target from |from| on that is not marked down, or |from| when
+// all of them are (they are then still tried in order).
+static uint8_t pick_target(const struct tg_worker *w, uint16_t listener, unsigned from) {
+    const struct tg_listener_conf *lc = &w->rt->cfg->listeners[listener];
+    if (!probed_listener(lc))
+        return (uint8_t)from;
+    for (size_t t = from; t < lc->num_targets; t++) {
+        uint8_t st = atomic_load_explicit(&target_health(w, listener, t)->state,
+                                          memory_order_relaxed);
+        if (st != TG_TARGET_DOWN)
+            return (uint8_t)t;
+    }
+    return (uint8_t)from;
+}
+
+// probes_init sets up worker 0's probes, if any listener wants them. Returns 0 when memory is
+// short.
+static int probes_init(struct tg_worker *w) {
+    const struct tg_config *cfg = w->rt->cfg;
+    int any = 0;
+    for (size_t l = 0; l < cfg->num_listeners; l++)
+        any |= probed_listener(&cfg->listeners[l]);
+    if (!any || w->sip == NULL)
+        return 1;
+    w->probes = calloc(cfg->num_listeners * TG_MAX_TARGETS, sizeof(*w->probes));
+    if (w->probes == NULL)
+        return 0;
+    for (size_t l = 0; l < cfg->num_listeners; l++) {
+        const struct tg_listener_conf *lc = &cfg->listeners[l];
+        for (size_t t = 0; t < TG_MAX_TARGETS; t++)
+            probe_at(w, l, t)->conn = TG_NIL;
+        if (!probed_listener(lc))
+            continue;
+        for (size_t t = 0; t < lc->num_targets; t++) {
+            struct tg_target_health *h = target_health(w, l, t);
+            const struct tg_target *tt = &lc->targets[t];
+            snprintf(h->name, sizeof(h->name), strchr(tt->host, ':') ? "[%s]:%u" : "%s:%u",
+                     tt->host, tt->port);
+            atomic_store_explicit(&h->state, TG_TARGET_UP, memory_order_release);
+        }
+    }
+    return 1;
+}
+
+// probe_result records the outcome of one OPTIONS transaction.
+static void probe_result(struct tg_worker *w, size_t l, size_t t, int ok, const char *why) {
+    struct probe *p = probe_at(w, l, t);
+    const struct tg_listener_conf *lc = &w->rt->cfg->listeners[l];
+    struct tg_target_health *h = target_health(w, l, t);
+    p->awaiting = 0;
+    if (ok) {
+        p->failures = 0;
+        if (!p->down)
+            return;
+        p->down = 0;
+        atomic_store_explicit(&h->state, TG_TARGET_UP, memory_order_release);
+        TG_INFO("sip_target_up", "listener=%s target=%s", lc->name, h->name);
+        return;
+    }
+    if (p->failures < UINT8_MAX)
+        p->failures++;
+    TG_DEBUG("sip_options_failed", "listener=%s target=%s failures=%u why=%s", lc->name, h->name,
+             p->failures, why);
+    if (p->down || p->failures < lc->options_failures)
+        return;
+    p->down = 1;
+    atomic_store_explicit(&h->state, TG_TARGET_DOWN, memory_order_release);
+    TG_WARN("sip_target_down", "listener=%s target=%s failures=%u why=%s", lc->name, h->name,
+            p->failures, why);
+}
+
+// probe_conn_gone runs when a probe connection's slot is freed: an OPTIONS still waiting for
+// its answer has failed.
+static void probe_conn_gone(struct tg_worker *w, struct tg_conn *c) {
+    if (w->probes == NULL)
+        return;
+    struct probe *p = probe_at(w, c->listener, c->target);
+    if (p->conn != conn_idx(w, c) || p->gen != c->gen)
+        return;
+    p->conn = TG_NIL;
+    if (p->awaiting && !w->draining)
+        probe_result(w, c->listener, c->target, 0, "connection_lost");
+}
+
+// probe_send writes one OPTIONS on the open probe connection |c|.
+static void probe_send(struct tg_worker *w, struct tg_conn *c) {
+    const struct tg_listener_conf *lc = conn_lconf(w, c);
+    const struct tg_target *t = &lc->targets[c->target];
+    struct probe *p = probe_at(w, c->listener, c->target);
+    const char *fqdn = w->rt->cfg->fqdn;
+    const char *hfmt = strchr(t->host, ':') ? "[%s]" : "%s";
+    char host[TG_HOST_MAX + 2];
+    snprintf(host, sizeof(host), hfmt, t->host);
+    p->cseq++;
+    char msg[2048];
+    int n = snprintf(msg, sizeof(msg),
+                     "OPTIONS sip:%s:%u;transport=tls SIP/2.0\r\n"
+                     "Via: SIP/2.0/TLS %s:%u;branch=z9hG4bK-tgopt-%u-%u-%u\r\n"
+                     "Max-Forwards: 70\r\n"
+                     "From: <sip:%s>;tag=tlsgate-%u-%u\r\n"
+                     "To: <sip:%s:%u>\r\n"
+                     "Call-ID: tlsgate-options-%u-%u-%u@%s\r\n"
+                     "CSeq: %u OPTIONS\r\n"
+                     "Content-Length: 0\r\n\r\n",
+                     host, t->port, fqdn, sip_fqdn_port(w, lc), c->listener, c->target, p->cseq,
+                     fqdn, c->listener, c->target, host, t->port, c->listener, c->target, c->seq,
+                     fqdn, p->cseq);
+    if (n <= 0 || (size_t)n >= sizeof(msg) || SSL_write(c->ssl, msg, n) != n) {
+        ERR_clear_error();
+        conn_close(w, c, "options_write_failed");
+        return;
+    }
+    conn_step(w, c);
+}
+
+// probe_read decrypts what the target sent on a probe connection into |to_plain| (unused
+// otherwise: there is no plain side) and looks at each complete message: a final response
+// while an OPTIONS is outstanding is the success; anything else is ignored.
+static void probe_read(struct tg_worker *w, struct tg_conn *c) {
+    struct probe *p = probe_at(w, c->listener, c->target);
+    for (;;) {
+        uint8_t buf[4096];
+        int n = SSL_read(c->ssl, buf, (int)sizeof(buf));
+        if (n > 0) {
+            if (bufq_len(&c->to_plain) + (uint32_t)n > TG_SIPCONN_MAX_MESSAGE ||
+                !bufq_append(&c->to_plain, buf, (uint32_t)n, BUF_SIZE, 0)) {
+                conn_close(w, c, "options_input_overflow");
+                return;
+            }
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if ((err == SSL_ERROR_WANT_READ && !(c->flags & F_TCP_EOF)) || err == SSL_ERROR_WANT_WRITE)
+            break;
+        ERR_clear_error();
+        c->flags |= F_TLS_RD_EOF;
+        conn_close(w, c, "options_peer_closed");
+        return;
+    }
+    struct tg_sip_header hdrs[64];
+    struct tg_sip_msg m;
+    while (bufq_len(&c->to_plain) > 0) {
+        const uint8_t *data = c->to_plain.data + c->to_plain.head;
+        uint32_t len = bufq_len(&c->to_plain);
+        enum tg_sip_scan_result s = tg_sip_scan(NULL, &m, hdrs, 64, data, len);
+        if (s == TG_SIP_NEED_MORE)
+            return;
+        if (s == TG_SIP_ERROR && (!m.can_continue || m.len == 0 || m.len > len)) {
+            conn_close(w, c, "options_unframed");
+            return;
+        }
+        if (s == TG_SIP_MESSAGE && !m.is_request && m.code >= 200 && p->awaiting)
+            probe_result(w, c->listener, c->target, 1, "answered");
+        bufq_consume(&c->to_plain, m.len);
+    }
+}
+
+// probe_tick sends the OPTIONS that are due and fails those that waited too long.
+static void probe_tick(struct tg_worker *w) {
+    const struct tg_config *cfg = w->rt->cfg;
+    for (size_t l = 0; l < cfg->num_listeners; l++) {
+        const struct tg_listener_conf *lc = &cfg->listeners[l];
+        if (!probed_listener(lc))
+            continue;
+        uint32_t interval = lc->options_interval_s * 1000u;
+        uint32_t timeout = interval < 10000u ? interval : 10000u;
+        for (size_t t = 0; t < lc->num_targets; t++) {
+            struct probe *p = probe_at(w, l, t);
+            struct tg_conn *c = NULL;
+            if (p->conn != TG_NIL && w->conns[p->conn].gen == p->gen &&
+                w->conns[p->conn].state != CS_FREE && w->conns[p->conn].state != CS_CLOSING)
+                c = &w->conns[p->conn];
+            if (p->awaiting) {
+                if (!ms_reached(w->now, p->sent + timeout))
+                    continue;
+                probe_result(w, l, t, 0, "timeout");
+                if (c != NULL) {
+                    conn_close(w, c, "options_timeout");
+                    conn_reap(w, c);
+                }
+                continue;
+            }
+            if (!ms_reached(w->now, p->due))
+                continue;
+            p->due = w->now + interval;
+            p->awaiting = 1;
+            p->sent = w->now;
+            if (c != NULL) {
+                if (c->state == CS_OPEN)
+                    probe_send(w, c);
+                conn_reap(w, c);
+                continue;
+            }
+            if (p->conn != TG_NIL)
+                continue; // the previous connection is still being torn down: fails on timeout
+            c = conn_alloc(w);
+            if (c == NULL) {
+                probe_result(w, l, t, 0, "no_free_slot");
+                continue;
+            }
+            c->listener = (uint16_t)l;
+            c->target = (uint8_t)t;
+            c->flags |= F_PROBE;
+            c->state = CS_CONNECTING;
+            p->conn = conn_idx(w, c);
+            p->gen = c->gen;
+            list_push(w, c, LIST_HANDSHAKE); // the handshake timeout covers connecting too
+            start_connect(w, c);
+            conn_reap(w, c);
+        }
+    }
+}
+
+// probe_close_all ends the probe connections when the worker drains.
+static void probe_close_all(struct tg_worker *w) {
+    for (size_t i = 0; w->probes != NULL && i < w->num_listeners * TG_MAX_TARGETS; i++) {
+        struct probe *p = &w->probes[i];
+        p->awaiting = 0;
+        if (p->conn == TG_NIL)
+            continue;
+        struct tg_conn *c = &w->conns[p->conn];
+        if (c->gen != p->gen || c->state == CS_FREE)
+            continue;
+        conn_close(w, c, "draining");
+        conn_reap(w, c);
+    }
+}
+
+// keepalive_tick sends our CRLFCRLF ping on each SIP connection whose provider side has been
+// idle for its listener's keepalive_interval_ms. The CRLF pong clears |pong_wait|; a missing
+// pong is logged at debug level, the connection is not closed for it.
+static void keepalive_tick(struct tg_worker *w) {
+    w->next_keepalive = w->now + 250;
+    for (uint32_t i = 0; i < w->max_conns; i++) {
+        struct tg_sipconn *sc = w->sip[i];
+        struct tg_conn *c = &w->conns[i];
+        if (sc == NULL || c->state != CS_OPEN || (c->flags & (F_PROBE | F_TLS_SHUT_SENT)))
+            continue;
+        uint32_t interval = conn_lconf(w, c)->keepalive_interval_ms;
+        if (interval == 0 || !(c->flags & F_TLS_UP))
+            continue;
+        if (sc->provider_seen == 0) {
+            sc->provider_seen = w->now;
+            continue;
+        }
+        if (!ms_reached(w->now, sc->provider_seen + interval))
+            continue;
+        struct sip_arg arg = {.w = w, .c = c};
+        if (!sip_can_send(&arg, TG_SIP_SIDE_PROVIDER)) {
+            sc->provider_seen = w->now;
+            continue;
+        }
+        if (sc->pong_wait)
+            TG_DEBUG("sip_no_pong", "conn=w%u-%u listener=%s", w->id, c->seq,
+                     conn_lconf(w, c)->name);
+        if (!sip_send(&arg, TG_SIP_SIDE_PROVIDER, (const uint8_t *)"\r\n\r\n", 4)) {
+            conn_reap(w, c);
+            continue;
+        }
+        sc->pong_wait = 1;
+        conn_step(w, c);
+        conn_reap(w, c);
+    }
+}
+
 // start_connect opens the far-side socket: the backend (inbound, after the handshake) or the
 // current connect target (outbound, before it).
 static void start_connect(struct tg_worker *w, struct tg_conn *c) {
@@ -1224,6 +1552,12 @@ static void on_connect(struct tg_worker *w, struct tg_conn *c, int res) {
     const struct tg_listener_conf *lc = conn_lconf(w, c);
     if (c->state == CS_CLOSING)
         return;
+    if (res < 0 && (c->flags & F_PROBE)) {
+        TG_DEBUG("options_connect_failed", "conn=w%u-%u listener=%s target=%u error=\"%s\"",
+                 w->id, c->seq, lc->name, c->target, strerror(-res));
+        conn_close(w, c, "options_connect_failed");
+        return;
+    }
     if (res < 0) {
         char target[80];
         tg_target_format(&lc->targets[c->target], target, sizeof(target));
@@ -1238,7 +1572,7 @@ static void on_connect(struct tg_worker *w, struct tg_conn *c, int res) {
         if ((size_t)c->target + 1 < lc->num_targets) {
             close(c->tls_fd);
             c->tls_fd = -1;
-            c->target++;
+            c->target = pick_target(w, c->listener, c->target + 1u);
             start_connect(w, c);
             return;
         }
@@ -1286,7 +1620,7 @@ static void retry_next_target(struct tg_worker *w, struct tg_conn *c) {
     bufq_reset(&c->pend_tls);
     c->flags &= ~(F_RETRY | F_TLS_UP | F_TCP_EOF | F_TLS_RECV | F_TLS_RECV_CANCEL | F_TLS_SENDING);
     c->verdict = TG_VERDICT_OK;
-    c->target++;
+    c->target = pick_target(w, c->listener, c->target + 1u);
     c->state = CS_CONNECTING;
     list_unlink(w, c);
     start_connect(w, c);
@@ -1358,6 +1692,7 @@ static void on_accept(struct tg_worker *w, uint32_t listener, struct io_uring_cq
     } else {
         c->plain_fd = fd;
         c->flags |= F_PLAIN_UP;
+        c->target = pick_target(w, c->listener, 0);
         c->state = CS_CONNECTING;
         list_push(w, c, LIST_HANDSHAKE); // the handshake timeout covers connecting too
         start_connect(w, c);
@@ -1374,6 +1709,9 @@ static void on_recv(struct tg_worker *w, struct tg_conn *c, int tls, struct io_u
         if (cqe->res > 0 && c->state != CS_CLOSING && !(c->flags & (F_RETRY | F_FATAL_FLUSH))) {
             const uint8_t *data = w->bufs + (size_t)bid * BUF_SIZE;
             conn_touch(w, c);
+            struct tg_sipconn *sc = tls ? conn_sip(w, c) : NULL;
+            if (sc != NULL)
+                sc->provider_seen = w->now;
             if (tls)
                 tls_input(w, c, data, (uint32_t)cqe->res);
             else
@@ -1643,6 +1981,7 @@ static void begin_drain(struct tg_worker *w) {
     }
     TG_INFO("drain_start", "worker=%u connections=%u timeout_ms=%u", w->id, w->num_active,
             w->rt->cfg->drain_timeout_ms);
+    probe_close_all(w);
 }
 
 static void close_all(struct tg_worker *w) {
@@ -1727,6 +2066,9 @@ static void *worker_main(void *arg) {
     if (!w->init_ok)
         return NULL;
     w->now = now_ms();
+    w->next_keepalive = w->now;
+    for (size_t i = 0; w->probes != NULL && i < w->num_listeners * TG_MAX_TARGETS; i++)
+        w->probes[i].due = w->now;
     for (size_t l = 0; l < w->num_listeners; l++) {
         struct io_uring_sqe *sqe = get_sqe(w);
         io_uring_prep_multishot_accept(sqe, w->listen_fds[l], NULL, NULL, SOCK_CLOEXEC);
@@ -1765,6 +2107,10 @@ static void *worker_main(void *arg) {
                 break;
             case OP_TIMER:
                 expire_lists(w);
+                if (w->probes != NULL && !w->draining)
+                    probe_tick(w);
+                if (w->sip != NULL && !w->draining && ms_reached(w->now, w->next_keepalive))
+                    keepalive_tick(w);
                 if (w->draining && w->num_active > 0 && ms_reached(w->now, w->drain_deadline))
                     close_all(w);
                 arm_timer(w);
@@ -1828,6 +2174,7 @@ static void worker_free(struct tg_worker *w) {
     free(w->conns);
     free(w->sip);
     free(w->sip_scratch);
+    free(w->probes);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
     SSL_CTX_free(w->server_ctx);
@@ -1861,15 +2208,25 @@ struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int 
     w->conns = calloc(max_conns, sizeof(struct tg_conn));
     w->ctr = tg_metrics_worker(rt->metrics, id);
     w->tls_qsize = rt->cfg->buffer_size + TLS_SLACK;
+    for (size_t l = 0; l < rt->cfg->num_listeners; l++) {
+        const struct tg_listener_conf *lc = &rt->cfg->listeners[l];
+        uint32_t need = TG_SIPCONN_SCRATCH_FOR(lc->sip_max_message);
+        if (lc->mode == TG_MODE_SIP && need > w->sip_scratch_len)
+            w->sip_scratch_len = need;
+    }
     for (size_t l = 0; l < rt->cfg->num_listeners && w->conns != NULL; l++) {
         if (rt->cfg->listeners[l].mode != TG_MODE_SIP || w->sip != NULL)
             continue;
         w->sip = calloc(max_conns, sizeof(*w->sip));
-        w->sip_scratch = malloc(TG_SIPCONN_SCRATCH);
+        w->sip_scratch = malloc(w->sip_scratch_len);
         if (w->sip == NULL || w->sip_scratch == NULL) {
             free(w->conns);
             w->conns = NULL; // reported as out of memory below
         }
+    }
+    if (id == 0 && w->conns != NULL && !probes_init(w)) {
+        free(w->conns);
+        w->conns = NULL; // reported as out of memory below
     }
     SSL_CTX_up_ref(rt->tls->server);
     SSL_CTX_up_ref(rt->tls->client);

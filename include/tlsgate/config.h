@@ -37,6 +37,11 @@ struct tg_listener_conf {
     // inbound: exactly one (`forward`); outbound: the `connect` list, tried in order.
     struct tg_target targets[TG_MAX_TARGETS];
     size_t num_targets;
+    // mode = sip only:
+    uint32_t options_interval_s;    // outbound: OPTIONS to each target every N s; 0 = off (60)
+    uint32_t options_failures;      // outbound: consecutive failures that mark a target down (2)
+    uint32_t keepalive_interval_ms; // CRLFCRLF ping on a provider side idle this long; 0 = off
+    uint32_t sip_max_message;       // bytes, head + body of one message (65536)
 };
 
 struct tg_config {

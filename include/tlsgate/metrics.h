@@ -44,8 +44,22 @@ struct tg_listener_counters {
     tg_counter sip_flow_errors;                 // responses whose flow names another connection
 };
 
+// TG_METRICS_MAX_TARGETS is the number of connect targets per listener (TG_MAX_TARGETS).
+#define TG_METRICS_MAX_TARGETS 8
+
+// tg_target_health is the OPTIONS verdict on one connect target of an outbound SIP listener:
+// written by the worker that probes (worker 0), read by every worker picking a target and by
+// the admin thread. |name| is written once, before |state| first leaves TG_TARGET_UNPROBED.
+enum tg_target_state { TG_TARGET_UNPROBED = 0, TG_TARGET_UP, TG_TARGET_DOWN };
+
+struct tg_target_health {
+    _Atomic uint8_t state; // enum tg_target_state
+    char name[80];         // `HOST:PORT` as configured
+};
+
 // tg_metrics holds every worker's counters for every listener.
 struct tg_metrics {
+    struct tg_target_health *targets; // [listener * TG_METRICS_MAX_TARGETS + target]
     size_t num_workers;
     size_t num_listeners;
     const char **listener_names;       // borrowed, |num_listeners| entries

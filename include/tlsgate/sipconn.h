@@ -15,13 +15,15 @@ struct sockaddr;
 // side). No sockets and no TLS here: the worker hands bytes in and gets bytes out through
 // tg_sipconn_io. Allocated only for SIP connections, so tcp-mode connections carry none of it.
 
-// TG_SIPCONN_MAX_MESSAGE bounds one message (head + body) and so each input buffer; the
-// scanner's default `max_message`.
+// TG_SIPCONN_MAX_MESSAGE is the default bound on one message (head + body) and so on each
+// input buffer: the listener's `sip_max_message`, kept in |rw.limits.max_message|.
 #define TG_SIPCONN_MAX_MESSAGE 65536u
 
-// TG_SIPCONN_SCRATCH is the size of the output scratch buffer tg_sipconn_process needs: more
-// than one message, so the rewriter never reports TG_SIP_RW_NO_SPACE.
-#define TG_SIPCONN_SCRATCH (TG_SIPCONN_MAX_MESSAGE + 1024u)
+// TG_SIPCONN_SCRATCH_FOR is the size of the output scratch buffer tg_sipconn_process needs for
+// messages of up to |max| bytes: more than one message, so the rewriter never reports
+// TG_SIP_RW_NO_SPACE. TG_SIPCONN_SCRATCH is that for the default bound.
+#define TG_SIPCONN_SCRATCH_FOR(max) ((max) + 1024u)
+#define TG_SIPCONN_SCRATCH TG_SIPCONN_SCRATCH_FOR(TG_SIPCONN_MAX_MESSAGE)
 
 // tg_sipconn_io is how processing reaches the worker: |can_send| says whether the queue toward
 // |side| takes one more message now (no send in flight, under its bound, side up); |send|
@@ -32,7 +34,9 @@ struct tg_sipconn_io {
     int (*can_send)(void *arg, enum tg_sip_side side);
     int (*send)(void *arg, enum tg_sip_side side, const uint8_t *data, uint32_t len);
     struct tg_sip_flow self;          // this connection (side unused)
-    uint8_t *scratch;                 // TG_SIPCONN_SCRATCH bytes, the worker's
+    uint8_t *scratch;                 // the worker's, |scratch_len| bytes: at least
+                                      // TG_SIPCONN_SCRATCH_FOR(the connection's max_message)
+    uint32_t scratch_len;
     struct tg_listener_counters *ctr; // this listener's counters on this worker
     uint32_t conn_seq;                // for log lines: `conn=w<self.worker>-<conn_seq>`
 };
@@ -45,6 +49,8 @@ struct tg_sipconn {
     uint32_t in_len[2];
     uint32_t skip[2];        // bytes of an oversized message still to drop as they arrive
     uint8_t blocked[2];      // the last processing of a side stopped on a busy queue
+    uint8_t pong_wait;       // our CRLFCRLF ping went to the provider; cleared by its CRLF pong
+    uint32_t provider_seen;  // ms (worker clock): last bytes received from or sent to the provider
     const char *peer_name;   // verified provider certificate name (borrowed from the
                              // policy of the SSL_CTX the connection's SSL holds), or NULL
     char inside_host[48];    // our address toward the PBX ("[v6]" bracketed)
@@ -52,8 +58,13 @@ struct tg_sipconn {
 };
 
 // tg_sipconn_new allocates the state of one connection: |fqdn|:|fqdn_port| toward the provider,
-// the flow-token |key| (16 bytes). The inside address is set by tg_sipconn_set_inside.
+// the flow-token |key| (16 bytes). The inside address is set by tg_sipconn_set_inside; the
+// message bound is TG_SIPCONN_MAX_MESSAGE until tg_sipconn_set_max_message changes it.
 struct tg_sipconn *tg_sipconn_new(const char *fqdn, uint16_t fqdn_port, const uint8_t key[16]);
+
+// tg_sipconn_set_max_message sets the bound on one message (and on each input buffer) of a
+// connection that has buffered nothing yet.
+void tg_sipconn_set_max_message(struct tg_sipconn *sc, uint32_t max_message);
 
 // tg_sipconn_free releases |sc| and its buffers. NULL is a no-op.
 void tg_sipconn_free(struct tg_sipconn *sc);

@@ -588,7 +588,9 @@ class LoopTest(h.TestCase):
         in_port = h.free_port()
         cfg["inbound provider"]["listen"] = f"127.0.0.1:{in_port}"
         cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}",
-                               "connect": f"127.0.0.1:{in_port}", "mode": "sip"}
+                               "connect": f"127.0.0.1:{in_port}", "mode": "sip",
+                               # Our OPTIONS to the inbound side would reach the SIPp UAS.
+                               "options_interval_s": "0"}
         with h.Proxy(cfg) as px:
             host, port = h.split_addr(px.addr("pbx"))
             r = h.run([SIPP, "-sn", "uac", "-t", "tn", "-m", "1", "-s", "bob",

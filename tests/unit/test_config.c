@@ -238,6 +238,44 @@ static void test_workers_auto_and_bounds(void **state) {
     tg_config_cleanup(&cfg);
 }
 
+// The SIP keys of a listener: defaults, values, and bounds.
+static void test_sip_listener_keys(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, TLS_SECTION "[outbound out]\nlisten = 127.0.0.1:5062\nmode = sip\n"
+                                "connect = 192.0.2.1:5061\n");
+    assert_int_equal(cfg.listeners[0].options_interval_s, 60);
+    assert_int_equal(cfg.listeners[0].options_failures, 2);
+    assert_int_equal(cfg.listeners[0].keepalive_interval_ms, 30000);
+    assert_int_equal(cfg.listeners[0].sip_max_message, 65536);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, TLS_SECTION "[outbound out]\nlisten = 127.0.0.1:5062\nmode = sip\n"
+                                "connect = 192.0.2.1:5061\noptions_interval_s = 0\n"
+                                "options_failures = 5\nkeepalive_interval_ms = 0\n"
+                                "sip_max_message = 1048576\n"
+                                "[inbound in]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5060\n"
+                                "keepalive_interval_ms = 500\nsip_max_message = 1024\n");
+    assert_int_equal(cfg.listeners[0].options_interval_s, 0);
+    assert_int_equal(cfg.listeners[0].options_failures, 5);
+    assert_int_equal(cfg.listeners[0].keepalive_interval_ms, 0);
+    assert_int_equal(cfg.listeners[0].sip_max_message, 1048576);
+    assert_int_equal(cfg.listeners[1].keepalive_interval_ms, 500);
+    assert_int_equal(cfg.listeners[1].sip_max_message, 1024);
+    tg_config_cleanup(&cfg);
+    expect_error(TLS_SECTION "[outbound out]\nlisten = 127.0.0.1:5062\n"
+                             "options_interval_s = 3601\n",
+                 "t.conf:9: outbound out.options_interval_s: value 3601 out of range 0..3600");
+    expect_error(TLS_SECTION "[outbound out]\nlisten = 127.0.0.1:5062\n"
+                             "options_failures = 0\n",
+                 "t.conf:9: outbound out.options_failures: value 0 out of range 1..100");
+    expect_error(TLS_SECTION INBOUND_SECTION "sip_max_message = 1023\n",
+                 "t.conf:10: inbound carrier.sip_max_message: value 1023 out of range "
+                 "1024..1048576");
+    // OPTIONS keepalive is an outbound key.
+    expect_error(TLS_SECTION INBOUND_SECTION "options_interval_s = 5\n",
+                 "t.conf:10: inbound carrier.options_interval_s: unknown key");
+}
+
 // Comments, indentation, CRLF, a UTF-8 BOM and `;` inline comments are accepted.
 static void test_comments_and_layout(void **state) {
     (void)state;
@@ -827,6 +865,7 @@ int main(void) {
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_example_conf),
+        cmocka_unit_test(test_sip_listener_keys),
         cmocka_unit_test(test_resolve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

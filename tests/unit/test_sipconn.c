@@ -61,6 +61,7 @@ static int setup(void **state) {
     e->io.send = fake_send;
     e->io.self = (struct tg_sip_flow){.slot = 5, .gen = 9, .worker = 1};
     e->io.scratch = e->scratch;
+    e->io.scratch_len = sizeof(e->scratch);
     e->io.ctr = &e->ctr;
     *state = e;
     return 0;
