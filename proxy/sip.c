@@ -334,9 +334,8 @@ static uint16_t status_for(enum tg_sip_err err) {
     case TG_SIP_ERR_LINE_TOO_LONG:
     case TG_SIP_ERR_TOO_MANY_HEADERS:
     case TG_SIP_ERR_HEAD_UNTERMINATED:
+    case TG_SIP_ERR_BODY_TOO_LARGE: // a message over sip_max_message: 513 Message Too Large
         return 513;
-    case TG_SIP_ERR_BODY_TOO_LARGE:
-        return 413;
     case TG_SIP_ERR_NONE:
         return 0;
     default:

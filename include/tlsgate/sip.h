@@ -33,7 +33,7 @@ enum tg_sip_err {
     TG_SIP_ERR_NO_CONTENT_LENGTH,   // Content-Length missing: mandatory on streams (400, close)
     TG_SIP_ERR_BAD_CONTENT_LENGTH,  // empty, negative or not a number (400, close)
     TG_SIP_ERR_CONTENT_LENGTH_DIFF, // several Content-Length headers that differ (400, close)
-    TG_SIP_ERR_BODY_TOO_LARGE,      // head + body over max_message (413)
+    TG_SIP_ERR_BODY_TOO_LARGE,      // head + body over max_message (513)
     TG_SIP_ERR_NUM
 };
 
@@ -123,8 +123,8 @@ void tg_sip_limits_init(struct tg_sip_limits *lim);
 // It lives as long as one scan; the header array it points to belongs to the caller.
 struct tg_sip_msg {
     // MESSAGE: the message length. PING: 4. PONG: 2. ERROR with can_continue: the bytes to drop
-    // to reach the next message; this may exceed the bytes buffered (413), in which case the
-    // caller discards the rest as it arrives. 0 otherwise.
+    // to reach the next message; this may exceed the bytes buffered (a body over max_message), in
+    // which case the caller discards the rest as it arrives. 0 otherwise.
     uint32_t len;
     // NEED_MORE: the buffer must hold at least this many bytes (always more than it holds now;
     // exact once the head is complete).
@@ -133,7 +133,7 @@ struct tg_sip_msg {
     uint32_t body_len;    // Content-Length, once known
     uint8_t err;          // enum tg_sip_err (ERROR)
     uint8_t can_continue; // ERROR: dropping |len| bytes resynchronises the stream; 0: close
-    // ERROR: the status the error deserves as an answer (400, 413, 505, 513), 0 when the
+    // ERROR: the status the error deserves as an answer (400, 505, 513), 0 when the
     // message is a response or not a SIP message at all. Whether an answer can actually be built
     // depends on the headers indexed so far: see tg_sip_build_response.
     uint16_t status;

@@ -462,12 +462,12 @@ class MalformedTest(h.TestCase):
             r, _ = read_response(st, 513)
             self.assertEqual(r.get("Call-ID"), "long-hdr")
             self.options(st, 1)
-            # A body over 64 KiB: 413, the body is skipped, the stream goes on.
+            # A body over 64 KiB: 513 Message Too Large, the body is skipped, the stream goes on.
             big = b"x" * (70 * 1024)
             raw = request("MESSAGE", "sip:pbx@example.net", "big-body", 1,
                           "SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bK-prov-bb", body=big)
             st.send(raw)
-            r, _ = read_response(st, 413)
+            r, _ = read_response(st, 513)
             self.assertEqual(r.get("Call-ID"), "big-body")
             self.options(st, 2)
             # A NUL byte in the head: 400, the stream goes on.

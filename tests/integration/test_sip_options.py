@@ -247,7 +247,7 @@ class KeepalivePingTest(h.TestCase):
 
 
 class MaxMessageTest(h.TestCase):
-    """sip_max_message: a body over the configured bound gets 413 and is skipped; the stream goes
+    """sip_max_message: a body over the configured bound gets 513 and is skipped; the stream goes
     on, and a message under the default but over the bound is what shows the key is used."""
 
     def test_sip_max_message(self):
@@ -261,7 +261,7 @@ class MaxMessageTest(h.TestCase):
                 via = "SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bK-prov-mm"
                 st.send(request("MESSAGE", "sip:pbx@example.net", "mm-big", 1, via,
                                 body=b"x" * 8000))
-                r, _ = read_response(st, 413)
+                r, _ = read_response(st, 513)
                 self.assertEqual(r.get("Call-ID"), "mm-big")
                 st.send(request("MESSAGE", "sip:pbx@example.net", "mm-ok", 1,
                                 via + "2", body=b"y" * 1000))

@@ -171,7 +171,7 @@ static void test_errors(void **state) {
     assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, mf0), TG_SIPCONN_IDLE);
     assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 483 "));
     assert_int_equal(e->ctr.sip_rw_errors[TG_SIP_RW_TOO_MANY_HOPS], 1);
-    // A body over the limit: 413, then the rest of the body is dropped as it arrives.
+    // A body over the limit: 513, then the rest of the body is dropped as it arrives.
     char big[256];
     snprintf(big, sizeof(big),
              "MESSAGE sip:pbx@example.net SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK-b\r\n"
@@ -179,7 +179,7 @@ static void test_errors(void **state) {
              "Content-Length: %u\r\n\r\n",
              100000u);
     assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, big), TG_SIPCONN_IDLE);
-    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 413 "));
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 513 "));
     assert_int_equal(e->sc->skip[TG_SIP_SIDE_PROVIDER], 100000u);
     static uint8_t junk[100000];
     memset(junk, 'x', sizeof(junk));
