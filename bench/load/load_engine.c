@@ -699,13 +699,26 @@ static const char *hdr_value(const char *p, size_t n, const char *name, const ch
     return colon;
 }
 
+// dec_value reads the decimal number at |p| (before |end|; the buffer is not NUL-terminated,
+// so never strtol here). Returns -1 when there are no digits or it overflows.
+static long long dec_value(const char *p, const char *end) {
+    long long v = 0;
+    const char *start = p;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    return p > start ? v : -1;
+}
+
 // sip_response handles one framed response (headers of |hlen| bytes at |m|).
 static void sip_response(struct lg_engine *e, struct lg_conn *c, const char *m, size_t hlen) {
     if (hlen < 12 || memcmp(m, "SIP/2.0 ", 8) != 0) {
         conn_fail(e, c, "a request or garbage where a response was expected");
         return;
     }
-    int code = atoi(m + 8);
+    int code = (int)dec_value(m + 8, m + hlen);
     unsigned long long cseq = 0;
     const char *branch = NULL;
     size_t branch_len = 0;
@@ -716,7 +729,8 @@ static void sip_response(struct lg_engine *e, struct lg_conn *c, const char *m, 
         size_t len = eol ? (size_t)(eol - line) : (size_t)(end - line);
         const char *v;
         if ((v = hdr_value(line, len, "cseq", NULL)) != NULL) {
-            cseq = strtoull(v, NULL, 10);
+            long long n = dec_value(v, line + len);
+            cseq = n > 0 ? (unsigned long long)n : 0;
         } else if (branch == NULL && (v = hdr_value(line, len, "via", "v")) != NULL) {
             const char *b = memmem(v, (size_t)(line + len - v), "branch=", 7);
             const char *comma = memchr(v, ',', (size_t)(line + len - v));
@@ -811,7 +825,7 @@ static void sip_input(struct lg_engine *e, struct lg_conn *c, const uint8_t *p, 
             size_t len = eol ? (size_t)(eol - line) : (size_t)(m + hlen - line);
             const char *v = hdr_value(line, len, "content-length", "l");
             if (v != NULL)
-                clen = strtoll(v, NULL, 10);
+                clen = dec_value(v, line + len);
             if (eol == NULL)
                 break;
             line = eol + 1;

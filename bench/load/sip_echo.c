@@ -73,6 +73,25 @@ static int name_is(const char *line, size_t len, const char *name, char compact)
 }
 
 // answer writes the 200 for the request whose headers are |m| (|hlen| bytes, last CRLF in).
+// header_number reads the decimal value of the header line |line| (|len| bytes, not
+// NUL-terminated: never strtol here). Returns -1 when there is none or it is too large.
+static long header_number(const char *line, size_t len) {
+    const char *colon = memchr(line, ':', len);
+    if (colon == NULL)
+        return -1;
+    size_t i = (size_t)(colon - line) + 1;
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    long v = 0;
+    size_t digits = 0;
+    for (; i < len && line[i] >= '0' && line[i] <= '9'; i++, digits++) {
+        v = v * 10 + (line[i] - '0');
+        if (v > (long)MAX_MSG)
+            return -1;
+    }
+    return digits > 0 ? v : -1;
+}
+
 static int answer(struct conn *c, const char *m, size_t hlen) {
     static const char status[] = "SIP/2.0 200 OK\r\n";
     if (!out_add(c, status, sizeof(status) - 1))
@@ -125,7 +144,7 @@ static int process(struct conn *c) {
             const char *eol = memchr(line, '\n', (size_t)(m + hlen - line));
             size_t len = eol ? (size_t)(eol - line) : (size_t)(m + hlen - line);
             if (name_is(line, len, "content-length", 'l'))
-                clen = strtol(memchr(line, ':', len) + 1, NULL, 10);
+                clen = header_number(line, len);
             if (eol == NULL)
                 break;
             line = eol + 1;
