@@ -477,26 +477,6 @@ SIP_ROWS = [
 ]
 
 
-def sip_table(results, names):
-    head = "| SIP OPTIONS | " + " | ".join(names) + " |"
-    lines = [head, "|" + " --- |" * (len(names) + 1)]
-    base = results.get("kamailio", {})
-    for key, label, fmt, _ in SIP_ROWS:
-        cells = []
-        for n in names:
-            v = results.get(n, {}).get(key)
-            if v is None:
-                cells.append("n/a")
-                continue
-            cell = fmt % v
-            b = base.get(key)
-            if n not in ("kamailio", "direct") and b and key != "sip_errors":
-                cell += " (%.2fx)" % (v / b)
-            cells.append(cell)
-        lines.append("| %s | %s |" % (label, " | ".join(cells)))
-    return "\n".join(lines)
-
-
 def run_sip(args, work, pki, proxy_cpu, load_cpu):
     """The SIP measurement; returns {name: results} with "direct" for the responder alone."""
     results = {}
@@ -557,11 +537,13 @@ ROWS = [
 ]
 
 
-def table(results, names):
-    head = "| metric | " + " | ".join(names) + " |"
-    lines = [head, "|" + " --- |" * (len(names) + 1)]
-    base = results.get("haproxy", {})
-    for key, label, fmt, _ in ROWS:
+def table(results, names, rows=None, title="metric", base_name="haproxy"):
+    """One markdown table of |rows| for |names|; each figure also as a ratio to |base_name|'s
+    (not for the base itself, for the responder-direct column, or for error counts)."""
+    rows = ROWS if rows is None else rows
+    lines = ["| %s | %s |" % (title, " | ".join(names)), "|" + " --- |" * (len(names) + 1)]
+    base = results.get(base_name, {})
+    for key, label, fmt, _ in rows:
         cells = []
         for n in names:
             v = results.get(n, {}).get(key)
@@ -570,7 +552,7 @@ def table(results, names):
                 continue
             cell = fmt % v
             b = base.get(key)
-            if n != "haproxy" and b:
+            if n not in (base_name, "direct") and b and not key.endswith("errors"):
                 cell += " (%.2fx)" % (v / b)
             cells.append(cell)
         lines.append("| %s | %s |" % (label, " | ".join(cells)))
@@ -651,7 +633,7 @@ def main():
     if sip_results:
         if not args.sip_only:
             print()
-        print(sip_table(sip_results, sip_shown))
+        print(table(sip_results, sip_shown, SIP_ROWS, "SIP OPTIONS", "kamailio"))
         print("\nSIP: ratios in parentheses are to Kamailio in this run; `direct` is tlsgate-load "
               "--plain straight to tg-sip-responder; closed loop over %d connections, fixed rate "
               "%d/s; proxy pinned to CPU %s, load and responder on CPU %s; %.0f s per load" %
