@@ -9,10 +9,8 @@
 
 #include "tlsgate/control.h"
 #include "tlsgate/log.h"
-
-#ifndef TLSGATE_VERSION
-#define TLSGATE_VERSION "0.1.0"
-#endif
+#include "tlsgate/peers.h"
+#include "tlsgate/version.h"
 
 struct tg_admin {
     struct MHD_Daemon *daemon;
@@ -73,6 +71,11 @@ static char *status_json(const struct tg_admin_info *info, size_t *out_len) {
     if (info->control != NULL && len + 2 < cap) {
         out[len++] = ',';
         len += tg_control_status_json(info->control, out + len, cap - len);
+    }
+    if (info->peers != NULL && len + 20 < cap) {
+        len += (size_t)snprintf(out + len, cap - len, ",\"recent_peers\":");
+        if (len < cap)
+            len += tg_peers_json(info->peers, out + len, cap - len);
     }
     if (len < cap)
         len += (size_t)snprintf(out + len, cap - len, "}\n");
@@ -151,10 +154,10 @@ struct tg_admin *tg_admin_start(const struct tg_admin_info *info, char *err, siz
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
     if (t->addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    a->daemon = MHD_start_daemon(flags, t->port, NULL, NULL, handle, a, MHD_OPTION_SOCK_ADDR,
-                                 (const struct sockaddr *)&t->addr, MHD_OPTION_CONNECTION_LIMIT,
-                                 (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                                 MHD_OPTION_END);
+    a->daemon =
+        MHD_start_daemon(flags, t->port, NULL, NULL, handle, a, MHD_OPTION_SOCK_ADDR,
+                         (const struct sockaddr *)&t->addr, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
     if (a->daemon == NULL) {
         char where[80];
         tg_target_format(t, where, sizeof(where));

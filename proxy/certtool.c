@@ -135,7 +135,7 @@ out:
 
 // csr_extensions builds the requested extensions: subjectAltName DNS:|fqdn| and
 // extendedKeyUsage serverAuth, clientAuth. NULL on failure.
-static STACK_OF(X509_EXTENSION) * csr_extensions(const char *fqdn) {
+static STACK_OF(X509_EXTENSION) *csr_extensions(const char *fqdn) {
     STACK_OF(X509_EXTENSION) *exts = NULL;
     GENERAL_NAMES *gens = GENERAL_NAMES_new();
     GENERAL_NAME *gen = GENERAL_NAME_new();
@@ -265,7 +265,7 @@ static int write_new_file(const char *path, const uint8_t *data, size_t len, mod
 // read_pem_file reads every certificate of the PEM file at |path| into a new stack (in file
 // order). NULL with a reason in |err| when the file cannot be read, holds a damaged block, or
 // holds no certificate.
-static STACK_OF(X509) * read_pem_file(const char *path, char *err, size_t err_len) {
+static STACK_OF(X509) *read_pem_file(const char *path, char *err, size_t err_len) {
     BIO *bio = BIO_new_file(path, "r");
     if (bio == NULL) {
         snprintf(err, err_len, "%s: %s", path, errno != 0 ? strerror(errno) : "cannot open");

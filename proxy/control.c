@@ -14,12 +14,12 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "tlsgate/json.h"
 #include "tlsgate/log.h"
 #include "tlsgate/policy.h"
-#include "tlsgate/worker.h"
+#include "tlsgate/verify.h"
 
 #define CA_SUBJECTS_MAX 64
-#define PEERS_MAX 16
 
 // A generation as /status describes it, next to the contexts it was built into.
 struct generation {
@@ -44,8 +44,8 @@ struct tg_control {
     const struct tg_config *cfg;
     int allow_noncompliant;
     struct generation *gen;
-    struct tg_worker **workers;
-    unsigned num_workers;
+    tg_publish_fn publish; // hands a generation to the workers (wired in main); may be NULL
+    void *publish_arg;
     uint64_t reloads_ok, reloads_failed;
     int64_t last_reload_time;
     int last_reload_ok;
@@ -53,38 +53,8 @@ struct tg_control {
     char last_reload_reason[1024];
 };
 
-struct peer_note {
-    char name[128];
-    char issuer[256];
-    int64_t not_after;
-    int64_t seen;
-};
-
-static pthread_mutex_t g_peers_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct peer_note g_peers[PEERS_MAX];
-static size_t g_peers_next;
-
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-size_t tg_json_escape(char *out, size_t out_len, const char *s) {
-    size_t n = 0;
-    if (out_len == 0)
-        return 0;
-    for (; s != NULL && *s != '\0' && n + 7 < out_len; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)ch;
-        } else if (ch < 0x20 || ch == 0x7f) {
-            n += (size_t)snprintf(out + n, out_len - n, "\\u%04x", ch);
-        } else {
-            out[n++] = (char)ch;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
 
 struct sbuf {
     char *p;
@@ -208,8 +178,10 @@ static void generation_free(struct generation *g) {
 static void key_permissions_warn(const char *path) {
     struct stat st;
     if (stat(path, &st) == 0 && (st.st_mode & 0077) != 0)
-        TG_WARN("key_permissions", "key=%s mode=%04o reason=\"private key readable by group or "
-                "others; chmod 600\"", path, (unsigned)(st.st_mode & 07777));
+        TG_WARN("key_permissions",
+                "key=%s mode=%04o reason=\"private key readable by group or "
+                "others; chmod 600\"",
+                path, (unsigned)(st.st_mode & 07777));
 }
 
 // generation_new describes |tls| (taking ownership) as built from |cfg|.
@@ -253,11 +225,10 @@ struct tg_control *tg_control_new(const struct tg_config *cfg, struct tg_tls *tl
     return c;
 }
 
-void tg_control_set_workers(struct tg_control *c, struct tg_worker **workers,
-                            unsigned num_workers) {
+void tg_control_set_publisher(struct tg_control *c, tg_publish_fn publish, void *arg) {
     pthread_mutex_lock(&c->lock);
-    c->workers = workers;
-    c->num_workers = num_workers;
+    c->publish = publish;
+    c->publish_arg = arg;
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -314,24 +285,21 @@ static struct generation *build_generation(struct tg_control *c, char *why, size
     if (cfg.num_listeners != c->cfg->num_listeners || cfg.workers != c->cfg->workers ||
         cfg.buffer_size != c->cfg->buffer_size)
         TG_WARN("reload_partial", "reason=\"listeners, workers and [global] settings take effect "
-                "at the next restart; a reload applies [tls]\"");
+                                  "at the next restart; a reload applies [tls]\"");
 out:
     tg_config_cleanup(&cfg);
     return g;
 }
 
-int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json,
-                      size_t out_len) {
+int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json, size_t out_len) {
     char why[1024] = "";
     pthread_mutex_lock(&c->lock);
     struct generation *g = build_generation(c, why, sizeof(why));
     int ok = g != NULL;
-    for (unsigned w = 0; ok && w < c->num_workers; w++) {
-        if (!tg_worker_set_contexts(c->workers[w], g->tls->server, g->tls->client)) {
-            // Workers already switched keep the new generation: it passed every rule.
-            snprintf(why, sizeof(why), "out of memory handing the generation to worker %u", w);
-            ok = 0;
-        }
+    if (ok && c->publish != NULL && !c->publish(c->publish_arg, g->tls->server, g->tls->client)) {
+        // Workers already switched keep the new generation: it passed every rule.
+        snprintf(why, sizeof(why), "out of memory handing the generation to the workers");
+        ok = 0;
     }
     c->last_reload_time = (int64_t)time(NULL);
     c->last_reload_ok = ok;
@@ -408,10 +376,10 @@ size_t tg_control_status_json(struct tg_control *c, char *buf, size_t len) {
     sb_printf(&b, "],\"issuer\":");
     sb_str(&b, g->issuer);
     iso_time(g->not_after, t, sizeof(t));
-    sb_printf(&b, ",\"serial\":\"%s\",\"not_after\":\"%s\",\"days_left\":%lld,\"key\":\"%s\","
-                  "\"rules\":[",
-              g->serial, t, (long long)((g->not_after - (int64_t)time(NULL)) / 86400),
-              g->key_desc);
+    sb_printf(&b,
+              ",\"serial\":\"%s\",\"not_after\":\"%s\",\"days_left\":%lld,\"key\":\"%s\","
+              "\"rules\":[",
+              g->serial, t, (long long)((g->not_after - (int64_t)time(NULL)) / 86400), g->key_desc);
     for (size_t i = 0; i < g->num_rules; i++) {
         sb_printf(&b, "%s{\"rule\":\"%s\",\"status\":\"%s\",\"detail\":", i ? "," : "",
                   g->rules[i].rule, tg_rule_status_name(g->rules[i].status));
@@ -436,25 +404,6 @@ size_t tg_control_status_json(struct tg_control *c, char *buf, size_t len) {
     }
     pthread_mutex_unlock(&c->lock);
 
-    sb_printf(&b, ",\"recent_peers\":[");
-    pthread_mutex_lock(&g_peers_lock);
-    first = 1;
-    for (size_t k = 0; k < PEERS_MAX; k++) {
-        const struct peer_note *p = &g_peers[(g_peers_next + PEERS_MAX - 1 - k) % PEERS_MAX];
-        if (p->seen == 0)
-            continue;
-        char seen[32], na[32];
-        iso_time(p->seen, seen, sizeof(seen));
-        iso_time(p->not_after, na, sizeof(na));
-        sb_printf(&b, "%s{\"name\":", first ? "" : ",");
-        sb_str(&b, p->name);
-        sb_printf(&b, ",\"issuer\":");
-        sb_str(&b, p->issuer);
-        sb_printf(&b, ",\"not_after\":\"%s\",\"seen\":\"%s\"}", na, seen);
-        first = 0;
-    }
-    pthread_mutex_unlock(&g_peers_lock);
-    sb_printf(&b, "]");
     return b.len;
 }
 
@@ -464,43 +413,19 @@ size_t tg_control_metrics(struct tg_control *c, char *buf, size_t len) {
         return 0;
     buf[0] = '\0';
     pthread_mutex_lock(&c->lock);
-    sb_printf(&b, "# HELP tlsgate_reloads_total Configuration reloads by result.\n"
-                  "# TYPE tlsgate_reloads_total counter\n"
-                  "tlsgate_reloads_total{result=\"ok\"} %llu\n"
-                  "tlsgate_reloads_total{result=\"failed\"} %llu\n",
+    sb_printf(&b,
+              "# HELP tlsgate_reloads_total Configuration reloads by result.\n"
+              "# TYPE tlsgate_reloads_total counter\n"
+              "tlsgate_reloads_total{result=\"ok\"} %llu\n"
+              "tlsgate_reloads_total{result=\"failed\"} %llu\n",
               (unsigned long long)c->reloads_ok, (unsigned long long)c->reloads_failed);
     char path[1024];
     tg_json_escape(path, sizeof(path), c->gen->cert_path);
-    sb_printf(&b, "# HELP tlsgate_cert_expiry_seconds Seconds until our certificate expires.\n"
-                  "# TYPE tlsgate_cert_expiry_seconds gauge\n"
-                  "tlsgate_cert_expiry_seconds{cert=\"%s\"} %lld\n",
+    sb_printf(&b,
+              "# HELP tlsgate_cert_expiry_seconds Seconds until our certificate expires.\n"
+              "# TYPE tlsgate_cert_expiry_seconds gauge\n"
+              "tlsgate_cert_expiry_seconds{cert=\"%s\"} %lld\n",
               path, (long long)(c->gen->not_after - (int64_t)time(NULL)));
     pthread_mutex_unlock(&c->lock);
     return b.len;
-}
-
-void tg_control_peer_info(X509 *leaf, char *out_issuer, size_t issuer_len,
-                          int64_t *out_not_after) {
-    name_line(X509_get_issuer_name(leaf), out_issuer, issuer_len);
-    *out_not_after = asn1_epoch(X509_get0_notAfter(leaf));
-}
-
-void tg_control_note_peer(const char *name, X509 *leaf) {
-    char issuer[256];
-    int64_t not_after;
-    tg_control_peer_info(leaf, issuer, sizeof(issuer), &not_after);
-    tg_control_note_peer_info(name, issuer, not_after);
-}
-
-void tg_control_note_peer_info(const char *name, const char *issuer, int64_t not_after) {
-    struct peer_note n;
-    memset(&n, 0, sizeof(n));
-    snprintf(n.name, sizeof(n.name), "%s", name != NULL ? name : "");
-    snprintf(n.issuer, sizeof(n.issuer), "%s", issuer != NULL ? issuer : "");
-    n.not_after = not_after;
-    n.seen = (int64_t)time(NULL);
-    pthread_mutex_lock(&g_peers_lock);
-    g_peers[g_peers_next] = n;
-    g_peers_next = (g_peers_next + 1) % PEERS_MAX;
-    pthread_mutex_unlock(&g_peers_lock);
 }

@@ -24,9 +24,9 @@
 #include "tlsgate/metrics.h"
 #include "tlsgate/policy.h"
 #include "tlsgate/tls.h"
+#include "tlsgate/verify.h"
+#include "tlsgate/version.h"
 #include "tlsgate/worker.h"
-
-#define TLSGATE_VERSION "0.1.0"
 
 enum { EXIT_OK = 0, EXIT_POLICY = 1, EXIT_USAGE = 2 };
 
@@ -139,8 +139,7 @@ static int cmd_check(const struct options *o) {
     if (rc == EXIT_OK) {
         printf("ok: %s: %zu listener%s, %zu trusted CA%s, %zu peer name%s\n", cfg.path,
                cfg.num_listeners, cfg.num_listeners == 1 ? "" : "s", tls.num_cas,
-               tls.num_cas == 1 ? "" : "s", cfg.num_peer_names,
-               cfg.num_peer_names == 1 ? "" : "s");
+               tls.num_cas == 1 ? "" : "s", cfg.num_peer_names, cfg.num_peer_names == 1 ? "" : "s");
     }
     tg_tls_cleanup(&tls);
     tg_config_cleanup(&cfg);
@@ -180,14 +179,28 @@ static int drop_privileges(const char *user) {
     return 1;
 }
 
+// The publisher of new generations: every started worker gets the contexts.
+struct publish_target {
+    struct tg_worker **workers;
+    unsigned num;
+};
+
+static int publish_to_workers(void *arg, SSL_CTX *server, SSL_CTX *client) {
+    const struct publish_target *t = arg;
+    int ok = 1;
+    for (unsigned w = 0; w < t->num; w++)
+        ok &= tg_worker_set_contexts(t->workers[w], server, client);
+    return ok;
+}
+
 static int cmd_run(const struct options *o) {
     struct tg_config cfg;
     tg_config_init(&cfg);
     // The first generation; the control owns it from here on and replaces it on reload.
     struct tg_tls *tls = calloc(1, sizeof(*tls));
     int rc = tls != NULL ? load(o, &cfg, tls, 0) : EXIT_POLICY;
-    struct tg_control *control = rc == EXIT_OK ? tg_control_new(&cfg, tls, o->allow_noncompliant)
-                                               : NULL;
+    struct tg_control *control =
+        rc == EXIT_OK ? tg_control_new(&cfg, tls, o->allow_noncompliant) : NULL;
     if (control == NULL) {
         if (tls != NULL)
             tg_tls_cleanup(tls);
@@ -211,18 +224,22 @@ static int cmd_run(const struct options *o) {
         kinds[l] = cfg.listeners[l].direction == TG_INBOUND ? "inbound" : "outbound";
     }
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
-    struct tg_runtime rt = {.cfg = &cfg, .tls = tls, .metrics = metrics,
-                            .num_workers = num_workers};
+    struct tg_peers *peers = tg_peers_new(num_workers);
+    struct tg_runtime rt = {
+        .cfg = &cfg, .tls = tls, .metrics = metrics, .peers = peers, .num_workers = num_workers};
     // The flow-token key of mode = sip: one per process, shared by every worker.
     RAND_bytes(rt.sip_key, sizeof(rt.sip_key));
     struct tg_worker **workers = calloc(num_workers, sizeof(*workers));
     int *fds = malloc(num_workers * cfg.num_listeners * sizeof(int));
     struct tg_admin *admin = NULL;
     _Atomic int draining = 0;
-    struct tg_admin_info admin_info = {.cfg = &cfg, .metrics = metrics,
-                                       .num_workers = num_workers, .draining = &draining,
+    struct tg_admin_info admin_info = {.cfg = &cfg,
+                                       .metrics = metrics,
+                                       .num_workers = num_workers,
+                                       .draining = &draining,
                                        .started = (long long)time(NULL),
-                                       .control = control};
+                                       .control = control,
+                                       .peers = peers};
     unsigned started = 0;
     rc = EXIT_POLICY;
     // Signals are taken by signalfd on this thread. They are blocked before any other thread
@@ -235,7 +252,8 @@ static int cmd_run(const struct options *o) {
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-    if (metrics == NULL || workers == NULL || fds == NULL || names == NULL || kinds == NULL) {
+    if (metrics == NULL || peers == NULL || workers == NULL || fds == NULL || names == NULL ||
+        kinds == NULL) {
         TG_ERROR("startup_failed", "reason=\"out of memory\"");
         goto out;
     }
@@ -263,10 +281,9 @@ static int cmd_run(const struct options *o) {
     if (!drop_privileges(cfg.user))
         goto out;
 
-
     for (unsigned w = 0; w < num_workers; w++) {
-        workers[w] = tg_worker_start(&rt, w, &fds[w * cfg.num_listeners], per_worker, err,
-                                     sizeof(err));
+        workers[w] =
+            tg_worker_start(&rt, w, &fds[w * cfg.num_listeners], per_worker, err, sizeof(err));
         for (size_t l = 0; l < cfg.num_listeners; l++)
             fds[w * cfg.num_listeners + l] = -1; // owned by the worker now, or closed
         if (workers[w] == NULL) {
@@ -275,7 +292,8 @@ static int cmd_run(const struct options *o) {
         }
         started++;
     }
-    tg_control_set_workers(control, workers, started);
+    struct publish_target publish = {.workers = workers, .num = started};
+    tg_control_set_publisher(control, publish_to_workers, &publish);
     for (size_t l = 0; l < cfg.num_listeners; l++) {
         char listen[80], target[80];
         const struct tg_listener_conf *lc = &cfg.listeners[l];
@@ -319,7 +337,7 @@ static int cmd_run(const struct options *o) {
     rc = EXIT_OK;
 stop:
     atomic_store(&draining, 1);
-    tg_control_set_workers(control, NULL, 0); // waits for a reload in progress
+    tg_control_set_publisher(control, NULL, NULL); // waits for a reload in progress
     for (unsigned w = 0; w < started; w++)
         tg_worker_stop(workers[w]);
     for (unsigned w = 0; w < started; w++)
@@ -337,6 +355,7 @@ out:
     free(fds);
     free(workers);
     tg_metrics_free(metrics);
+    tg_peers_free(peers);
     free(names);
     free(kinds);
     tg_control_free(control);

@@ -235,9 +235,10 @@ int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out,
                    "# TYPE tlsgate_connections_rejected_total counter\n");
     for (size_t l = 0; l < nl; l++)
         for (int r = 0; r < TG_REJECT_NUM; r++)
-            out_printf(&o, "tlsgate_connections_rejected_total{listener=\"%s\",reason=\"%s\"} %llu\n",
-                       m->listener_names[l], k_reject_names[r],
-                       (unsigned long long)sum(m, l, FIELD(rejected) + (size_t)r * sizeof(tg_counter)));
+            out_printf(
+                &o, "tlsgate_connections_rejected_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                m->listener_names[l], k_reject_names[r],
+                (unsigned long long)sum(m, l, FIELD(rejected) + (size_t)r * sizeof(tg_counter)));
     render_sip(m, &o);
     render_targets(m, &o);
     if (extra != NULL)

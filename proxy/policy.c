@@ -286,7 +286,7 @@ static int leaf_dates_are_ours(int ok, X509_STORE_CTX *ctx) {
 // issuer could not be found and |out_orphan| is not NULL, |*out_orphan| gets a new reference to
 // the certificate whose issuer is missing (else NULL). A fresh X509_STORE_CTX per call keeps
 // concurrent callers apart; the store itself is locked inside BoringSSL.
-static int verify_chain(X509_STORE *store, X509 *leaf, STACK_OF(X509) * untrusted, int64_t now,
+static int verify_chain(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrusted, int64_t now,
                         int *out_err, int *out_depth, size_t *out_len, X509 **out_orphan) {
     *out_err = X509_V_ERR_OUT_OF_MEM;
     *out_depth = 0;
@@ -369,7 +369,7 @@ int tg_policy_add_ca(struct tg_policy *p, X509 *ca) {
 
 // read_pem_certs reads every certificate of the PEM file at |path| into a new stack. Returns
 // NULL with a reason in |err| on failure, or when the file holds no certificate.
-static STACK_OF(X509) * read_pem_certs(const char *path, char *err, size_t err_len) {
+static STACK_OF(X509) *read_pem_certs(const char *path, char *err, size_t err_len) {
     BIO *bio = BIO_new_file(path, "r");
     if (bio == NULL) {
         set_detail(err, err_len, "cannot open '%s'", path);
@@ -514,7 +514,7 @@ static enum tg_verdict peer_key(const struct tg_policy *p, X509 *leaf, char *det
     return TG_VERDICT_KEY_TOO_SMALL;
 }
 
-static enum tg_verdict peer_chain(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) * untrusted,
+static enum tg_verdict peer_chain(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
                                   int64_t now, char *detail, size_t detail_len) {
     int err, depth;
     size_t len;
@@ -626,7 +626,7 @@ static enum tg_verdict peer_san(X509 *leaf, const char *name, char *detail, size
     return TG_VERDICT_SAN_MISMATCH;
 }
 
-static enum tg_verdict check_peer(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) * untrusted,
+static enum tg_verdict check_peer(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
                                   int64_t now, const char **out_name, char *detail,
                                   size_t detail_len) {
     if (leaf == NULL) {
@@ -670,7 +670,7 @@ static enum tg_verdict check_peer(const struct tg_policy *p, X509 *leaf, STACK_O
 }
 
 enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, X509 *leaf,
-                                     STACK_OF(X509) * untrusted, int64_t now, const char **out_name,
+                                     STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
                                      char *detail, size_t detail_len) {
     if (out_name != NULL) {
         *out_name = NULL;
@@ -712,7 +712,7 @@ static void own_self_signed(struct own_out *o, X509 *leaf) {
     emit(o, "not_self_signed", TG_RULE_PASS, "issued by a CA");
 }
 
-static void own_chain(struct own_out *o, X509 *leaf, STACK_OF(X509) * chain, X509_STORE *trust,
+static void own_chain(struct own_out *o, X509 *leaf, STACK_OF(X509) *chain, X509_STORE *trust,
                       int64_t now) {
     if (trust == NULL) {
         emit(o, "chain", TG_RULE_PASS, "skipped: no trust store given");
@@ -889,7 +889,7 @@ static void own_eku(struct own_out *o, X509 *leaf) {
                             : "clientAuth");
 }
 
-size_t tg_policy_check_own(const char *fqdn, X509 *leaf, STACK_OF(X509) * chain, EVP_PKEY *key,
+size_t tg_policy_check_own(const char *fqdn, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
                            X509_STORE *trust, int64_t now, struct tg_rule_result *out,
                            size_t max_out) {
     struct own_out o = {out, out != NULL ? max_out : 0, 0};

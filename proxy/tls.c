@@ -11,9 +11,8 @@
 #include <openssl/pem.h>
 #include <openssl/pool.h>
 
-const char tg_tls_default_ciphers[] =
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256";
+const char tg_tls_default_ciphers[] = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
+                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256";
 
 // The policy outlives the tg_tls that built it: each SSL_CTX holds a reference through its ex
 // data, so connections still running on an old generation keep verifying against the policy

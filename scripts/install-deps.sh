@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   android-libboringssl-dev liburing-dev libjemalloc-dev libinih-dev libsrtp2-dev
   libmicrohttpd-dev libcmocka-dev libbenchmark-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   openssl sip-tester python3 curl procps util-linux
   haproxy stunnel4 nginx libnginx-mod-stream
   kamailio kamailio-tls-modules

@@ -9,9 +9,15 @@ JOBS=$(nproc)
 
 scripts/install-deps.sh
 
+echo "== format (.clang-format, every tracked C/C++ file) =="
+scripts/check-format.sh
+
 echo "== build (release) =="
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$JOBS"
+echo "== build (Release: -O3 finds warnings -O2 does not; compiled only, no tests) =="
+cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-release -j "$JOBS"
 echo "== tests (release) =="
 (cd build && ctest --output-on-failure)
 

@@ -639,7 +639,6 @@ static int drain_ready(const struct lg_engine *e, const struct lg_conn *c) {
     }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // sip-options: each request is OPTIONS sip:pbx@127.0.0.1 with CSeq n (1, 2, ... per
 // connection) and the branch z9hG4bKlg<conn>x<n>. |c->lat| holds the send times of the
@@ -748,8 +747,8 @@ static void sip_response(struct lg_engine *e, struct lg_conn *c, const char *m, 
     char want[64];
     int wn = snprintf(want, sizeof(want), "z9hG4bKlg%ux%llu", e->first_id + conn_idx(e, c), cseq);
     uint64_t idx = cseq - (c->lat_done + 1);
-    if (cseq <= c->lat_done || idx >= c->lat_len || branch == NULL ||
-        branch_len != (size_t)wn || memcmp(branch, want, branch_len) != 0) {
+    if (cseq <= c->lat_done || idx >= c->lat_len || branch == NULL || branch_len != (size_t)wn ||
+        memcmp(branch, want, branch_len) != 0) {
         conn_error(e, c, "a response that matches no outstanding request (CSeq/branch)");
         return;
     }
@@ -774,8 +773,7 @@ static void sip_response(struct lg_engine *e, struct lg_conn *c, const char *m, 
         lat_pop(c);
         c->lat_done++;
     }
-    if (e->o->rate <= 0 && (e->phase == PH_WARMUP || e->phase == PH_MEASURE) &&
-        c->state == CS_OPEN)
+    if (e->o->rate <= 0 && (e->phase == PH_WARMUP || e->phase == PH_MEASURE) && c->state == CS_OPEN)
         sip_send(e, c, e->now); // closed loop: the next transaction
 }
 
@@ -1067,7 +1065,8 @@ static void begin_load(struct lg_engine *e) {
         struct lg_conn *c = &e->conns[i];
         if (o->mode == LG_MODE_SIP && o->rate <= 0 && c->state == CS_OPEN)
             sip_send(e, c, e->now); // closed loop: one transaction each, the next on its answer
-        conn_flush(e, c); // bulk: writing starts
+        // bulk: writing starts
+        conn_flush(e, c);
         conn_reap(e, c);
     }
 }

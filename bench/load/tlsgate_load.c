@@ -42,8 +42,7 @@ enum { EXIT_OK = 0, EXIT_ALL_FAILED = 1, EXIT_USAGE = 2 };
 
 static volatile sig_atomic_t g_stop;
 
-static const char *const k_mode_names[] = {"handshake", "bulk", "latency", "idle",
-                                              "sip-options"};
+static const char *const k_mode_names[] = {"handshake", "bulk", "latency", "idle", "sip-options"};
 
 static void usage(FILE *f) {
     fprintf(

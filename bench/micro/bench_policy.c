@@ -20,8 +20,8 @@ struct der {
 struct policy_case {
     struct tg_policy *policy;
     X509 *leaf;
-    STACK_OF(X509) * chain; // the intermediate
-    struct der der[2];      // leaf, intermediate
+    STACK_OF(X509) *chain; // the intermediate
+    struct der der[2];     // leaf, intermediate
 };
 
 static struct policy_case g_policy;
@@ -63,7 +63,7 @@ static int policy_case_init(struct policy_case *pc, struct tgb_world *w) {
 }
 
 static int check(struct tg_bench_state *st, const struct policy_case *pc, X509 *leaf,
-                 STACK_OF(X509) * chain) {
+                 STACK_OF(X509) *chain) {
     char detail[256];
     const char *name = NULL;
     enum tg_verdict v = tg_policy_check_peer(pc->policy, leaf, chain, (int64_t)time(NULL), &name,

@@ -16,14 +16,16 @@
 //   POST /reload  builds and publishes a new generation; 200 with JSON, or 422 with the reason
 struct tg_admin;
 struct tg_control;
+struct tg_peers;
 
 struct tg_admin_info {
     const struct tg_config *cfg;
     const struct tg_metrics *metrics;
     unsigned num_workers;
     const _Atomic int *draining;
-    long long started;   // CLOCK_REALTIME seconds
-    struct tg_control *control; // may be NULL (no reload, no certificate status)
+    long long started;            // CLOCK_REALTIME seconds
+    struct tg_control *control;   // may be NULL (no reload, no certificate status)
+    const struct tg_peers *peers; // recently verified peers (may be NULL)
 };
 
 // tg_admin_start starts serving on |info->cfg->admin_listen|. |info| is borrowed and must

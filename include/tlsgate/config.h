@@ -22,7 +22,7 @@ enum tg_direction { TG_INBOUND = 0, TG_OUTBOUND };
 struct tg_target {
     char host[TG_HOST_MAX]; // without brackets for IPv6
     uint16_t port;
-    int resolved;           // 1 once |addr| holds an address
+    int resolved; // 1 once |addr| holds an address
     struct sockaddr_storage addr;
     socklen_t addr_len;
 };
@@ -32,8 +32,8 @@ struct tg_listener_conf {
     char name[TG_NAME_MAX];
     enum tg_direction direction;
     enum tg_mode mode;
-    int line;                        // line of the section header, for messages
-    struct tg_target listen;         // numeric, resolved by the loader
+    int line;                // line of the section header, for messages
+    struct tg_target listen; // numeric, resolved by the loader
     // inbound: exactly one (`forward`); outbound: the `connect` list, tried in order.
     struct tg_target targets[TG_MAX_TARGETS];
     size_t num_targets;
@@ -48,29 +48,29 @@ struct tg_config {
     char path[4096];
 
     // [global]
-    unsigned workers;                // 0 = auto (online CPUs)
-    uint32_t max_connections;        // whole process, default 10000
-    enum tg_log_level log_level;     // default info
-    char user[TG_NAME_MAX];          // empty: keep the current user
-    uint32_t drain_timeout_ms;       // default 10000
-    uint32_t buffer_size;            // bytes queued per direction per connection, default 65536
+    unsigned workers;            // 0 = auto (online CPUs)
+    uint32_t max_connections;    // whole process, default 10000
+    enum tg_log_level log_level; // default info
+    char user[TG_NAME_MAX];      // empty: keep the current user
+    uint32_t drain_timeout_ms;   // default 10000
+    uint32_t buffer_size;        // bytes queued per direction per connection, default 65536
 
     // [admin]
-    int admin_enabled;               // default 1
-    struct tg_target admin_listen;   // default 127.0.0.1:9900
+    int admin_enabled;             // default 1
+    struct tg_target admin_listen; // default 127.0.0.1:9900
 
     // [tls]
     char cert[4096];
     char key[4096];
     char ca[4096];
     char fqdn[TG_HOST_MAX];
-    char **peer_names;               // owned; exact, case-sensitive
+    char **peer_names; // owned; exact, case-sensitive
     size_t num_peer_names;
-    uint32_t min_key_bits;           // default 2048, never under 1024
-    uint16_t min_version;            // TLS1_2_VERSION (0x0303) or TLS1_3_VERSION (0x0304)
-    char ciphers[512];               // TLS 1.2 cipher list; empty = the Teams Direct Routing list
-    uint32_t handshake_timeout_ms;   // default 10000
-    uint32_t idle_timeout_ms;        // default 300000; 0 = none
+    uint32_t min_key_bits;         // default 2048, never under 1024
+    uint16_t min_version;          // TLS1_2_VERSION (0x0303) or TLS1_3_VERSION (0x0304)
+    char ciphers[512];             // TLS 1.2 cipher list; empty = the Teams Direct Routing list
+    uint32_t handshake_timeout_ms; // default 10000
+    uint32_t idle_timeout_ms;      // default 300000; 0 = none
 
     struct tg_listener_conf *listeners; // owned
     size_t num_listeners;

@@ -12,10 +12,14 @@
 // The control plane's state: the current configuration generation (our certificate, key, CA
 // bundle, peer names and the contexts built from them), reload, certificate expiry, and what
 // /status shows. Everything here runs off the data path; a mutex serialises reloads (SIGHUP on
-// the control thread, POST /reload on the admin thread) and status reads.
+// the control thread, POST /reload on the admin thread) and status reads. The control knows
+// nothing of the workers: a validated generation leaves through the publisher main wires in.
 
-struct tg_worker;
 struct tg_control;
+
+// tg_publish_fn hands a validated generation's contexts to the workers (each takes its own
+// references). Returns 0 when it could not (memory short).
+typedef int (*tg_publish_fn)(void *arg, SSL_CTX *server, SSL_CTX *client);
 
 // tg_control_new takes ownership of |tls| (heap-allocated, already built from |cfg|, its
 // certificate already checked) as the first generation. |cfg| is borrowed: the listeners,
@@ -24,9 +28,9 @@ struct tg_control;
 struct tg_control *tg_control_new(const struct tg_config *cfg, struct tg_tls *tls,
                                   int allow_noncompliant);
 
-// tg_control_set_workers tells the control which workers receive new generations.
-void tg_control_set_workers(struct tg_control *c, struct tg_worker **workers,
-                            unsigned num_workers);
+// tg_control_set_publisher sets how new generations reach the workers (NULL: they are not
+// handed out). Setting it waits for a reload in progress.
+void tg_control_set_publisher(struct tg_control *c, tg_publish_fn publish, void *arg);
 
 // tg_control_free releases the control and its generation. NULL is a no-op.
 void tg_control_free(struct tg_control *c);
@@ -36,33 +40,17 @@ void tg_control_free(struct tg_control *c);
 // present the new certificate; open connections keep theirs. A failed reload changes nothing.
 // |trigger| names the cause in the log ("SIGHUP", "admin"). |out_json| (may be NULL) receives a
 // one-line JSON result. Returns 1 when the new generation was published.
-int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json,
-                      size_t out_len);
+int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json, size_t out_len);
 
 // tg_control_tick runs periodic checks: expiry warnings at 30, 7 and 1 days left.
 void tg_control_tick(struct tg_control *c);
 
 // tg_control_status_json appends to |buf| (at most |len| bytes, NUL-terminated) the
 // control's part of /status, as JSON members without the surrounding braces:
-// "certificate":{...},"ca":{...},"last_reload":{...},"recent_peers":[...]. Returns the length.
+// "certificate":{...},"ca":{...},"last_reload":{...}. Returns the length.
 size_t tg_control_status_json(struct tg_control *c, char *buf, size_t len);
 
 // tg_control_metrics appends Prometheus lines for reloads and certificate expiry.
 size_t tg_control_metrics(struct tg_control *c, char *buf, size_t len);
-
-// tg_control_note_peer records a peer certificate that passed verification (for /status).
-// Safe from any thread; cheap enough for the handshake path.
-void tg_control_note_peer(const char *name, X509 *leaf);
-
-// tg_control_peer_info extracts what tg_control_note_peer records: the issuer as one line and
-// notAfter in seconds since the epoch.
-void tg_control_peer_info(X509 *leaf, char *out_issuer, size_t issuer_len,
-                          int64_t *out_not_after);
-
-// tg_control_note_peer_info records a verified peer from already extracted fields.
-void tg_control_note_peer_info(const char *name, const char *issuer, int64_t not_after);
-
-// tg_json_escape writes |s| into |out| as the inside of a JSON string. Returns the length.
-size_t tg_json_escape(char *out, size_t out_len, const char *s);
 
 #endif // TLSGATE_CONTROL_H

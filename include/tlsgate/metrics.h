@@ -30,10 +30,10 @@ enum tg_reject_reason { TG_REJECT_MAX_CONNECTIONS = 0, TG_REJECT_DRAINING, TG_RE
 // tg_listener_counters are one worker's counters for one listener.
 struct tg_listener_counters {
     tg_counter conns_opened;
-    tg_counter conns_closed;           // active = opened - closed
+    tg_counter conns_closed; // active = opened - closed
     tg_counter handshakes[TG_VERDICT_NUM];
-    tg_counter bytes_up;               // plaintext from the accepted side toward the far side
-    tg_counter bytes_down;             // plaintext from the far side back to the accepted side
+    tg_counter bytes_up;                // plaintext from the accepted side toward the far side
+    tg_counter bytes_down;              // plaintext from the far side back to the accepted side
     tg_counter upstream_connect_errors; // connect() to a forward/connect target failed
     tg_counter rejected[TG_REJECT_NUM];
     // mode = sip only (zero elsewhere):
@@ -62,8 +62,8 @@ struct tg_metrics {
     struct tg_target_health *targets; // [listener * TG_METRICS_MAX_TARGETS + target]
     size_t num_workers;
     size_t num_listeners;
-    const char **listener_names;       // borrowed, |num_listeners| entries
-    const char **listener_kinds;       // borrowed: "inbound" or "outbound"
+    const char **listener_names;              // borrowed, |num_listeners| entries
+    const char **listener_kinds;              // borrowed: "inbound" or "outbound"
     struct tg_listener_counters **per_worker; // [worker] -> array of |num_listeners|
 };
 

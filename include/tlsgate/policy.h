@@ -27,10 +27,10 @@ enum tg_verdict {
     TG_VERDICT_SAN_MISMATCH,      // no DNS SAN equals the CN that matched
     TG_VERDICT_SAN_CASE_MISMATCH, // ... but one equals it when case is ignored
     TG_VERDICT_POLICY_MAX = TG_VERDICT_SAN_CASE_MISMATCH,
-    TG_VERDICT_HANDSHAKE_ERROR,   // TLS protocol failure (garbage, no shared cipher, alert)
-    TG_VERDICT_TIMEOUT,           // handshake_timeout_ms elapsed
-    TG_VERDICT_PEER_CLOSED,       // the peer closed during the handshake
-    TG_VERDICT_CONNECT_FAILED,    // outbound: no target could be reached
+    TG_VERDICT_HANDSHAKE_ERROR, // TLS protocol failure (garbage, no shared cipher, alert)
+    TG_VERDICT_TIMEOUT,         // handshake_timeout_ms elapsed
+    TG_VERDICT_PEER_CLOSED,     // the peer closed during the handshake
+    TG_VERDICT_CONNECT_FAILED,  // outbound: no target could be reached
     TG_VERDICT_NUM
 };
 
@@ -69,15 +69,15 @@ void tg_policy_set_min_rsa_bits(struct tg_policy *p, unsigned bits);
 // key size, chain to a trusted CA, names. On OK, |*out_name| (if not NULL) points at the
 // peer name that matched (owned by |p|). |detail| receives a short human reason (may be NULL).
 enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, X509 *leaf,
-                                     STACK_OF(X509) *untrusted, int64_t now,
-                                     const char **out_name, char *detail, size_t detail_len);
+                                     STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
+                                     char *detail, size_t detail_len);
 
 // Rules over our own certificate, as PASS / WARN / FAIL lines.
 enum tg_rule_status { TG_RULE_PASS = 0, TG_RULE_WARN, TG_RULE_FAIL };
 
 struct tg_rule_result {
-    const char *rule;       // stable identifier: "not_self_signed", "chain", "cn_matches_fqdn",
-                            // "san_matches_fqdn", "key_size", "key_matches", "validity", "eku"
+    const char *rule; // stable identifier: "not_self_signed", "chain", "cn_matches_fqdn",
+                      // "san_matches_fqdn", "key_size", "key_matches", "validity", "eku"
     enum tg_rule_status status;
     char detail[256];
 };

@@ -33,9 +33,9 @@ struct tg_sipconn_io {
     void *arg;
     int (*can_send)(void *arg, enum tg_sip_side side);
     int (*send)(void *arg, enum tg_sip_side side, const uint8_t *data, uint32_t len);
-    struct tg_sip_flow self;          // this connection (side unused)
-    uint8_t *scratch;                 // the worker's, |scratch_len| bytes: at least
-                                      // TG_SIPCONN_SCRATCH_FOR(the connection's max_message)
+    struct tg_sip_flow self; // this connection (side unused)
+    uint8_t *scratch;        // the worker's, |scratch_len| bytes: at least
+                             // TG_SIPCONN_SCRATCH_FOR(the connection's max_message)
     uint32_t scratch_len;
     struct tg_listener_counters *ctr; // this listener's counters on this worker
     uint32_t conn_seq;                // for log lines: `conn=w<self.worker>-<conn_seq>`

@@ -6,6 +6,7 @@
 
 #include "tlsgate/config.h"
 #include "tlsgate/metrics.h"
+#include "tlsgate/peers.h"
 #include "tlsgate/tls.h"
 
 // tg_runtime is what every worker reads and none writes: the configuration, the metrics
@@ -15,12 +16,14 @@ struct tg_runtime {
     const struct tg_config *cfg;
     struct tg_tls *tls;
     struct tg_metrics *metrics;
+    struct tg_peers *peers; // recently verified peers, one ring per worker (may be NULL)
     unsigned num_workers;
     uint8_t sip_key[16]; // flow-token MAC key of mode = sip (RAND_bytes at startup)
 };
 
-// tg_worker is one I/O thread: its own io_uring, its own SO_REUSEPORT listening sockets, its
-// own connection table and provided-buffer ring. Nothing on its data path is shared.
+// tg_worker is one I/O thread: its own loop (io_uring, provided buffers), its own SO_REUSEPORT
+// listening sockets, its own connection table. Nothing on its data path is shared, and it
+// takes no lock: a new generation arrives through an atomic mailbox and a wake-up.
 struct tg_worker;
 
 // tg_listen_open creates a bound, listening TCP socket for |addr| with SO_REUSEPORT set, so
@@ -46,8 +49,5 @@ int tg_worker_set_contexts(struct tg_worker *w, SSL_CTX *server, SSL_CTX *client
 
 // tg_worker_join waits for the thread to end and frees the worker.
 void tg_worker_join(struct tg_worker *w);
-
-// tg_verify_peer is the custom verify callback of both SSL_CTXs (see tg_verify_fn).
-enum ssl_verify_result_t tg_verify_peer(SSL *ssl, uint8_t *out_alert);
 
 #endif // TLSGATE_WORKER_H

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "tlsgate/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "tlsgate/sip.h"
 #include "tlsgate/siprw.h"
 

@@ -641,7 +641,7 @@ static void tg_conn_step(struct tg_engine *eng, struct tg_conn *conn, uint32_t e
         }
         conn->state = TG_CONN_HANDSHAKE;
     }
-        // fall through
+        __attribute__((fallthrough));
     case TG_CONN_HANDSHAKE: {
         ERR_clear_error();
         errno = 0;
@@ -656,7 +656,7 @@ static void tg_conn_step(struct tg_engine *eng, struct tg_conn *conn, uint32_t e
         conn->state = TG_CONN_ESTABLISHED;
         eng->num_established++;
     }
-        // fall through
+        __attribute__((fallthrough));
     case TG_CONN_ESTABLISHED:
         if (!eng->barrier_released) {
             // Keep reading so that tickets are consumed and a late refusal is noticed.
@@ -664,7 +664,7 @@ static void tg_conn_step(struct tg_engine *eng, struct tg_conn *conn, uint32_t e
             return;
         }
         conn->state = TG_CONN_TRANSFER;
-        // fall through
+        __attribute__((fallthrough));
     case TG_CONN_TRANSFER:
         if (!tg_conn_pump_write(eng, conn)) {
             return;

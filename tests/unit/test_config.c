@@ -622,9 +622,8 @@ static void test_relative_paths(void **state) {
                                "peer_names = sip.example-carrier.net\n" INBOUND_SECTION;
     struct tg_config cfg;
     char err[256];
-    assert_int_equal(tg_config_parse(&cfg, "/etc/tlsgate/t.conf", text, strlen(text), err,
-                                     sizeof(err)),
-                     1);
+    assert_int_equal(
+        tg_config_parse(&cfg, "/etc/tlsgate/t.conf", text, strlen(text), err, sizeof(err)), 1);
     assert_string_equal(cfg.cert, "/etc/tlsgate/pki/sbc.crt");
     assert_string_equal(cfg.key, "/abs/sbc.key");
     assert_string_equal(cfg.ca, "/etc/tlsgate/../ca.pem");

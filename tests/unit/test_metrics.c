@@ -36,11 +36,16 @@ static void test_sums_across_workers(void **state) {
     }
     tg_counter_add(&tg_metrics_worker(m, 1)[0].handshakes[TG_VERDICT_CN_CASE_MISMATCH], 2);
     char *out = render(m, NULL);
-    assert_non_null(strstr(out, "tlsgate_connections_active{listener=\"provider\",kind=\"inbound\"} 9\n"));
-    assert_non_null(strstr(out, "tlsgate_connections_total{listener=\"provider\",kind=\"inbound\"} 30\n"));
-    assert_non_null(strstr(out, "tlsgate_handshakes_total{listener=\"provider\",result=\"ok\"} 15\n"));
-    assert_non_null(strstr(out, "tlsgate_handshakes_total{listener=\"provider\",result=\"cn_case_mismatch\"} 2\n"));
-    assert_non_null(strstr(out, "tlsgate_bytes_total{listener=\"provider\",direction=\"up\"} 3000\n"));
+    assert_non_null(
+        strstr(out, "tlsgate_connections_active{listener=\"provider\",kind=\"inbound\"} 9\n"));
+    assert_non_null(
+        strstr(out, "tlsgate_connections_total{listener=\"provider\",kind=\"inbound\"} 30\n"));
+    assert_non_null(
+        strstr(out, "tlsgate_handshakes_total{listener=\"provider\",result=\"ok\"} 15\n"));
+    assert_non_null(strstr(
+        out, "tlsgate_handshakes_total{listener=\"provider\",result=\"cn_case_mismatch\"} 2\n"));
+    assert_non_null(
+        strstr(out, "tlsgate_bytes_total{listener=\"provider\",direction=\"up\"} 3000\n"));
     assert_non_null(strstr(out, "tlsgate_bytes_total{listener=\"pbx\",direction=\"down\"} 3\n"));
     // ok is always shown; a reason that never happened is not.
     assert_non_null(strstr(out, "tlsgate_handshakes_total{listener=\"pbx\",result=\"ok\"} 0\n"));

@@ -97,7 +97,7 @@ static void assert_detail_safe(const char *detail) {
 }
 
 // check runs the peer check against |p| at |now| and verifies the detail is log-safe.
-static enum tg_verdict check_at(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) * untrusted,
+static enum tg_verdict check_at(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
                                 int64_t now, const char **out_name) {
     char detail[128];
     detail[0] = '\0';
@@ -467,7 +467,7 @@ static void test_peer_rule_order(void **state) {
 struct concurrent_job {
     X509 *good;
     X509 *bad;
-    STACK_OF(X509) * untrusted;
+    STACK_OF(X509) *untrusted;
     int failures;
 };
 
@@ -526,7 +526,7 @@ static const char *const kOwnRules[] = {"not_self_signed",  "chain",    "cn_matc
                                         "validity",         "eku"};
 #define NUM_OWN_RULES (sizeof(kOwnRules) / sizeof(kOwnRules[0]))
 
-static void run_own(struct own *out, X509 *leaf, STACK_OF(X509) * chain, EVP_PKEY *key,
+static void run_own(struct own *out, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
                     X509_STORE *trust, int64_t now) {
     out->n = tg_policy_check_own(PEER, leaf, chain, key, trust, now, out->r, TG_OWN_RULES_MAX);
     assert_int_equal(out->n, NUM_OWN_RULES);

@@ -430,7 +430,8 @@ static void test_response_via_list_in_one_header(void **state) {
     rewrite_req(&fwd, &in, &k_prov_flow, NULL);
     // The PBX answers with both Vias folded into one header, our Via first.
     char ours[256], head[2048];
-    snprintf(ours, sizeof(ours), "%s", value_of(&fwd, TG_SIP_H_VIA, 0));
+    assert_true(snprintf(ours, sizeof(ours), "%s", value_of(&fwd, TG_SIP_H_VIA, 0)) <
+                (int)sizeof(ours));
     snprintf(
         head, sizeof(head),
         "SIP/2.0 180 Ringing\r\nv: %s ,\r\n SIP/2.0/TLS 52.114.1.1:5061;branch=z9hG4bKac1234\r\n"
@@ -570,7 +571,7 @@ static void test_same_transaction_same_branch(void **state) {
     rewrite_req(&ob, &b, &k_prov_flow, NULL);
     rewrite_req(&oc, &c, &k_prov_flow, NULL);
     char va[256];
-    snprintf(va, sizeof(va), "%s", value_of(&oa, TG_SIP_H_VIA, 0));
+    assert_true(snprintf(va, sizeof(va), "%s", value_of(&oa, TG_SIP_H_VIA, 0)) < (int)sizeof(va));
     assert_string_equal(va, value_of(&ob, TG_SIP_H_VIA, 0));
     assert_string_not_equal(va, value_of(&oc, TG_SIP_H_VIA, 0));
     assert_int_equal(ob.msg.first[TG_SIP_H_RECORD_ROUTE], -1);

@@ -1,0 +1,738 @@
+// The connection layer: life cycle, the byte relay of tcp mode, handshake outcomes and the
+// step that turns the decision of connstep.c into operations (see include/tlsgate/conn.h).
+#include "tlsgate/conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "tlsgate/log.h"
+#include "tlsgate/probes.h"
+#include "tlsgate/sipglue.h"
+#include "tlsgate/upstream.h"
+
+#define TLS_SLACK (TG_TLS_CHUNK + 1024u) // room the ciphertext queue keeps for one more record
+
+static const char *listener_label(const void *arg, uint16_t listener) {
+    const struct tg_config *cfg = arg;
+    return cfg->listeners[listener].name;
+}
+
+int tg_conns_init(struct tg_conns *cs, struct tg_loop *loop, const struct tg_config *cfg,
+                  struct tg_metrics *metrics, unsigned worker_id, uint32_t max_conns,
+                  SSL_CTX *server, SSL_CTX *client, const uint8_t *sip_key,
+                  struct tg_peer_ring *peers) {
+    memset(cs, 0, sizeof(*cs));
+    cs->loop = loop;
+    cs->cfg = cfg;
+    cs->metrics = metrics;
+    cs->ctr = tg_metrics_worker(metrics, worker_id);
+    cs->worker_id = worker_id;
+    cs->sip_key = sip_key;
+    cs->tls_qsize = cfg->buffer_size + TLS_SLACK;
+    tg_tlane_init(&cs->hs_lane, cfg->handshake_timeout_ms);
+    tg_tlane_init(&cs->idle_lane, cfg->idle_timeout_ms);
+    tg_bufcache_init(&cs->bc, cfg->buffer_size, cs->tls_qsize);
+    tg_verifier_init(&cs->verifier, peers);
+    cs->tlsenv = (struct tg_tlsenv){.bc = &cs->bc,
+                                    .out_size = cs->tls_qsize,
+                                    .verifier = &cs->verifier,
+                                    .worker_id = worker_id,
+                                    .label = listener_label,
+                                    .label_arg = cfg};
+    SSL_CTX_up_ref(server);
+    SSL_CTX_up_ref(client);
+    cs->server_ctx = server;
+    cs->client_ctx = client;
+    if (!tg_slab_init(&cs->slab, sizeof(struct tg_conn), max_conns))
+        return 0;
+    return tg_sipglue_init(cs);
+}
+
+static void conn_free(struct tg_conns *cs, struct tg_conn *c);
+
+void tg_conns_cleanup(struct tg_conns *cs) {
+    for (uint32_t i = 0; cs->slab.objs != NULL && i < cs->slab.cap; i++)
+        if (tg_slab_live(&cs->slab, i))
+            conn_free(cs, tg_slab_at(&cs->slab, i));
+    tg_sipglue_cleanup(cs);
+    tg_slab_cleanup(&cs->slab);
+    SSL_CTX_free(cs->server_ctx);
+    SSL_CTX_free(cs->client_ctx);
+    tg_verifier_cleanup(&cs->verifier);
+    tg_bufcache_cleanup(&cs->bc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submissions.
+
+static void submit_recv(struct tg_conns *cs, struct tg_conn *c, int tls) {
+    struct io_uring_sqe *sqe = tg_loop_sqe(cs->loop);
+    io_uring_prep_recv_multishot(sqe, tls ? c->tio.fd : c->plain_fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = TG_BUF_GROUP;
+    io_uring_sqe_set_data64(sqe,
+                            tg_conn_ud(cs, c, tls ? TG_CONN_OP_RECV_TLS : TG_CONN_OP_RECV_PLAIN));
+    c->flags |= tls ? TG_F_TLS_RECV : TG_F_PLAIN_RECV;
+    c->inflight++;
+}
+
+static void cancel_recv(struct tg_conns *cs, struct tg_conn *c, int tls) {
+    tg_loop_cancel_ud(cs->loop,
+                      tg_conn_ud(cs, c, tls ? TG_CONN_OP_RECV_TLS : TG_CONN_OP_RECV_PLAIN), 0);
+    c->flags |= tls ? TG_F_TLS_RECV_CANCEL : TG_F_PLAIN_RECV_CANCEL;
+}
+
+static void submit_send(struct tg_conns *cs, struct tg_conn *c, int tls) {
+    struct tg_bufq *q = tls ? &c->tio.out : &c->to_plain;
+    struct io_uring_sqe *sqe = tg_loop_sqe(cs->loop);
+    io_uring_prep_send(sqe, tls ? c->tio.fd : c->plain_fd, q->data + q->head, tg_bufq_len(q),
+                       MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe,
+                            tg_conn_ud(cs, c, tls ? TG_CONN_OP_SEND_TLS : TG_CONN_OP_SEND_PLAIN));
+    if (tls)
+        c->tio.out_busy = 1;
+    else
+        c->flags |= TG_F_PLAIN_SENDING;
+    c->inflight++;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Life cycle.
+
+struct tg_conn *tg_conn_alloc(struct tg_conns *cs) {
+    uint32_t slot;
+    struct tg_conn *c = tg_slab_alloc(&cs->slab, &slot);
+    if (c == NULL)
+        return NULL;
+    c->tio.fd = -1;
+    c->tio.env = &cs->tlsenv;
+    c->plain_fd = -1;
+    c->tio.seq = ++cs->next_seq;
+    c->state = TG_CS_CONNECTING;
+    return c;
+}
+
+static void conn_free(struct tg_conns *cs, struct tg_conn *c) {
+    tg_timer_cancel(&c->timer);
+    if (c->tio.fd >= 0)
+        close(c->tio.fd);
+    if (c->plain_fd >= 0)
+        close(c->plain_fd);
+    tg_tlsio_drop(&c->tio);
+    tg_bufq_reset(&c->to_plain, &cs->bc);
+    tg_bufq_reset(&c->pend_tls, &cs->bc);
+    tg_bufq_reset(&c->pend_plain, &cs->bc);
+    if (c->flags & TG_F_PROBE)
+        tg_probes_conn_gone(cs, c);
+    else
+        tg_counter_add(&cs->ctr[c->tio.listener].conns_closed, 1);
+    tg_sipglue_detach(cs, c);
+    c->state = TG_CS_FREE;
+    tg_slab_free(&cs->slab, tg_conn_slot(cs, c));
+}
+
+void tg_conn_close(struct tg_conns *cs, struct tg_conn *c, const char *why) {
+    if (c->state == TG_CS_CLOSING || c->state == TG_CS_FREE)
+        return;
+    TG_DEBUG("conn_close", "conn=w%u-%u listener=%s why=%s", cs->worker_id, c->tio.seq,
+             tg_conn_lconf(cs, c)->name, why);
+    c->state = TG_CS_CLOSING;
+    tg_timer_cancel(&c->timer);
+    if (c->inflight == 0)
+        return;
+    if (c->tio.fd >= 0)
+        tg_loop_cancel_fd(cs->loop, c->tio.fd);
+    if (c->plain_fd >= 0)
+        tg_loop_cancel_fd(cs->loop, c->plain_fd);
+}
+
+void tg_conn_reap(struct tg_conns *cs, struct tg_conn *c) {
+    while (c->inflight == 0) {
+        if (c->state == TG_CS_CLOSING) {
+            conn_free(cs, c);
+            return;
+        }
+        if (!(c->flags & TG_F_RETRY))
+            return;
+        tg_upstream_retry(cs, c);
+    }
+}
+
+void tg_conn_fatal(struct tg_conns *cs, struct tg_conn *c, const char *why) {
+    if (c->flags & TG_F_FATAL_FLUSH)
+        return;
+    if (c->tio.ssl == NULL || !SSL_is_init_finished(c->tio.ssl) || (c->flags & TG_F_TLS_WR_DONE) ||
+        !(c->flags & TG_F_TLS_UP)) {
+        tg_conn_close(cs, c, why);
+        return;
+    }
+    TG_DEBUG("conn_fatal", "conn=w%u-%u why=%s", cs->worker_id, c->tio.seq, why);
+    c->flags |= TG_F_FATAL_FLUSH | TG_F_PLAIN_RD_EOF | TG_F_PLAIN_WR_DONE;
+    tg_bufq_reset(&c->pend_plain, &cs->bc); // to_plain may still be under a send: freed later
+    if (!(c->flags & TG_F_TLS_SHUT_SENT)) {
+        SSL_shutdown(c->tio.ssl);
+        c->flags |= TG_F_TLS_SHUT_SENT;
+    }
+    if (c->plain_fd >= 0 && (c->flags & (TG_F_PLAIN_RECV | TG_F_PLAIN_SENDING)))
+        tg_loop_cancel_fd(cs->loop, c->plain_fd);
+    tg_conn_step(cs, c);
+}
+
+void tg_conn_log_tls_error(struct tg_conns *cs, struct tg_conn *c) {
+    char detail[128];
+    tg_tls_err_str(detail, sizeof(detail));
+    TG_WARN("tls_error", "conn=w%u-%u listener=%s detail=\"%s\"", cs->worker_id, c->tio.seq,
+            tg_conn_lconf(cs, c)->name, detail);
+}
+
+static void record_handshake(struct tg_conns *cs, struct tg_conn *c, enum tg_verdict v,
+                             const char *detail) {
+    tg_counter_add(&cs->ctr[c->tio.listener].handshakes[v], 1);
+    // A policy refusal was logged, with the rule's own words, by the verifier.
+    if (v == TG_VERDICT_OK || (v <= TG_VERDICT_POLICY_MAX && v == c->tio.verdict))
+        return;
+    char peer[64];
+    tg_peer_str(c->tio.fd, peer, sizeof(peer));
+    TG_WARN("handshake_refused", "conn=w%u-%u listener=%s peer=%s reason=%s detail=\"%s\"",
+            cs->worker_id, c->tio.seq, tg_conn_lconf(cs, c)->name, peer, tg_verdict_name(v),
+            detail ? detail : "");
+}
+
+int tg_conn_start_tls(struct tg_conns *cs, struct tg_conn *c, int server) {
+    const struct tg_listener_conf *lc = tg_conn_lconf(cs, c);
+    const char *sni = server ? NULL : lc->targets[c->target].host;
+    if (!tg_tlsio_init(&c->tio, &cs->tlsenv, server ? cs->server_ctx : cs->client_ctx, server, sni))
+        return 0;
+    c->state = TG_CS_HANDSHAKE;
+    tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
+    return 1;
+}
+
+static void handshake_done(struct tg_conns *cs, struct tg_conn *c) {
+    if (SSL_session_reused(c->tio.ssl)) {
+        // The verify callback did not run: the identity is established from the session's
+        // chain, now, under the rules of the connection's generation.
+        uint8_t alert = SSL_AD_BAD_CERTIFICATE;
+        enum tg_verdict v = tg_verify_resumed(&c->tio, &alert);
+        if (v != TG_VERDICT_OK) {
+            SSL_send_fatal_alert(c->tio.ssl, alert);
+            ERR_clear_error();
+            tg_conn_handshake_failed(cs, c, v, "resumed session refused");
+            return;
+        }
+    }
+    record_handshake(cs, c, TG_VERDICT_OK, NULL);
+    c->state = TG_CS_OPEN;
+    tg_timer_arm(&cs->idle_lane, &c->timer, cs->loop->now);
+    if (tg_log_enabled(TG_LOG_INFO)) {
+        char peer[64];
+        tg_peer_str(c->tio.fd, peer, sizeof(peer));
+        TG_INFO("handshake_ok", "conn=w%u-%u listener=%s peer=%s version=%s cipher=%s%s",
+                cs->worker_id, c->tio.seq, tg_conn_lconf(cs, c)->name, peer,
+                SSL_get_version(c->tio.ssl),
+                SSL_CIPHER_get_name(SSL_get_current_cipher(c->tio.ssl)),
+                SSL_session_reused(c->tio.ssl) ? " resumed=yes" : "");
+    }
+    if (c->flags & TG_F_PROBE) {
+        tg_probes_send(cs, c);
+        return;
+    }
+    tg_sipglue_verified(cs, c);
+    if (tg_conn_inbound(cs, c))
+        tg_upstream_connect(cs, c); // the backend is reached only for an authenticated peer
+}
+
+void tg_conn_handshake_failed(struct tg_conns *cs, struct tg_conn *c, enum tg_verdict v,
+                              const char *detail) {
+    record_handshake(cs, c, v, detail);
+    if (tg_upstream_may_retry(cs, c)) {
+        c->flags |= TG_F_RETRY;
+        if (c->inflight > 0)
+            tg_loop_cancel_fd(cs->loop, c->tio.fd);
+        return; // tg_conn_reap retries once the last completion for this socket has arrived
+    }
+    if (tg_bufq_len(&c->tio.out) > 0 && (c->flags & TG_F_TLS_UP) && !c->tio.eof) {
+        // Let the peer read the alert that says why (bad_certificate, unknown_ca, ...).
+        c->flags |= TG_F_FATAL_FLUSH | TG_F_TLS_SHUT_SENT;
+        tg_conn_step(cs, c);
+        return;
+    }
+    tg_conn_close(cs, c, "handshake_failed");
+}
+
+static void handshake_error(struct tg_conns *cs, struct tg_conn *c, int ret) {
+    char detail[128];
+    enum tg_verdict v = tg_tls_handshake_verdict(&c->tio, ret, detail, sizeof(detail));
+    tg_conn_handshake_failed(cs, c, v, detail);
+}
+
+// handshake advances the handshake; returns 1 when the connection is open.
+static int handshake(struct tg_conns *cs, struct tg_conn *c) {
+    int ret;
+    enum tg_tls_status s = tg_tls_handshake(&c->tio, &ret);
+    if (s == TG_TLS_WANT)
+        return 0;
+    if (s != TG_TLS_OK) {
+        handshake_error(cs, c, ret);
+        return 0;
+    }
+    handshake_done(cs, c);
+    return c->state == TG_CS_OPEN;
+}
+
+// tg_conn_client_hello starts the client handshake of an outbound connection.
+void tg_conn_client_hello(struct tg_conns *cs, struct tg_conn *c) {
+    int ret;
+    if (tg_tls_handshake(&c->tio, &ret) == TG_TLS_ERROR &&
+        SSL_get_error(c->tio.ssl, ret) != SSL_ERROR_WANT_READ) {
+        handshake_error(cs, c, ret);
+        return;
+    }
+    tg_conn_step(cs, c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay of tcp mode.
+
+// tls_decrypt moves plaintext out of BoringSSL into |to_plain| until the input is used up or
+// the queue is full.
+static void tls_decrypt(struct tg_conns *cs, struct tg_conn *c) {
+    const uint32_t cap = cs->cfg->buffer_size;
+    struct tg_listener_counters *ctr = &cs->ctr[c->tio.listener];
+    uint64_t total = 0;
+    while (tg_bufq_len(&c->to_plain) < cap) {
+        uint32_t room, n;
+        uint8_t *dst =
+            tg_bufq_space(&c->to_plain, &cs->bc, cap, (c->flags & TG_F_PLAIN_SENDING) != 0, &room);
+        if (dst == NULL) {
+            tg_conn_close(cs, c, "out_of_memory");
+            return;
+        }
+        if (room == 0)
+            break; // the rest of the queue is being sent: resume when that completes
+        enum tg_tls_status s = tg_tls_read(&c->tio, dst, room, &n);
+        if (s == TG_TLS_OK) {
+            tg_bufq_commit(&c->to_plain, n);
+            total += n;
+            continue;
+        }
+        if (tg_bufq_len(&c->to_plain) == 0)
+            tg_bufq_reset(&c->to_plain, &cs->bc); // nothing was read: give the room back
+        if (s == TG_TLS_WANT)
+            break;
+        if (s == TG_TLS_EOF) {
+            c->flags |= TG_F_TLS_RD_EOF;
+            break;
+        }
+        tg_conn_log_tls_error(cs, c);
+        tg_conn_close(cs, c, "tls_error");
+        return;
+    }
+    if (total > 0)
+        tg_counter_add(tg_conn_inbound(cs, c) ? &ctr->bytes_up : &ctr->bytes_down, total);
+}
+
+// tls_pump moves ciphertext from |tio.in| through BoringSSL: the handshake first, then
+// plaintext toward the other side.
+static void tls_pump(struct tg_conns *cs, struct tg_conn *c) {
+    if (c->state == TG_CS_HANDSHAKE && !handshake(cs, c))
+        return;
+    if (c->state != TG_CS_OPEN || (c->flags & TG_F_TLS_RD_EOF))
+        return;
+    if (c->flags & TG_F_PROBE) {
+        tg_probes_read(cs, c);
+        return;
+    }
+    struct tg_sipconn *sc = tg_conn_sip(cs, c);
+    if (sc != NULL) {
+        tg_sipglue_tls_read(cs, c, sc);
+        return;
+    }
+    tls_decrypt(cs, c);
+}
+
+// tls_input hands ciphertext to BoringSSL straight from the provided buffer; whatever cannot
+// be taken now (the plaintext queue is full) is kept in |pend_tls| and reading stops.
+static void tls_input(struct tg_conns *cs, struct tg_conn *c, const uint8_t *data, uint32_t len) {
+    if (tg_bufq_len(&c->pend_tls) > 0) {
+        if (!tg_bufq_append(&c->pend_tls, &cs->bc, data, len, TG_BUF_SIZE, 0))
+            tg_conn_close(cs, c, "out_of_memory");
+        return;
+    }
+    c->tio.in = data;
+    c->tio.in_len = len;
+    tls_pump(cs, c);
+    if (c->tio.in_len > 0 && c->state != TG_CS_CLOSING &&
+        !(c->flags & (TG_F_RETRY | TG_F_FATAL_FLUSH | TG_F_SIP_CLOSE))) {
+        if (!tg_bufq_append(&c->pend_tls, &cs->bc, c->tio.in, c->tio.in_len, TG_BUF_SIZE, 0))
+            tg_conn_close(cs, c, "out_of_memory");
+    }
+    c->tio.in = NULL;
+    c->tio.in_len = 0;
+}
+
+// tls_resume decrypts what |pend_tls| holds, once the plaintext queue has room again.
+static void tls_resume(struct tg_conns *cs, struct tg_conn *c) {
+    uint32_t len = tg_bufq_len(&c->pend_tls);
+    // Besides pend_tls, BoringSSL itself may hold the rest of a decrypted record that did not
+    // fit in to_plain: it must come out now, since no more ciphertext may ever arrive for it.
+    if (len == 0 && SSL_pending(c->tio.ssl) == 0 && !(c->tio.eof && !(c->flags & TG_F_TLS_RD_EOF)))
+        return;
+    c->tio.in = tg_bufq_peek(&c->pend_tls);
+    c->tio.in_len = len;
+    tls_pump(cs, c);
+    if (c->state != TG_CS_CLOSING && len > 0)
+        tg_bufq_consume(&c->pend_tls, &cs->bc, len - c->tio.in_len);
+    c->tio.in = NULL;
+    c->tio.in_len = 0;
+}
+
+// plain_encrypt seals plaintext into the ciphertext queue while it is under its bound;
+// returns how many bytes it took.
+static uint32_t plain_encrypt(struct tg_conns *cs, struct tg_conn *c, const uint8_t *data,
+                              uint32_t len) {
+    uint32_t done;
+    enum tg_tls_status s = tg_tls_seal(&c->tio, data, len, cs->cfg->buffer_size, &done);
+    if (s == TG_TLS_ERROR) {
+        if (tg_bufq_peek(&c->tio.out) == NULL && ERR_peek_error() == 0) {
+            tg_conn_close(cs, c, "out_of_memory");
+            return done;
+        }
+        tg_conn_log_tls_error(cs, c);
+        tg_conn_close(cs, c, "tls_write_error");
+        return done;
+    }
+    struct tg_listener_counters *ctr = &cs->ctr[c->tio.listener];
+    tg_counter_add(tg_conn_inbound(cs, c) ? &ctr->bytes_down : &ctr->bytes_up, done);
+    return done;
+}
+
+static uint32_t plain_feed(struct tg_conns *cs, struct tg_conn *c, const uint8_t *data,
+                           uint32_t len) {
+    struct tg_sipconn *sc = tg_conn_sip(cs, c);
+    return sc != NULL ? tg_sipglue_plain_feed(cs, c, sc, data, len)
+                      : plain_encrypt(cs, c, data, len);
+}
+
+static void plain_input(struct tg_conns *cs, struct tg_conn *c, const uint8_t *data, uint32_t len) {
+    if (tg_bufq_len(&c->pend_plain) > 0 || (c->flags & TG_F_TLS_SHUT_SENT)) {
+        if ((c->flags & TG_F_TLS_SHUT_SENT) == 0 &&
+            !tg_bufq_append(&c->pend_plain, &cs->bc, data, len, TG_BUF_SIZE, 0))
+            tg_conn_close(cs, c, "out_of_memory");
+        return;
+    }
+    uint32_t done = plain_feed(cs, c, data, len);
+    if (c->state == TG_CS_CLOSING)
+        return;
+    if (done < len &&
+        !tg_bufq_append(&c->pend_plain, &cs->bc, data + done, len - done, TG_BUF_SIZE, 0))
+        tg_conn_close(cs, c, "out_of_memory");
+}
+
+static void plain_resume(struct tg_conns *cs, struct tg_conn *c) {
+    uint32_t len = tg_bufq_len(&c->pend_plain);
+    if (len == 0)
+        return;
+    uint32_t done = plain_feed(cs, c, tg_bufq_peek(&c->pend_plain), len);
+    if (c->state != TG_CS_CLOSING)
+        tg_bufq_consume(&c->pend_plain, &cs->bc, done);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The step.
+
+static void view_of(const struct tg_conns *cs, const struct tg_conn *c, struct tg_conn_view *v) {
+    const struct tg_sipconn *sc = tg_conn_sip(cs, c);
+    v->state = c->state;
+    v->flags =
+        c->flags | (c->tio.out_busy ? TG_F_TLS_SENDING : 0) | (c->tio.eof ? TG_F_TCP_EOF : 0);
+    v->to_tls = tg_bufq_len(&c->tio.out);
+    v->to_plain = tg_bufq_len(&c->to_plain);
+    v->pend_tls = tg_bufq_len(&c->pend_tls);
+    v->pend_plain = tg_bufq_len(&c->pend_plain);
+    v->cap = cs->cfg->buffer_size;
+    // A SIP side whose complete messages wait for a queue is not finished yet; what is left
+    // of an incomplete one after EOF never will be.
+    v->sip_wait_pbx = sc != NULL && sc->blocked[TG_SIP_SIDE_PBX] && !(c->flags & TG_F_SIP_CLOSE);
+    v->sip_wait_prov =
+        sc != NULL && sc->blocked[TG_SIP_SIDE_PROVIDER] && !(c->flags & TG_F_SIP_CLOSE);
+}
+
+// resume lets each side go on where backpressure held it back. Returns 0 when the connection
+// went away.
+static int resume(struct tg_conns *cs, struct tg_conn *c) {
+    const uint32_t cap = cs->cfg->buffer_size;
+    struct tg_sipconn *sc = tg_conn_sip(cs, c);
+    tg_sipglue_drop_pending(cs, c);
+    if (sc != NULL && !tg_sipglue_resume(cs, c, sc))
+        return 0;
+    if (tg_bufq_len(&c->to_plain) < cap)
+        tls_resume(cs, c);
+    if (c->state == TG_CS_CLOSING)
+        return 0;
+    if (tg_bufq_len(&c->tio.out) < cap && !(c->flags & TG_F_TLS_SHUT_SENT))
+        plain_resume(cs, c);
+    if (c->state == TG_CS_CLOSING)
+        return 0;
+    tg_sipglue_drop_pending(cs, c);
+    return 1;
+}
+
+void tg_conn_step(struct tg_conns *cs, struct tg_conn *c) {
+    if (c->state == TG_CS_CLOSING || c->state == TG_CS_FREE || (c->flags & TG_F_RETRY))
+        return;
+    if (c->state == TG_CS_OPEN && !resume(cs, c))
+        return;
+    for (;;) {
+        struct tg_conn_view v;
+        view_of(cs, c, &v);
+        enum tg_conn_action a = tg_conn_decide(&v);
+        switch (a) {
+        case TG_ACT_NONE:
+            return;
+        case TG_ACT_TLS_SHUTDOWN:
+            SSL_shutdown(c->tio.ssl);
+            c->flags |= TG_F_TLS_SHUT_SENT;
+            break;
+        case TG_ACT_SEND_TLS:
+            submit_send(cs, c, 1);
+            break;
+        case TG_ACT_SEND_PLAIN:
+            submit_send(cs, c, 0);
+            break;
+        case TG_ACT_CLOSE_FLUSHED:
+            tg_conn_close(cs, c, "fatal_flushed");
+            return;
+        case TG_ACT_TLS_WR_SHUT:
+            shutdown(c->tio.fd, SHUT_WR);
+            c->flags |= TG_F_TLS_WR_DONE;
+            break;
+        case TG_ACT_PLAIN_WR_SHUT:
+            shutdown(c->plain_fd, SHUT_WR);
+            c->flags |= TG_F_PLAIN_WR_DONE;
+            break;
+        case TG_ACT_CLOSE_FINISHED:
+            tg_conn_close(cs, c, "finished");
+            return;
+        case TG_ACT_ARM_TLS_RECV:
+            submit_recv(cs, c, 1);
+            break;
+        case TG_ACT_CANCEL_TLS_RECV:
+            cancel_recv(cs, c, 1);
+            break;
+        case TG_ACT_ARM_PLAIN_RECV:
+            submit_recv(cs, c, 0);
+            break;
+        case TG_ACT_CANCEL_PLAIN_RECV:
+            cancel_recv(cs, c, 0);
+            break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completions.
+
+static void conn_touch(struct tg_conns *cs, struct tg_conn *c) {
+    if (c->timer.lane == &cs->idle_lane)
+        tg_timer_touch(&c->timer, cs->loop->now);
+}
+
+static void on_recv(struct tg_conns *cs, struct tg_conn *c, int tls,
+                    const struct io_uring_cqe *cqe) {
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (!more)
+        c->flags &= tls ? ~(TG_F_TLS_RECV | TG_F_TLS_RECV_CANCEL)
+                        : ~(TG_F_PLAIN_RECV | TG_F_PLAIN_RECV_CANCEL);
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (cqe->res > 0 && c->state != TG_CS_CLOSING &&
+            !(c->flags & (TG_F_RETRY | TG_F_FATAL_FLUSH))) {
+            const uint8_t *data = tg_loop_buf(cs->loop, TG_BUF_GROUP, bid);
+            conn_touch(cs, c);
+            if (tls) {
+                tg_sipglue_provider_seen(cs, c);
+                tls_input(cs, c, data, (uint32_t)cqe->res);
+            } else {
+                plain_input(cs, c, data, (uint32_t)cqe->res);
+            }
+        }
+        tg_loop_buf_return(cs->loop, TG_BUF_GROUP, bid); // at once: a slow peer never holds it
+    }
+    if (c->state == TG_CS_CLOSING || (c->flags & TG_F_RETRY))
+        return;
+    if (cqe->res == 0) {
+        if (tls) {
+            c->tio.eof = 1;
+            if (c->state == TG_CS_HANDSHAKE) {
+                c->tio.in = NULL;
+                c->tio.in_len = 0;
+                tls_pump(cs, c); // lets BoringSSL see the EOF and classify it
+            }
+        } else {
+            c->flags |= TG_F_PLAIN_RD_EOF;
+        }
+    } else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
+        TG_DEBUG("recv_error", "conn=w%u-%u side=%s error=\"%s\"", cs->worker_id, c->tio.seq,
+                 tls ? "tls" : "plain", strerror(-cqe->res));
+        if (tls && c->state == TG_CS_HANDSHAKE) {
+            // A reset mid-handshake is a failed handshake: counted, and for outbound the next
+            // target is tried.
+            c->tio.eof = 1;
+            tg_conn_handshake_failed(cs, c, TG_VERDICT_PEER_CLOSED, strerror(-cqe->res));
+            return;
+        }
+        if (tls || c->state != TG_CS_OPEN)
+            tg_conn_close(cs, c, "recv_error");
+        else
+            tg_conn_fatal(cs, c, "plain_recv_error");
+        return;
+    }
+    if (c->state != TG_CS_CLOSING && !(c->flags & TG_F_RETRY))
+        tg_conn_step(cs, c);
+}
+
+static void on_send(struct tg_conns *cs, struct tg_conn *c, int tls, int res) {
+    if (tls)
+        c->tio.out_busy = 0;
+    else
+        c->flags &= ~TG_F_PLAIN_SENDING;
+    if (c->state == TG_CS_CLOSING || (c->flags & TG_F_RETRY))
+        return;
+    if (res < 0) {
+        TG_DEBUG("send_error", "conn=w%u-%u side=%s error=\"%s\"", cs->worker_id, c->tio.seq,
+                 tls ? "tls" : "plain", strerror(-res));
+        if (tls)
+            tg_conn_close(cs, c, "send_error");
+        else
+            tg_conn_fatal(cs, c, "plain_send_error");
+        return;
+    }
+    tg_bufq_consume(tls ? &c->tio.out : &c->to_plain, &cs->bc, (uint32_t)res);
+    conn_touch(cs, c);
+    tg_conn_step(cs, c);
+}
+
+static void conn_on_cqe(void *arg, void *obj, uint32_t slot, unsigned op,
+                        const struct io_uring_cqe *cqe) {
+    (void)slot;
+    struct tg_conns *cs = arg;
+    struct tg_conn *c = obj;
+    if (op == TG_CONN_OP_CONNECT || !(cqe->flags & IORING_CQE_F_MORE))
+        c->inflight--;
+    switch (op) {
+    case TG_CONN_OP_RECV_TLS:
+        on_recv(cs, c, 1, cqe);
+        break;
+    case TG_CONN_OP_RECV_PLAIN:
+        on_recv(cs, c, 0, cqe);
+        break;
+    case TG_CONN_OP_SEND_TLS:
+        on_send(cs, c, 1, cqe->res);
+        break;
+    case TG_CONN_OP_SEND_PLAIN:
+        on_send(cs, c, 0, cqe->res);
+        break;
+    case TG_CONN_OP_CONNECT:
+        tg_upstream_on_connect(cs, c, cqe->res);
+        break;
+    default:
+        break;
+    }
+    tg_conn_reap(cs, c);
+}
+
+void tg_conns_kind(struct tg_conns *cs, struct tg_kind_ops *out) {
+    *out = (struct tg_kind_ops){
+        .name = "conn", .on_cqe = conn_on_cqe, .arg = cs, .slab = &cs->slab, .bgid = TG_BUF_GROUP};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accepting, deadlines, draining.
+
+void tg_conn_accepted(struct tg_conns *cs, uint32_t listener, int fd) {
+    struct tg_listener_counters *ctr = &cs->ctr[listener];
+    const struct tg_listener_conf *lc = &cs->cfg->listeners[listener];
+    struct tg_conn *c = tg_conn_alloc(cs);
+    if (c == NULL) {
+        tg_counter_add(&ctr->rejected[TG_REJECT_MAX_CONNECTIONS], 1);
+        TG_WARN("connection_rejected", "worker=%u listener=%s reason=max_connections",
+                cs->worker_id, lc->name);
+        close(fd);
+        return;
+    }
+    tg_counter_add(&ctr->conns_opened, 1);
+    c->tio.listener = (uint16_t)listener;
+    if (lc->mode == TG_MODE_SIP && !tg_sipglue_attach(cs, c, fd)) {
+        close(fd);
+        tg_conn_close(cs, c, "out_of_memory");
+        tg_conn_reap(cs, c);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (tg_log_enabled(TG_LOG_DEBUG)) {
+        char peer[64];
+        tg_peer_str(fd, peer, sizeof(peer));
+        TG_DEBUG("accept", "conn=w%u-%u listener=%s peer=%s", cs->worker_id, c->tio.seq, lc->name,
+                 peer);
+    }
+    if (lc->direction == TG_INBOUND) {
+        c->tio.fd = fd;
+        c->flags |= TG_F_TLS_UP;
+        if (!tg_conn_start_tls(cs, c, 1)) {
+            tg_conn_close(cs, c, "ssl_new_failed");
+            tg_conn_reap(cs, c);
+            return;
+        }
+        tg_conn_step(cs, c);
+    } else {
+        c->plain_fd = fd;
+        c->flags |= TG_F_PLAIN_UP;
+        c->target = tg_upstream_pick(cs, c->tio.listener, 0);
+        c->state = TG_CS_CONNECTING;
+        // The handshake timeout covers connecting too.
+        tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
+        tg_upstream_connect(cs, c);
+    }
+    tg_conn_reap(cs, c);
+}
+
+void tg_conns_expire(struct tg_conns *cs) {
+    struct tg_timer *t;
+    while ((t = tg_tlane_pop_expired(&cs->hs_lane, cs->loop->now)) != NULL) {
+        struct tg_conn *c = tg_timer_owner(t, struct tg_conn, timer);
+        if (!(c->flags & TG_F_FATAL_FLUSH)) // a refused peer that does not read its alert
+            record_handshake(cs, c, TG_VERDICT_TIMEOUT, "handshake_timeout_ms elapsed");
+        tg_conn_close(cs, c, "handshake_timeout");
+        tg_conn_reap(cs, c);
+    }
+    while (cs->cfg->idle_timeout_ms > 0 &&
+           (t = tg_tlane_pop_expired(&cs->idle_lane, cs->loop->now)) != NULL) {
+        struct tg_conn *c = tg_timer_owner(t, struct tg_conn, timer);
+        TG_INFO("idle_timeout", "conn=w%u-%u listener=%s", cs->worker_id, c->tio.seq,
+                tg_conn_lconf(cs, c)->name);
+        tg_conn_close(cs, c, "idle_timeout");
+        tg_conn_reap(cs, c);
+    }
+}
+
+void tg_conns_close_all(struct tg_conns *cs) {
+    for (uint32_t i = 0; i < cs->slab.cap; i++) {
+        if (!tg_slab_live(&cs->slab, i))
+            continue;
+        struct tg_conn *c = tg_slab_at(&cs->slab, i);
+        if (c->state != TG_CS_CLOSING) {
+            tg_conn_close(cs, c, "drain_timeout");
+            tg_conn_reap(cs, c);
+        }
+    }
+}
