@@ -73,9 +73,12 @@ int tg_bufq_append(struct tg_bufq *q, struct tg_bufcache *bc, const uint8_t *p, 
     if (dst == NULL)
         return 0;
     if (room < n) {
-        if (busy)
+        if (busy) {
+            if (tg_bufq_len(q) == 0)
+                tg_bufq_reset(q, bc); // an idle queue holds no buffer
             return 0;
-        uint32_t cap = q->cap;
+        }
+        uint32_t cap = q->cap > 0 ? q->cap : n;
         while (cap - q->tail < n) {
             if (cap > UINT32_MAX / 2)
                 return 0;

@@ -1,11 +1,8 @@
 #include "tlsgate/config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,8 +24,6 @@
 #define TG_MAX_LISTENERS 256
 // TG_MAX_KEYS bounds the number of keys in one section's table.
 #define TG_MAX_KEYS 16
-// TG_QUOTE_MAX is how much of a configured value an error message repeats.
-#define TG_QUOTE_MAX 64
 
 enum tg_section {
     TG_SECT_NONE = 0,
@@ -78,7 +73,7 @@ struct tg_parse_state {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Errors.
+// Errors. tg_set_why and tg_quote, shared with the target parser, are in target.c.
 
 // tg_fail writes `NAME:LINE: KEY: ` and the formatted text into st->err, unless an error
 // was already written. Returns 0 so callers can `return tg_fail(...)`.
@@ -101,77 +96,8 @@ static int tg_fail(struct tg_parse_state *st, int line, const char *key, const c
     return 0;
 }
 
-// tg_set_why writes a reason into |why|. Returns 0.
-static int tg_set_why(char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int tg_set_why(char *why, size_t why_len, const char *fmt, ...) {
-    if (why == NULL || why_len == 0)
-        return 0;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-    return 0;
-}
-
-// tg_report writes a whole message into |err| when there is room for one.
-static void tg_report(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void tg_report(char *err, size_t err_len, const char *fmt, ...) {
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
-// tg_quote copies at most TG_QUOTE_MAX bytes of |s| (|s_len| bytes) into |out| for an error
-// message, replacing bytes that are not printable ASCII with '?'.
-static void tg_quote(char *out, size_t out_len, const char *s, size_t s_len) {
-    if (out_len == 0)
-        return;
-    size_t n = 0;
-    for (size_t i = 0; i < s_len && n + 1 < out_len; i++) {
-        if (i == TG_QUOTE_MAX && n + 4 < out_len) {
-            memcpy(out + n, "...", 3);
-            n += 3;
-            break;
-        }
-        unsigned char c = (unsigned char)s[i];
-        out[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    out[n] = '\0';
-}
-
 // ---------------------------------------------------------------------------------------------
 // Value parsers (no state).
-
-enum tg_uint_result { TG_UINT_OK, TG_UINT_SYNTAX, TG_UINT_RANGE };
-
-// tg_parse_uint parses a decimal integer (digits only) in |min|..|max|. |*out| is 0 on failure,
-// so callers never read an unset value (gcc -O3 cannot prove tg_uint_why's 0 return).
-static enum tg_uint_result tg_parse_uint(uint32_t *out, const char *s, uint32_t min, uint32_t max) {
-    *out = 0;
-    if (s[0] == '\0')
-        return TG_UINT_SYNTAX;
-    uint64_t v = 0;
-    int too_big = 0;
-    for (const char *p = s; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9')
-            return TG_UINT_SYNTAX;
-        if (v <= UINT32_MAX)
-            v = v * 10 + (uint64_t)(*p - '0');
-        if (v > UINT32_MAX)
-            too_big = 1;
-    }
-    if (too_big || v < min || v > max)
-        return TG_UINT_RANGE;
-    *out = (uint32_t)v;
-    return TG_UINT_OK;
-}
 
 // tg_uint_why parses |s| with tg_parse_uint and words a failure as `bad value 'x': expected
 // an integer MIN..MAX` or `value X out of range MIN..MAX`.
@@ -191,11 +117,6 @@ static int tg_uint_why(uint32_t *out, const char *s, uint32_t min, uint32_t max,
     return tg_set_why(why, why_len, "bad value '%s': expected an integer %u..%u", q, min, max);
 }
 
-static int tg_is_name_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '.' || c == '-';
-}
-
 // tg_valid_name reports whether |s| (|len| bytes) is 1..TG_NAME_MAX-1 of [A-Za-z0-9_.-].
 static int tg_valid_name(const char *s, size_t len) {
     if (len == 0 || len >= TG_NAME_MAX)
@@ -204,132 +125,6 @@ static int tg_valid_name(const char *s, size_t len) {
         if (!tg_is_name_char(s[i]))
             return 0;
     }
-    return 1;
-}
-
-// tg_valid_dns_name reports whether |s| is a DNS name: labels of 1..63 [A-Za-z0-9_-], not
-// starting or ending with '-', separated by single dots, at most 253 characters.
-static int tg_valid_dns_name(const char *s) {
-    size_t len = strlen(s);
-    if (len == 0 || len > 253)
-        return 0;
-    size_t label = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '.') {
-            if (label == 0 || s[i - 1] == '-')
-                return 0;
-            label = 0;
-            continue;
-        }
-        if (!tg_is_name_char(c) || ++label > 63 || (label == 1 && c == '-'))
-            return 0;
-    }
-    return label != 0 && s[len - 1] != '-';
-}
-
-static int tg_only_digits_and_dots(const char *s) {
-    for (; *s != '\0'; s++) {
-        if ((*s < '0' || *s > '9') && *s != '.')
-            return 0;
-    }
-    return 1;
-}
-
-// tg_set_sockaddr fills |t|'s address from its numeric host and port. Returns 1 when the host
-// is a numeric IPv4 (|family| AF_INET) or IPv6 (AF_INET6) address.
-static int tg_set_sockaddr(struct tg_target *t, int family) {
-    memset(&t->addr, 0, sizeof(t->addr));
-    if (family == AF_INET) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr;
-        if (inet_pton(AF_INET, t->host, &sin->sin_addr) != 1)
-            return 0;
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(t->port);
-        t->addr_len = sizeof(*sin);
-    } else {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr;
-        if (inet_pton(AF_INET6, t->host, &sin6->sin6_addr) != 1)
-            return 0;
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(t->port);
-        t->addr_len = sizeof(*sin6);
-    }
-    t->resolved = 1;
-    return 1;
-}
-
-// tg_split_hostport finds the host and the port text of |text|: `[V6]:PORT` or `HOST:PORT`.
-static int tg_split_hostport(const char *text, const char **out_host, size_t *out_host_len,
-                             const char **out_port, int *out_bracketed, char *err, size_t err_len) {
-    *out_bracketed = text[0] == '[';
-    if (*out_bracketed) {
-        const char *close = strchr(text, ']');
-        if (close == NULL)
-            return tg_set_why(err, err_len, "missing ']' after IPv6 address");
-        if (close[1] == '\0')
-            return tg_set_why(err, err_len, "missing port: expected [ADDR]:PORT");
-        if (close[1] != ':')
-            return tg_set_why(err, err_len, "expected ':' after ']'");
-        *out_host = text + 1;
-        *out_host_len = (size_t)(close - text - 1);
-        *out_port = close + 2;
-        return 1;
-    }
-    const char *colon = strchr(text, ':');
-    if (colon == NULL)
-        return tg_set_why(err, err_len, "missing port: expected HOST:PORT");
-    if (strchr(colon + 1, ':') != NULL)
-        return tg_set_why(err, err_len, "IPv6 address must be in brackets: [ADDR]:PORT");
-    *out_host = text;
-    *out_host_len = (size_t)(colon - text);
-    *out_port = colon + 1;
-    return 1;
-}
-
-int tg_parse_hostport(struct tg_target *out, const char *text, char *err, size_t err_len) {
-    memset(out, 0, sizeof(*out));
-    const char *host = NULL, *port_text = NULL;
-    size_t host_len = 0;
-    int bracketed;
-    if (!tg_split_hostport(text, &host, &host_len, &port_text, &bracketed, err, err_len))
-        return 0;
-    char q[TG_QUOTE_MAX + 4];
-    if (host_len == 0)
-        return tg_set_why(err, err_len, "missing host: expected HOST:PORT");
-    if (host_len >= TG_HOST_MAX) {
-        tg_quote(q, sizeof(q), host, host_len);
-        return tg_set_why(err, err_len, "host '%s' too long", q);
-    }
-    memcpy(out->host, host, host_len);
-    out->host[host_len] = '\0';
-
-    uint32_t port;
-    if (port_text[0] == '\0')
-        return tg_set_why(err, err_len, "missing port: expected HOST:PORT");
-    tg_quote(q, sizeof(q), port_text, strlen(port_text));
-    switch (tg_parse_uint(&port, port_text, 1, 65535)) {
-    case TG_UINT_OK:
-        break;
-    case TG_UINT_RANGE:
-        return tg_set_why(err, err_len, "port %s out of range 1..65535", q);
-    case TG_UINT_SYNTAX:
-        return tg_set_why(err, err_len, "bad port '%s': expected 1..65535", q);
-    }
-    out->port = (uint16_t)port;
-
-    tg_quote(q, sizeof(q), out->host, host_len);
-    if (bracketed) {
-        if (!tg_set_sockaddr(out, AF_INET6))
-            return tg_set_why(err, err_len, "bad IPv6 address '%s'", q);
-        return 1;
-    }
-    if (tg_set_sockaddr(out, AF_INET))
-        return 1;
-    if (tg_only_digits_and_dots(out->host))
-        return tg_set_why(err, err_len, "bad IPv4 address '%s'", q);
-    if (!tg_valid_dns_name(out->host))
-        return tg_set_why(err, err_len, "bad host name '%s'", q);
     return 1;
 }
 
@@ -867,11 +662,6 @@ static int tg_section_header(struct tg_parse_state *st, const char *s, size_t le
     return tg_open_named(st, in, (size_t)(kind_end - in), name, (size_t)(in_end - name), label);
 }
 
-static int tg_is_key_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-' || c == '.';
-}
-
 // tg_key_line checks that |s| (|len| bytes) is `KEY = VALUE` with KEY of [A-Za-z0-9_.-], so
 // that inih splits it the same way (it would also split `KEY: VALUE` and refuse some lines
 // without saying why).
@@ -884,7 +674,7 @@ static int tg_key_line(struct tg_parse_state *st, const char *s, size_t len) {
     if (key_len == 0)
         return tg_fail(st, st->line, "syntax", "missing key before '='");
     for (size_t i = 0; i < key_len; i++) {
-        if (!tg_is_key_char(s[i])) {
+        if (!tg_is_name_char(s[i])) {
             char q[TG_QUOTE_MAX + 4];
             tg_quote(q, sizeof(q), s, key_len);
             return tg_fail(st, st->line, "syntax", "bad key '%s'", q);
@@ -1090,57 +880,21 @@ static int tg_read_file(int fd, char **out_data, size_t *out_len, const char **o
 
 int tg_config_load(struct tg_config *cfg, const char *path, char *err, size_t err_len) {
     tg_config_init(cfg);
-    if (strlen(path) >= sizeof(cfg->path)) {
-        tg_report(err, err_len, "%.64s...:0: file: path too long", path);
-        return 0;
-    }
+    if (strlen(path) >= sizeof(cfg->path))
+        return tg_set_why(err, err_len, "%.64s...:0: file: path too long", path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        tg_report(err, err_len, "%s:0: file: cannot open: %s", path, strerror(errno));
-        return 0;
-    }
+    if (fd < 0)
+        return tg_set_why(err, err_len, "%s:0: file: cannot open: %s", path, strerror(errno));
     char *data = NULL;
     size_t len = 0;
     const char *why = NULL;
     int ok = tg_read_file(fd, &data, &len, &why);
     close(fd);
-    if (!ok) {
-        tg_report(err, err_len, "%s:0: file: cannot read: %s", path, why);
-        return 0;
-    }
+    if (!ok)
+        return tg_set_why(err, err_len, "%s:0: file: cannot read: %s", path, why);
     ok = tg_config_parse(cfg, path, data, len, err, err_len);
     free(data);
     return ok;
-}
-
-// tg_resolve_target fills |t|'s address from the first getaddrinfo result for its host.
-static int tg_resolve_target(struct tg_target *t, const char **out_why) {
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(t->host, NULL, &hints, &res);
-    if (rc != 0) {
-        *out_why = rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc);
-        return 0;
-    }
-    if (res == NULL || res->ai_addrlen > sizeof(t->addr) ||
-        (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
-        freeaddrinfo(res);
-        *out_why = "no IPv4 or IPv6 address";
-        return 0;
-    }
-    memset(&t->addr, 0, sizeof(t->addr));
-    memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
-    t->addr_len = (socklen_t)res->ai_addrlen;
-    if (res->ai_family == AF_INET)
-        ((struct sockaddr_in *)&t->addr)->sin_port = htons(t->port);
-    else
-        ((struct sockaddr_in6 *)&t->addr)->sin6_port = htons(t->port);
-    t->resolved = 1;
-    freeaddrinfo(res);
-    return 1;
 }
 
 int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len) {
@@ -1152,35 +906,10 @@ int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len) {
             const char *why = NULL;
             if (t->resolved || tg_resolve_target(t, &why))
                 continue;
-            tg_report(err, err_len, "%s:%d: %s %s.%s: cannot resolve %s: %s", cfg->path, l->line,
-                      inbound ? "inbound" : "outbound", l->name, inbound ? "forward" : "connect",
-                      t->host, why);
-            return 0;
+            return tg_set_why(err, err_len, "%s:%d: %s %s.%s: cannot resolve %s: %s", cfg->path,
+                              l->line, inbound ? "inbound" : "outbound", l->name,
+                              inbound ? "forward" : "connect", t->host, why);
         }
     }
     return 1;
-}
-
-void tg_target_format(const struct tg_target *t, char *out, size_t out_len) {
-    if (out == NULL || out_len == 0)
-        return;
-    char host[INET6_ADDRSTRLEN];
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)&t->addr;
-    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&t->addr;
-    if (t->resolved && sin->sin_family == AF_INET &&
-        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host)) != NULL) {
-        snprintf(out, out_len, "%s:%u", host, ntohs(sin->sin_port));
-        return;
-    }
-    if (t->resolved && sin6->sin6_family == AF_INET6 &&
-        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host)) != NULL) {
-        snprintf(out, out_len, "[%s]:%u", host, ntohs(sin6->sin6_port));
-        return;
-    }
-    // Not resolved yet: the text as configured.
-    if (strchr(t->host, ':') != NULL) {
-        snprintf(out, out_len, "[%s]:%u", t->host, (unsigned)t->port);
-        return;
-    }
-    snprintf(out, out_len, "%s:%u", t->host, (unsigned)t->port);
 }

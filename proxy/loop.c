@@ -197,6 +197,8 @@ int tg_loop_add_bufgroup(struct tg_loop *l, uint16_t bgid, uint32_t size, uint32
 
 const uint8_t *tg_loop_buf(const struct tg_loop *l, uint16_t bgid, unsigned bid) {
     const struct tg_bufgroup *g = group_of(l, bgid);
+    if (g == NULL || bid >= g->count)
+        return NULL;
     return g->mem + (size_t)bid * g->size;
 }
 

@@ -60,11 +60,11 @@ static int read_entry(const struct tg_peer_entry *e, struct tg_peer_entry *out) 
         memcpy(out->name, e->name, sizeof(out->name));
         memcpy(out->issuer, e->issuer, sizeof(out->issuer));
         out->not_after = e->not_after;
+        int64_t seen = atomic_load_explicit(&e->seen, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
             continue;
-        atomic_store_explicit(&out->seen, atomic_load_explicit(&e->seen, memory_order_relaxed),
-                              memory_order_relaxed);
+        atomic_store_explicit(&out->seen, seen, memory_order_relaxed);
         out->name[sizeof(out->name) - 1] = '\0';
         out->issuer[sizeof(out->issuer) - 1] = '\0';
         return 1;
@@ -79,12 +79,14 @@ static void iso_time(int64_t t, char *out, size_t out_len) {
     strftime(out, out_len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void put(char *buf, size_t len, size_t *n, const char *s) {
+// put appends |s| when it fits with |reserve| bytes to spare; returns 0 when it does not.
+static int put(char *buf, size_t len, size_t *n, const char *s, size_t reserve) {
     size_t k = strlen(s);
-    if (*n + k + 1 > len)
-        return;
+    if (*n + k + 1 + reserve > len)
+        return 0;
     memcpy(buf + *n, s, k + 1);
     *n += k;
+    return 1;
 }
 
 size_t tg_peers_json(const struct tg_peers *p, char *buf, size_t len) {
@@ -99,8 +101,14 @@ size_t tg_peers_json(const struct tg_peers *p, char *buf, size_t len) {
         for (unsigned i = 0; i < TG_PEERS_PER_WORKER; i++)
             if (read_entry(&p->rings[r].e[i], &all[num]))
                 num++;
-    put(buf, len, &n, "[");
-    for (unsigned shown = 0; shown < TG_PEERS_SHOWN; shown++) {
+    // The array is always well formed: entries that do not fit (with room kept for the "]")
+    // are left out, and "[]" itself needs 3 bytes.
+    if (!put(buf, len, &n, "[", 1)) {
+        free(all);
+        return 0;
+    }
+    unsigned shown = 0;
+    for (unsigned round = 0; round < TG_PEERS_SHOWN; round++) {
         // The newest entry not shown yet (a selection: at most 16 rounds).
         size_t best = num;
         int64_t best_seen = 0;
@@ -122,10 +130,12 @@ size_t tg_peers_json(const struct tg_peers *p, char *buf, size_t len) {
         snprintf(item, sizeof(item),
                  "%s{\"name\":\"%s\",\"issuer\":\"%s\",\"not_after\":\"%s\",\"seen\":\"%s\"}",
                  shown ? "," : "", name, issuer, na, seen);
-        put(buf, len, &n, item);
         atomic_store_explicit(&e->seen, 0, memory_order_relaxed);
+        if (!put(buf, len, &n, item, 1))
+            break;
+        shown++;
     }
-    put(buf, len, &n, "]");
+    put(buf, len, &n, "]", 0);
     free(all);
     return n;
 }

@@ -62,10 +62,12 @@ size_t tg_probe_format_options(char *out, size_t out_len, const char *host, uint
 }
 
 enum tg_probe_scan_result tg_probe_scan(const uint8_t *data, uint32_t len, uint32_t *out_len) {
-    struct tg_sip_header hdrs[64];
+    // As many header lines as the scanner's default limit allows, so that any response it
+    // frames is also classified.
+    struct tg_sip_header hdrs[128];
     struct tg_sip_msg m;
     *out_len = 0;
-    enum tg_sip_scan_result s = tg_sip_scan(NULL, &m, hdrs, 64, data, len);
+    enum tg_sip_scan_result s = tg_sip_scan(NULL, &m, hdrs, 128, data, len);
     if (s == TG_SIP_NEED_MORE)
         return TG_PROBE_SCAN_MORE;
     if (s == TG_SIP_ERROR && (!m.can_continue || m.len == 0 || m.len > len))

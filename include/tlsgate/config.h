@@ -3,9 +3,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
 #include "tlsgate/log.h"
+#include "tlsgate/target.h"
 
 // The configuration as loaded from an INI file. The loader does no network I/O: addresses
 // must be numeric (`127.0.0.1:5061`, `[::1]:5061`) except `connect` targets, whose host may be a
@@ -13,19 +13,9 @@
 
 #define TG_MAX_TARGETS 8
 #define TG_NAME_MAX 64
-#define TG_HOST_MAX 256
 
 enum tg_mode { TG_MODE_TCP = 0, TG_MODE_SIP };
 enum tg_direction { TG_INBOUND = 0, TG_OUTBOUND };
-
-// tg_target is one `HOST:PORT`: the text as configured and, once resolved, its address.
-struct tg_target {
-    char host[TG_HOST_MAX]; // without brackets for IPv6
-    uint16_t port;
-    int resolved; // 1 once |addr| holds an address
-    struct sockaddr_storage addr;
-    socklen_t addr_len;
-};
 
 // tg_listener_conf is one `[inbound NAME]` or `[outbound NAME]` section.
 struct tg_listener_conf {
@@ -93,16 +83,8 @@ int tg_config_load(struct tg_config *cfg, const char *path, char *err, size_t er
 int tg_config_parse(struct tg_config *cfg, const char *name, const char *data, size_t data_len,
                     char *err, size_t err_len);
 
-// tg_parse_hostport parses `HOST:PORT`, `[V6]:PORT` or `V4:PORT` into |out|; when the host is a
-// numeric address it also fills |out->addr| and sets |out->resolved|. Returns 1 on success, 0
-// with a short reason in |err| otherwise.
-int tg_parse_hostport(struct tg_target *out, const char *text, char *err, size_t err_len);
-
 // tg_config_resolve resolves every unresolved target with getaddrinfo (blocking; call at
 // startup). Returns 1 on success, 0 with `FILE:LINE: key: cannot resolve HOST: why` in |err|.
 int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len);
-
-// tg_target_format writes `ADDR:PORT` (`[V6]:PORT`) for |t|'s address into |out|.
-void tg_target_format(const struct tg_target *t, char *out, size_t out_len);
 
 #endif // TLSGATE_CONFIG_H

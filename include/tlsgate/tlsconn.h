@@ -72,7 +72,9 @@ static inline struct tg_tlsio *tg_tlsio_from_ssl(const SSL *ssl) {
 enum tg_tls_status tg_tls_classify(const struct tg_tlsio *t, int ret);
 
 // tg_tls_handshake advances the handshake: TG_TLS_OK when it has completed, TG_TLS_WANT while
-// it waits for the peer, TG_TLS_ERROR when it failed (see tg_tls_handshake_verdict).
+// it waits for the peer's bytes, TG_TLS_ERROR when it failed (see tg_tls_handshake_verdict).
+// A flight that does not fit |out| (a send in flight and the queue full) is a failure too:
+// the queue holds a whole flight (buffer_size + a record), so only a broken peer gets there.
 enum tg_tls_status tg_tls_handshake(struct tg_tlsio *t, int *out_ret);
 
 // tg_tls_handshake_verdict says why a handshake whose SSL_do_handshake returned |ret| failed:

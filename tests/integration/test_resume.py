@@ -483,6 +483,14 @@ class ResumedIdentityTest(h.TestCase):
                                         f"all {RESUMED + 1} connections landed on one worker "
                                         f"({workers}): the cross-worker case was not exercised")
 
+                # /status records the peer once per worker that verified its chain (each worker
+                # writes its own ring; later handshakes only refresh the entry's time).
+                peers = [e for e in px.status()["recent_peers"] if e["name"] == PEER]
+                self.assertEqual(len(peers), len(set(workers)), peers)
+                for e in peers:
+                    self.assertRegex(e["seen"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+                    self.assertIn("CN=", e["issuer"])
+
                 # The point: every request at the PBX carries exactly the verified name.
                 bad = []
                 for i, call_id in enumerate(call_ids):
