@@ -104,12 +104,6 @@ struct lg_shared {
 int lg_engine_run(const struct lg_opts *o, struct lg_shared *sh, uint32_t first_id,
                   uint32_t num_conns, double rate, struct lg_stats *out);
 
-// lg_engine_global_init prepares what all engines share (the BIO method); call once first.
-void lg_engine_global_init(void);
-
-// lg_engine_global_cleanup frees what lg_engine_global_init made.
-void lg_engine_global_cleanup(void);
-
 // lg_engine_new_session is the SSL_CTX new-session callback used with --resume: it hands the
 // first session a thread sees to that thread's engine (returns 1, taking the reference) and
 // drops the rest (returns 0).

@@ -1,6 +1,8 @@
 // The load engine: one io_uring per thread driving that thread's share of the connections.
-// TCP connect, send and multishot recv (into a provided buffer ring registered by hand, as in
-// proxy/worker.c) go through the ring; BoringSSL runs over memory through a custom BIO.
+// TCP connect, send and multishot recv (into a provided buffer group) go through the ring, which
+// the proxy's loop core makes (tg_loop: ring, buffer group, submissions; this engine runs its own
+// loop and timing, not tg_loop's dispatch). BoringSSL runs over memory through the proxy's TLS
+// endpoint (tg_tlsio: its custom BIO reads the received buffer and writes a ciphertext queue).
 //
 // Phases of one engine:
 //   PRIME   handshake --resume: one connection gets a session (TLS 1.3: reads until the ticket)
@@ -22,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -32,31 +33,26 @@
 #include <openssl/err.h>
 
 #include "load.h"
+#include "tlsgate/bufq.h"
+#include "tlsgate/loop.h"
+#include "tlsgate/tlsconn.h"
 
 // ---------------------------------------------------------------------------------------------
-// user_data encoding, the one place it is defined:
-//   bits  0..7   op (enum op)
-//   bits  8..31  connection slot index within the engine
-//   bits 32..63  slot generation: a completion for an older occupant of the slot is ignored
-// The provided buffer id of a recv completion travels in cqe->flags.
+// user_data is tg_loop's encoding (tlsgate/loop.h): a connection's operations carry kind
+// LG_KIND, the op (enum op), the connection's slot index within the engine and its generation (a
+// completion for an older occupant of the slot is ignored). Cancel requests (tg_loop_cancel_fd)
+// carry TG_KIND_CORE and are ignored. The provided buffer id of a recv completion travels in
+// cqe->flags.
+#define LG_KIND TG_KIND_CONN
+
 enum op {
-    OP_IGNORE = 0, // cancel requests
-    OP_CONNECT,
+    OP_CONNECT = 1,
     OP_RECV,
     OP_SEND,
 };
 
 static inline uint64_t ud_make(enum op op, uint32_t idx, uint32_t gen) {
-    return (uint64_t)op | ((uint64_t)(idx & 0xffffff) << 8) | ((uint64_t)gen << 32);
-}
-static inline enum op ud_op(uint64_t ud) {
-    return (enum op)(ud & 0xff);
-}
-static inline uint32_t ud_idx(uint64_t ud) {
-    return (uint32_t)(ud >> 8) & 0xffffff;
-}
-static inline uint32_t ud_gen(uint64_t ud) {
-    return (uint32_t)(ud >> 32);
+    return tg_ud(LG_KIND, op, idx, gen);
 }
 
 #define NS_PER_MS 1000000ull
@@ -105,30 +101,25 @@ enum conn_state {
 
 enum conn_flag {
     F_RECV = 1u << 0,    // multishot recv armed
-    F_SENDING = 1u << 1, // a send of tx[send_idx] in flight
-    F_EOF = 1u << 2,     // TCP FIN seen
-    F_FAILED = 1u << 3,  // this occupant's failure was counted
-    F_SETUP = 1u << 4,   // counted in pending_setup
-    F_PRIMER = 1u << 5,  // the --resume priming connection
-    F_BACKOFF = 1u << 6, // FREE, restart at |deadline| (handshake mode)
-    F_DEAD = 1u << 7,    // FREE for good (bulk, latency, idle after a failure)
-    F_PROBED = 1u << 8,  // PRIMING: the probe byte is sent
-    F_UP = 1u << 9,      // the handshake completed
-    F_REUSED = 1u << 10, // ... resuming a session (SSL_session_reused)
+    F_SENDING = 1u << 1, // a send of |txq| in flight
+    F_FAILED = 1u << 2,  // this occupant's failure was counted
+    F_SETUP = 1u << 3,   // counted in pending_setup
+    F_PRIMER = 1u << 4,  // the --resume priming connection
+    F_BACKOFF = 1u << 5, // FREE, restart at |deadline| (handshake mode)
+    F_DEAD = 1u << 6,    // FREE for good (bulk, latency, idle after a failure)
+    F_PROBED = 1u << 7,  // PRIMING: the probe byte is sent
+    F_UP = 1u << 8,      // the handshake completed
+    F_REUSED = 1u << 9,  // ... resuming a session (SSL_session_reused)
 };
 
-// txbuf holds ciphertext. Two per connection: one under a send (never moved), one that
-// BoringSSL appends to (grows freely).
-struct txbuf {
-    uint8_t *data;
-    uint32_t len, off, cap;
-};
-
+// Ciphertext takes two queues per connection: |tio.out|, which BoringSSL appends to (it grows
+// freely: no send is ever made from it, so |tio.out_busy| stays 0), and |txq|, the queue under a
+// send (never moved). When the socket is free, tio.out becomes txq and BoringSSL starts a new
+// one. With --plain, |tio| has no SSL and requests go straight into tio.out. tio.eof is the TCP
+// FIN.
 struct lg_conn {
-    SSL *ssl;
-    struct txbuf tx[2];
-    const uint8_t *in; // ciphertext the read BIO hands BoringSSL now
-    uint32_t in_len;
+    struct tg_tlsio tio;
+    struct tg_bufq txq;
     uint32_t stream_off; // where this connection's stream starts in the pattern table
     uint64_t tx_pos;     // stream bytes written (plaintext)
     uint64_t rx_pos;     // stream bytes received and checked
@@ -144,18 +135,15 @@ struct lg_conn {
     uint16_t flags;
     uint8_t state;
     uint8_t inflight; // submitted operations whose last completion has not arrived
-    uint8_t send_idx; // tx[send_idx] is (or was last) under a send; BoringSSL fills the other
 };
 
 struct lg_engine {
     const struct lg_opts *o;
     struct lg_shared *sh;
     struct lg_stats *st;
-    struct io_uring ring;
-    int ring_ok;
-    struct io_uring_buf_ring *br;
-    size_t br_size;
-    uint8_t *bufs;
+    struct tg_loop loop;     // the ring and its buffer group; not its dispatch
+    struct tg_bufcache bc;   // ciphertext queues of tlsenv.out_size bytes
+    struct tg_tlsenv tlsenv; // no verifier: the SSL_CTX verifies (tlsgate_load.c)
     struct lg_conn *conns;
     uint32_t num_conns;
     uint32_t first_id;
@@ -180,7 +168,6 @@ struct lg_engine {
 };
 
 static _Thread_local struct lg_engine *t_engine; // for the new-session callback
-static BIO_METHOD *g_bio_method;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -216,27 +203,6 @@ static void conn_error(struct lg_engine *e, struct lg_conn *c, const char *what)
 // ---------------------------------------------------------------------------------------------
 // Buffers.
 
-static int txbuf_append(struct txbuf *b, const uint8_t *p, uint32_t n) {
-    if (b->cap - b->len < n) {
-        uint32_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n)
-            cap *= 2;
-        uint8_t *data = realloc(b->data, cap);
-        if (data == NULL)
-            return 0;
-        b->data = data;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 1;
-}
-
-static void txbuf_free(struct txbuf *b) {
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
-
 static int lat_push(struct lg_conn *c, uint64_t t) {
     if (c->lat_len == c->lat_cap) {
         uint32_t cap = c->lat_cap ? c->lat_cap * 2 : 16;
@@ -262,61 +228,6 @@ static uint64_t lat_pop(struct lg_conn *c) {
     return t;
 }
 
-static void return_buffer(struct lg_engine *e, unsigned bid) {
-    io_uring_buf_ring_add(e->br, e->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
-                          io_uring_buf_ring_mask(BUF_COUNT), 0);
-    io_uring_buf_ring_advance(e->br, 1);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The custom BIO: BoringSSL reads ciphertext from |c->in| (a provided buffer, never copied)
-// and appends ciphertext to the connection's filling txbuf.
-
-static int bio_read(BIO *bio, char *out, int len) {
-    struct lg_conn *c = BIO_get_data(bio);
-    BIO_clear_retry_flags(bio);
-    if (c->in_len == 0) {
-        if (c->flags & F_EOF)
-            return 0;
-        BIO_set_retry_read(bio);
-        return -1;
-    }
-    uint32_t n = (uint32_t)len < c->in_len ? (uint32_t)len : c->in_len;
-    memcpy(out, c->in, n);
-    c->in += n;
-    c->in_len -= n;
-    return (int)n;
-}
-
-static int bio_write(BIO *bio, const char *in, int len) {
-    struct lg_conn *c = BIO_get_data(bio);
-    BIO_clear_retry_flags(bio);
-    if (len <= 0)
-        return 0;
-    if (!txbuf_append(&c->tx[c->send_idx ^ 1], (const uint8_t *)in, (uint32_t)len))
-        return -1; // out of memory: the SSL call fails, the connection is closed
-    return len;
-}
-
-static long bio_ctrl(BIO *bio, int cmd, long larg, void *parg) {
-    (void)bio;
-    (void)larg;
-    (void)parg;
-    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
-}
-
-void lg_engine_global_init(void) {
-    g_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsgate-load");
-    BIO_meth_set_read(g_bio_method, bio_read);
-    BIO_meth_set_write(g_bio_method, bio_write);
-    BIO_meth_set_ctrl(g_bio_method, bio_ctrl);
-}
-
-void lg_engine_global_cleanup(void) {
-    BIO_meth_free(g_bio_method);
-    g_bio_method = NULL;
-}
-
 int lg_engine_new_session(SSL *ssl, SSL_SESSION *session) {
     (void)ssl;
     struct lg_engine *e = t_engine;
@@ -329,21 +240,8 @@ int lg_engine_new_session(SSL *ssl, SSL_SESSION *session) {
 // ---------------------------------------------------------------------------------------------
 // Submissions.
 
-static struct io_uring_sqe *get_sqe(struct lg_engine *e) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
-    if (sqe != NULL)
-        return sqe;
-    io_uring_submit(&e->ring);
-    sqe = io_uring_get_sqe(&e->ring);
-    if (sqe == NULL) {
-        fprintf(stderr, "tlsgate-load: submission queue full after submit\n");
-        abort();
-    }
-    return sqe;
-}
-
 static void submit_recv(struct lg_engine *e, struct lg_conn *c) {
-    struct io_uring_sqe *sqe = get_sqe(e);
+    struct io_uring_sqe *sqe = tg_loop_sqe(&e->loop);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUF_GROUP;
@@ -353,9 +251,8 @@ static void submit_recv(struct lg_engine *e, struct lg_conn *c) {
 }
 
 static void submit_send(struct lg_engine *e, struct lg_conn *c) {
-    struct txbuf *b = &c->tx[c->send_idx];
-    struct io_uring_sqe *sqe = get_sqe(e);
-    io_uring_prep_send(sqe, c->fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
+    struct io_uring_sqe *sqe = tg_loop_sqe(&e->loop);
+    io_uring_prep_send(sqe, c->fd, tg_bufq_peek(&c->txq), tg_bufq_len(&c->txq), MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, conn_idx(e, c), c->gen));
     c->flags |= F_SENDING;
     c->inflight++;
@@ -374,13 +271,12 @@ static int producing(const struct lg_engine *e, const struct lg_conn *c) {
            (e->phase == PH_WARMUP || e->phase == PH_MEASURE);
 }
 
-// bulk_produce seals B-byte writes of the stream until TX_LOW bytes wait in the filling buffer.
+// bulk_produce seals B-byte writes of the stream until TX_LOW bytes wait in the filling queue.
 static int bulk_produce(struct lg_engine *e, struct lg_conn *c) {
     const struct lg_opts *o = e->o;
-    struct txbuf *fill = &c->tx[c->send_idx ^ 1];
-    while (fill->len < TX_LOW) {
+    while (tg_bufq_len(&c->tio.out) < TX_LOW) {
         const uint8_t *p = o->pattern + (c->stream_off + c->tx_pos) % o->pattern_period;
-        if (SSL_write(c->ssl, p, (int)o->write_size) != (int)o->write_size)
+        if (!tg_tls_write_all(&c->tio, p, o->write_size))
             return 0;
         c->tx_pos += o->write_size;
         if (e->phase == PH_MEASURE) {
@@ -405,7 +301,7 @@ static void conn_fail(struct lg_engine *e, struct lg_conn *c, const char *what) 
 }
 
 // conn_flush keeps bulk writes coming and one send in flight: when the socket is free the
-// filling buffer goes out and BoringSSL fills the other one.
+// filling queue goes out and BoringSSL starts another one.
 static void conn_flush(struct lg_engine *e, struct lg_conn *c) {
     if (c->state == CS_CLOSING || c->state == CS_FREE)
         return;
@@ -413,9 +309,10 @@ static void conn_flush(struct lg_engine *e, struct lg_conn *c) {
         conn_fail(e, c, "SSL_write failed");
         return;
     }
-    if ((c->flags & F_SENDING) || c->tx[c->send_idx ^ 1].len == 0)
+    if ((c->flags & F_SENDING) || tg_bufq_len(&c->tio.out) == 0)
         return;
-    c->send_idx ^= 1;
+    c->txq = c->tio.out; // empty while no send is in flight: on_send consumed it
+    memset(&c->tio.out, 0, sizeof(c->tio.out));
     submit_send(e, c);
     if (producing(e, c) && !bulk_produce(e, c))
         conn_fail(e, c, "SSL_write failed");
@@ -432,9 +329,7 @@ static void conn_close(struct lg_engine *e, struct lg_conn *c) {
     c->state = CS_CLOSING;
     if (c->inflight == 0)
         return;
-    struct io_uring_sqe *sqe = get_sqe(e);
-    io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+    tg_loop_cancel_fd(&e->loop, c->fd);
 }
 
 // conn_settle counts, once, a connection whose handshake completed and that has not failed:
@@ -457,10 +352,8 @@ static void conn_release(struct lg_engine *e, struct lg_conn *c) {
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
-    SSL_free(c->ssl);
-    c->ssl = NULL;
-    txbuf_free(&c->tx[0]);
-    txbuf_free(&c->tx[1]);
+    tg_tlsio_drop(&c->tio); // the SSL, tio.out, tio.eof
+    tg_bufq_reset(&c->txq, &e->bc);
     free(c->lat);
     c->lat = NULL;
     c->lat_head = c->lat_len = c->lat_cap = 0;
@@ -520,33 +413,25 @@ static void conn_start(struct lg_engine *e, struct lg_conn *c) {
     c->deadline = e->now + HANDSHAKE_TIMEOUT_NS;
     c->tx_pos = c->rx_pos = 0;
     c->lat_done = 0;
-    c->send_idx = 0;
     e->num_active++;
     if (e->phase == PH_SETUP) {
         c->flags |= F_SETUP;
         e->pending_setup++;
     }
-    struct io_uring_sqe *sqe = get_sqe(e);
+    struct io_uring_sqe *sqe = tg_loop_sqe(&e->loop);
     io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&o->addr, o->addr_len);
     io_uring_sqe_set_data64(sqe, ud_make(OP_CONNECT, conn_idx(e, c), c->gen));
     c->inflight++;
 }
 
+// conn_new_ssl makes the client SSL (its app data is |c->tio|). --sni goes out as given, an IP
+// literal too, and a name BoringSSL refuses fails the connection: tg_tlsio_init would drop both.
 static int conn_new_ssl(struct lg_engine *e, struct lg_conn *c) {
-    c->ssl = SSL_new(e->o->ctx);
-    if (c->ssl == NULL)
+    if (!tg_tlsio_init(&c->tio, &e->tlsenv, e->o->ctx, 0, NULL))
         return 0;
-    BIO *bio = BIO_new(g_bio_method);
-    if (bio == NULL)
+    if (e->o->sni != NULL && !SSL_set_tlsext_host_name(c->tio.ssl, e->o->sni))
         return 0;
-    BIO_set_data(bio, c);
-    BIO_set_init(bio, 1);
-    SSL_set_bio(c->ssl, bio, bio); // one reference, taken by the SSL
-    SSL_set_app_data(c->ssl, c);
-    SSL_set_connect_state(c->ssl);
-    if (e->o->sni != NULL && !SSL_set_tlsext_host_name(c->ssl, e->o->sni))
-        return 0;
-    if (e->o->resume && e->session != NULL && !SSL_set_session(c->ssl, e->session))
+    if (e->o->resume && e->session != NULL && !SSL_set_session(c->tio.ssl, e->session))
         return 0;
     return 1;
 }
@@ -573,8 +458,8 @@ static void on_connect(struct lg_engine *e, struct lg_conn *c, int res) {
     }
     c->state = CS_HANDSHAKE;
     submit_recv(e, c);
-    int r = SSL_do_handshake(c->ssl); // the ClientHello goes into the filling buffer
-    if (r != 1 && SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+    int r;
+    if (tg_tls_handshake(&c->tio, &r) == TG_TLS_ERROR) { // the ClientHello goes into tio.out
         conn_fail(e, c, "handshake failed");
         return;
     }
@@ -586,7 +471,7 @@ static void handshake_done(struct lg_engine *e, struct lg_conn *c) {
     c->flags |= F_UP;
     c->up_at = e->now;
     e->last_up = e->now;
-    if (c->ssl != NULL && SSL_session_reused(c->ssl))
+    if (c->tio.ssl != NULL && SSL_session_reused(c->tio.ssl))
         c->flags |= F_REUSED;
     if (c->flags & F_SETUP) {
         c->flags &= ~F_SETUP;
@@ -617,9 +502,9 @@ static void conn_shutdown(struct lg_engine *e, struct lg_conn *c) {
     }
     c->state = CS_SHUTDOWN;
     c->deadline = e->now + SHUTDOWN_TIMEOUT_NS;
-    SSL_shutdown(c->ssl);
+    SSL_shutdown(c->tio.ssl);
     ERR_clear_error();
-    if (c->flags & F_EOF) {
+    if (c->tio.eof) {
         conn_close(e, c);
         return;
     }
@@ -648,11 +533,11 @@ static int drain_ready(const struct lg_engine *e, const struct lg_conn *c) {
 #define LAT_DONE UINT64_MAX
 #define SIP_MAX_RESPONSE (64u * 1024u)
 
-// conn_write hands |n| plaintext bytes to TLS, or straight to the send buffer with --plain.
-static int conn_write(struct lg_conn *c, int plain, const void *p, uint32_t n) {
-    if (plain)
-        return txbuf_append(&c->tx[c->send_idx ^ 1], p, n);
-    return SSL_write(c->ssl, p, (int)n) == (int)n;
+// conn_write hands |n| plaintext bytes to TLS, or straight to the filling queue with --plain.
+static int conn_write(struct lg_engine *e, struct lg_conn *c, const void *p, uint32_t n) {
+    if (e->o->plain)
+        return tg_bufq_append(&c->tio.out, &e->bc, p, n, e->tlsenv.out_size, 0);
+    return tg_tls_write_all(&c->tio, p, n);
 }
 
 static void sip_send(struct lg_engine *e, struct lg_conn *c, uint64_t sched) {
@@ -669,7 +554,7 @@ static void sip_send(struct lg_engine *e, struct lg_conn *c, uint64_t sched) {
                      "CSeq: %llu OPTIONS\r\n"
                      "Content-Length: 0\r\n\r\n",
                      e->o->plain ? "TCP" : "TLS", id, cseq, id, id, cseq, cseq);
-    if (n <= 0 || (size_t)n >= sizeof(msg) || !conn_write(c, e->o->plain, msg, (uint32_t)n) ||
+    if (n <= 0 || (size_t)n >= sizeof(msg) || !conn_write(e, c, msg, (uint32_t)n) ||
         !lat_push(c, sched)) {
         conn_fail(e, c, "write of an OPTIONS request failed");
         return;
@@ -885,28 +770,29 @@ static void on_plain(struct lg_engine *e, struct lg_conn *c, const uint8_t *p, u
         conn_shutdown(e, c);
 }
 
-// read_loop decrypts everything |c->in| holds; BoringSSL takes it all, so the provided
+// read_loop decrypts everything |c->tio.in| holds; BoringSSL takes it all, so the provided
 // buffer can go back at once.
 static void read_loop(struct lg_engine *e, struct lg_conn *c) {
     for (;;) {
-        int n = SSL_read(c->ssl, e->scratch, (int)sizeof(e->scratch));
-        if (n > 0) {
+        int n = SSL_read(c->tio.ssl, e->scratch, (int)sizeof(e->scratch));
+        enum tg_tls_status s = tg_tls_classify(&c->tio, n);
+        if (s == TG_TLS_OK) {
             on_plain(e, c, e->scratch, (uint32_t)n);
             if (c->state == CS_CLOSING)
                 return;
             continue;
         }
-        int err = SSL_get_error(c->ssl, n);
-        if (err == SSL_ERROR_WANT_READ && !(c->flags & F_EOF))
+        if (s == TG_TLS_WANT)
             break;
-        // The peer closed: close_notify (ZERO_RETURN), or FIN or an error without one. A
-        // fatal alert is a failure even after our close_notify (TLS 1.3: a refused client
-        // certificate is only reported then).
-        if (c->state == CS_SHUTDOWN && err != SSL_ERROR_SSL) {
+        // The peer closed: close_notify (ZERO_RETURN), or FIN without one (TG_TLS_EOF), or an
+        // error. A fatal alert is a failure even after our close_notify (TLS 1.3: a refused
+        // client certificate is only reported then).
+        if (c->state == CS_SHUTDOWN && s == TG_TLS_EOF) {
             ERR_clear_error();
             conn_close(e, c);
             return;
         }
+        int err = SSL_get_error(c->tio.ssl, n);
         conn_fail(e, c,
                   err == SSL_ERROR_ZERO_RETURN ? "peer closed the connection"
                   : err == SSL_ERROR_SSL       ? "TLS error"
@@ -925,16 +811,16 @@ static void conn_input(struct lg_engine *e, struct lg_conn *c, const uint8_t *da
             conn_flush(e, c);
         return;
     }
-    c->in = data;
-    c->in_len = len;
+    c->tio.in = data;
+    c->tio.in_len = len;
     if (c->state == CS_HANDSHAKE) {
-        int r = SSL_do_handshake(c->ssl);
-        if (r != 1) {
-            int err = SSL_get_error(c->ssl, r);
-            if (err == SSL_ERROR_WANT_READ && !(c->flags & F_EOF)) {
-                conn_flush(e, c);
-                goto out;
-            }
+        int r;
+        enum tg_tls_status s = tg_tls_handshake(&c->tio, &r);
+        if (s == TG_TLS_WANT) {
+            conn_flush(e, c);
+            goto out;
+        }
+        if (s != TG_TLS_OK) {
             conn_fail(e, c, "handshake failed");
             goto out;
         }
@@ -944,8 +830,8 @@ static void conn_input(struct lg_engine *e, struct lg_conn *c, const uint8_t *da
         read_loop(e, c);
     conn_flush(e, c);
 out:
-    c->in = NULL;
-    c->in_len = 0;
+    c->tio.in = NULL;
+    c->tio.in_len = 0;
 }
 
 static void on_recv(struct lg_engine *e, struct lg_conn *c, struct io_uring_cqe *cqe) {
@@ -954,13 +840,13 @@ static void on_recv(struct lg_engine *e, struct lg_conn *c, struct io_uring_cqe 
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         if (cqe->res > 0 && c->state != CS_CLOSING)
-            conn_input(e, c, e->bufs + (size_t)bid * BUF_SIZE, (uint32_t)cqe->res);
-        return_buffer(e, bid);
+            conn_input(e, c, tg_loop_buf(&e->loop, BUF_GROUP, bid), (uint32_t)cqe->res);
+        tg_loop_buf_return(&e->loop, BUF_GROUP, bid);
     }
     if (c->state == CS_CLOSING)
         return;
     if (cqe->res == 0) {
-        c->flags |= F_EOF;
+        c->tio.eof = 1;
         conn_input(e, c, NULL, 0); // lets BoringSSL see the EOF
         if (c->state != CS_CLOSING)
             conn_fail(e, c, "connection closed by the peer");
@@ -994,28 +880,25 @@ static void on_send(struct lg_engine *e, struct lg_conn *c, int res) {
         conn_fail(e, c, what);
         return;
     }
-    struct txbuf *b = &c->tx[c->send_idx];
-    b->off += (uint32_t)res;
-    if (b->off < b->len) {
+    tg_bufq_consume(&c->txq, &e->bc, (uint32_t)res); // emptied: its memory goes back to e->bc
+    if (tg_bufq_len(&c->txq) > 0) {
         submit_send(e, c);
         return;
     }
-    b->len = b->off = 0;
-    if (e->o->mode == LG_MODE_IDLE)
-        txbuf_free(b); // an idle connection holds no buffer
     conn_flush(e, c);
 }
 
 static void on_cqe(struct lg_engine *e, struct io_uring_cqe *cqe) {
-    enum op op = ud_op(cqe->user_data);
-    if (op == OP_IGNORE)
-        return;
-    uint32_t idx = ud_idx(cqe->user_data);
+    uint64_t ud = cqe->user_data;
+    if (tg_ud_kind(ud) != LG_KIND)
+        return; // cancel requests
+    enum op op = (enum op)tg_ud_op(ud);
+    uint32_t idx = tg_ud_slot(ud);
     struct lg_conn *c = idx < e->num_conns ? &e->conns[idx] : NULL;
-    if (c == NULL || c->gen != ud_gen(cqe->user_data) || c->state == CS_FREE) {
+    if (c == NULL || c->gen != tg_ud_gen(ud) || c->state == CS_FREE) {
         // A slot is freed only after its last completion: this should not happen.
         if (cqe->flags & IORING_CQE_F_BUFFER)
-            return_buffer(e, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+            tg_loop_buf_return(&e->loop, BUF_GROUP, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         return;
     }
     if (op != OP_RECV || !(cqe->flags & IORING_CQE_F_MORE))
@@ -1094,7 +977,7 @@ static void force_close(struct lg_engine *e, struct lg_conn *c) {
                      "echo incomplete at the end of the grace period: %llu of %llu bytes back "
                      "(TLS bytes buffered: %s)",
                      (unsigned long long)c->rx_pos, (unsigned long long)c->tx_pos,
-                     SSL_has_pending(c->ssl) ? "yes" : "none");
+                     SSL_has_pending(c->tio.ssl) ? "yes" : "none");
             conn_error(e, c, what);
         }
         break;
@@ -1173,7 +1056,7 @@ static void latency_send(struct lg_engine *e) {
             continue;
         }
         const uint8_t *p = o->pattern + (c->stream_off + c->tx_pos) % o->pattern_period;
-        if (SSL_write(c->ssl, p, (int)o->req_size) != (int)o->req_size || !lat_push(c, sched)) {
+        if (!tg_tls_write_all(&c->tio, p, o->req_size) || !lat_push(c, sched)) {
             conn_fail(e, c, "SSL_write failed");
             conn_reap(e, c);
             continue;
@@ -1210,7 +1093,7 @@ static void scan_deadlines(struct lg_engine *e) {
             }
             c->flags |= F_PROBED;
             c->deadline = e->now + PRIME_TIMEOUT_NS;
-            if (SSL_write(c->ssl, "\n", 1) != 1) {
+            if (!tg_tls_write_all(&c->tio, (const uint8_t *)"\n", 1)) {
                 conn_fail(e, c, "SSL_write failed");
                 break;
             }
@@ -1298,58 +1181,32 @@ static int setup_ring(struct lg_engine *e) {
     unsigned cq = 4096;
     while (cq < 4 * e->num_conns && cq < 65536)
         cq *= 2;
-    struct io_uring_params p;
-    memset(&p, 0, sizeof(p));
-    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-              IORING_SETUP_COOP_TASKRUN;
-    p.cq_entries = cq;
-    int r = io_uring_queue_init_params(1024, &e->ring, &p);
-    if (r == -EINVAL) {
-        // Kernels before 6.1 lack DEFER_TASKRUN / SINGLE_ISSUER.
-        memset(&p, 0, sizeof(p));
-        p.flags = IORING_SETUP_CQSIZE;
-        p.cq_entries = cq;
-        r = io_uring_queue_init_params(1024, &e->ring, &p);
-    }
-    if (r < 0) {
-        fprintf(stderr, "tlsgate-load: io_uring_queue_init: %s\n", strerror(-r));
+    char err[160];
+    if (!tg_loop_init(&e->loop, 1024, cq, err, sizeof(err))) {
+        fprintf(stderr, "tlsgate-load: %s\n", err);
         return 0;
     }
-    e->ring_ok = 1;
-    if (!(e->ring.features & IORING_FEAT_EXT_ARG)) {
+    if (!(e->loop.ring.features & IORING_FEAT_EXT_ARG)) {
         fprintf(stderr, "tlsgate-load: the kernel lacks IORING_FEAT_EXT_ARG (5.11+ needed)\n");
         return 0;
     }
-    // liburing 2.3 has no io_uring_setup_buf_ring: map and register the ring by hand.
-    e->br_size = BUF_COUNT * sizeof(struct io_uring_buf);
-    e->br = mmap(NULL, e->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (e->br == MAP_FAILED) {
-        e->br = NULL;
-        fprintf(stderr, "tlsgate-load: mmap buffer ring: %s\n", strerror(errno));
+    if (!tg_loop_add_bufgroup(&e->loop, BUF_GROUP, BUF_SIZE, BUF_COUNT, err, sizeof(err))) {
+        fprintf(stderr, "tlsgate-load: %s\n", err);
         return 0;
     }
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.ring_addr = (unsigned long)e->br;
-    reg.ring_entries = BUF_COUNT;
-    reg.bgid = BUF_GROUP;
-    r = io_uring_register_buf_ring(&e->ring, &reg, 0);
-    if (r < 0) {
-        fprintf(stderr, "tlsgate-load: io_uring_register_buf_ring: %s (kernel 5.19+ needed)\n",
-                strerror(-r));
-        return 0;
-    }
-    e->bufs = malloc((size_t)BUF_COUNT * BUF_SIZE);
-    if (e->bufs == NULL) {
-        fprintf(stderr, "tlsgate-load: out of memory for receive buffers\n");
-        return 0;
-    }
-    io_uring_buf_ring_init(e->br);
-    for (unsigned i = 0; i < BUF_COUNT; i++)
-        io_uring_buf_ring_add(e->br, e->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
-                              io_uring_buf_ring_mask(BUF_COUNT), (int)i);
-    io_uring_buf_ring_advance(e->br, BUF_COUNT);
     return 1;
+}
+
+// out_queue_size is the allocation of a ciphertext queue (and the class of e->bc): one record,
+// or one latency request, or in bulk mode what bulk_produce seals ahead of the socket (TX_LOW
+// plus one write), sealed. A queue that needs more grows (and is freed, not cached, when empty).
+static uint32_t out_queue_size(const struct lg_opts *o) {
+    uint32_t plain = TG_TLS_CHUNK;
+    if (o->mode == LG_MODE_BULK)
+        plain = TX_LOW + o->write_size;
+    else if (o->mode == LG_MODE_LATENCY && o->req_size > plain)
+        plain = o->req_size;
+    return plain + (plain / TG_TLS_CHUNK + 1) * TG_TLS_RECORD_OVERHEAD;
 }
 
 static uint64_t splitmix64(uint64_t x) {
@@ -1366,11 +1223,8 @@ static void engine_free(struct lg_engine *e) {
             conn_release(e, c);
     }
     free(e->conns);
-    if (e->ring_ok)
-        io_uring_queue_exit(&e->ring);
-    if (e->br != NULL)
-        munmap(e->br, e->br_size);
-    free(e->bufs);
+    tg_bufcache_cleanup(&e->bc);
+    tg_loop_cleanup(&e->loop);
     SSL_SESSION_free(e->session);
     free(e);
 }
@@ -1385,18 +1239,18 @@ static void engine_loop(struct lg_engine *e) {
         struct __kernel_timespec ts = {.tv_sec = (long long)(wait / NS_PER_S),
                                        .tv_nsec = (long long)(wait % NS_PER_S)};
         struct io_uring_cqe *cqe;
-        int r = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1, &ts, NULL);
+        int r = io_uring_submit_and_wait_timeout(&e->loop.ring, &cqe, 1, &ts, NULL);
         if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
             fprintf(stderr, "tlsgate-load: io_uring wait: %s\n", strerror(-r));
             return;
         }
         e->now = now_ns();
         unsigned head, seen = 0;
-        io_uring_for_each_cqe(&e->ring, head, cqe) {
+        io_uring_for_each_cqe(&e->loop.ring, head, cqe) {
             seen++;
             on_cqe(e, cqe);
         }
-        io_uring_cq_advance(&e->ring, seen);
+        io_uring_cq_advance(&e->loop.ring, seen);
     }
 }
 
@@ -1412,16 +1266,25 @@ int lg_engine_run(const struct lg_opts *o, struct lg_shared *sh, uint32_t first_
     e->st = out;
     e->first_id = first_id;
     e->num_conns = num_conns;
+    uint32_t out_size = out_queue_size(o);
+    tg_bufcache_init(&e->bc, out_size, 0);
+    e->tlsenv = (struct tg_tlsenv){.bc = &e->bc, .out_size = out_size};
+    // setup_ring first: tg_loop_cleanup (engine_free) wants a tg_loop that tg_loop_init has seen.
+    if (!setup_ring(e)) {
+        engine_free(e);
+        return 0;
+    }
     e->conns = calloc(num_conns, sizeof(*e->conns));
-    if (e->conns == NULL || !setup_ring(e)) {
-        if (e->conns == NULL)
-            fprintf(stderr, "tlsgate-load: out of memory for %u connections\n", num_conns);
+    if (e->conns == NULL) {
+        fprintf(stderr, "tlsgate-load: out of memory for %u connections\n", num_conns);
         engine_free(e);
         return 0;
     }
     for (uint32_t i = 0; i < num_conns; i++) {
         struct lg_conn *c = &e->conns[i];
         c->fd = -1;
+        c->tio.env = &e->tlsenv;
+        c->tio.fd = -1;
         c->stream_off =
             (uint32_t)(splitmix64(0x746c7367617465ull + first_id + i) % o->pattern_period);
     }

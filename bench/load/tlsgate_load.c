@@ -540,7 +540,6 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal; // no SA_RESTART: a wait returns EINTR
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    lg_engine_global_init();
 
     struct lg_shared sh = {.stop = &g_stop};
     uint32_t first = 0;
@@ -579,7 +578,6 @@ int main(int argc, char **argv) {
         print_table(o, &r);
     fflush(stdout);
 
-    lg_engine_global_cleanup();
     SSL_CTX_free(o->ctx);
     free(pattern);
     free(args);
