@@ -4,10 +4,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+static unsigned class_max(uint32_t size) {
+    if (size == 0)
+        return 0;
+    uint32_t n = TG_BUFCACHE_BYTES / size;
+    if (n < TG_BUFCACHE_MIN)
+        return TG_BUFCACHE_MIN;
+    return n > TG_BUFCACHE_MAX ? TG_BUFCACHE_MAX : n;
+}
+
 void tg_bufcache_init(struct tg_bufcache *bc, uint32_t size_a, uint32_t size_b) {
     memset(bc, 0, sizeof(*bc));
     bc->cls[0].size = size_a;
     bc->cls[1].size = size_b != size_a ? size_b : 0;
+    for (unsigned k = 0; k < TG_BUFCACHE_CLASSES; k++)
+        bc->cls[k].max = class_max(bc->cls[k].size);
 }
 
 void tg_bufcache_cleanup(struct tg_bufcache *bc) {
@@ -36,7 +47,7 @@ void tg_bufcache_put(struct tg_bufcache *bc, uint8_t *data, uint32_t size) {
     int k = class_of(bc, size);
     if (data == NULL)
         return;
-    if (k < 0 || bc->cls[k].num == TG_BUFCACHE_MAX) {
+    if (k < 0 || bc->cls[k].num >= bc->cls[k].max) {
         free(data);
         return;
     }

@@ -330,6 +330,71 @@ static int tg_set_peer_names(struct tg_parse_state *st, const struct tg_key *key
     return 1;
 }
 
+static int tg_set_admin_allow(struct tg_parse_state *st, const struct tg_key *key,
+                              const char *value, char *why, size_t why_len) {
+    (void)key;
+    struct tg_config *cfg = st->cfg;
+    const char *p = value;
+    for (size_t n = 1; p != NULL; n++) {
+        size_t len;
+        const char *item = tg_next_item(&p, &len);
+        if (len == 0)
+            return tg_set_why(why, why_len, "item %zu is empty", n);
+        if (cfg->num_admin_allow == TG_ADMIN_MAX_ALLOW)
+            return tg_set_why(why, why_len, "more than %d networks", TG_ADMIN_MAX_ALLOW);
+        char reason[200];
+        if (!tg_cidr_parse(&cfg->admin_allow[cfg->num_admin_allow], item, len, reason,
+                           sizeof(reason)))
+            return tg_set_why(why, why_len, "item %zu: %s", n, reason);
+        cfg->num_admin_allow++;
+    }
+    return 1;
+}
+
+// tg_valid_admin_host reports whether |s| is a DNS name or a numeric (unbracketed) address.
+static int tg_valid_admin_host(const char *s, size_t len) {
+    struct tg_cidr net;
+    if (memchr(s, '/', len) == NULL && tg_cidr_parse(&net, s, len, NULL, 0))
+        return 1;
+    return tg_valid_dns_name(s);
+}
+
+static int tg_set_admin_hosts(struct tg_parse_state *st, const struct tg_key *key,
+                              const char *value, char *why, size_t why_len) {
+    (void)key;
+    struct tg_config *cfg = st->cfg;
+    const char *p = value;
+    for (size_t n = 1; p != NULL; n++) {
+        size_t len;
+        const char *item = tg_next_item(&p, &len);
+        if (len == 0)
+            return tg_set_why(why, why_len, "item %zu is empty", n);
+        if (cfg->num_admin_hosts == TG_ADMIN_MAX_HOSTS)
+            return tg_set_why(why, why_len, "more than %d names", TG_ADMIN_MAX_HOSTS);
+        char *name = cfg->admin_hosts[cfg->num_admin_hosts];
+        if (len < TG_HOST_MAX) {
+            memcpy(name, item, len);
+            name[len] = '\0';
+        }
+        if (len >= TG_HOST_MAX || !tg_valid_admin_host(name, len)) {
+            char q[TG_QUOTE_MAX + 4];
+            tg_quote(q, sizeof(q), item, len);
+            return tg_set_why(why, why_len,
+                              "item %zu '%s' is neither a DNS name nor a numeric address", n, q);
+        }
+        cfg->num_admin_hosts++;
+    }
+    return 1;
+}
+
+static int tg_set_admin_token_file(struct tg_parse_state *st, const struct tg_key *key,
+                                   const char *value, char *why, size_t why_len) {
+    if (!tg_set_path(st, key, value, why, why_len))
+        return 0;
+    st->cfg->admin_token_file_line = st->line;
+    return 1;
+}
+
 static int tg_set_min_key_bits(struct tg_parse_state *st, const struct tg_key *key,
                                const char *value, char *why, size_t why_len) {
     uint32_t v;
@@ -433,12 +498,19 @@ static const struct tg_key k_global_keys[] = {
     {"user", tg_set_user, 0, 0, 0, 0, 0},
     TG_U32("drain_timeout_ms", 0, 0, 3600000, drain_timeout_ms),
     TG_U32("buffer_size", 0, 4096, 4194304, buffer_size),
+    TG_U32("max_handshakes", 0, 1, 1000000, max_handshakes),
+    TG_U32("max_handshakes_per_source", 0, 0, 1000000, max_handshakes_per_source),
+    TG_U32("new_connections_per_source", 0, 0, 1000000, new_connections_per_source),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
 static const struct tg_key k_admin_keys[] = {
     {"listen", tg_set_admin_listen, 0, 0, 0, 0, 0},
     {"enabled", tg_set_admin_enabled, 0, 0, 0, 0, 0},
+    {"allow", tg_set_admin_allow, 0, 0, 0, 0, 0},
+    {"hosts", tg_set_admin_hosts, 0, 0, 0, 0, 0},
+    {"token_file", tg_set_admin_token_file, 0, 0, 0, offsetof(struct tg_config, admin_token_file),
+     sizeof(((struct tg_config *)0)->admin_token_file)},
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -467,6 +539,7 @@ static const struct tg_key k_inbound_keys[] = {
     {"mode", tg_set_mode, 0, 0, 0, 0, 0},
     TG_LU32("keepalive_interval_ms", 0, 3600000, keepalive_interval_ms),
     TG_LU32("sip_max_message", 1024, 1048576, sip_max_message),
+    TG_LU32("max_connections", 0, 1000000, max_connections),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -478,6 +551,7 @@ static const struct tg_key k_outbound_keys[] = {
     TG_LU32("options_interval_s", 0, 3600, options_interval_s),
     TG_LU32("options_failures", 1, 100, options_failures),
     TG_LU32("sip_max_message", 1024, 1048576, sip_max_message),
+    TG_LU32("max_connections", 0, 1000000, max_connections),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -541,11 +615,37 @@ static int tg_check_required(struct tg_parse_state *st, enum tg_section sect, in
     return 1;
 }
 
+// tg_check_admin refuses an [admin] listen address other than loopback without both a source
+// allow-list and a token: the admin can reload and shows paths and peers.
+static int tg_check_admin(struct tg_parse_state *st) {
+    const struct tg_config *cfg = st->cfg;
+    if (!cfg->admin_enabled ||
+        tg_sockaddr_is_loopback((const struct sockaddr *)&cfg->admin_listen.addr))
+        return 1;
+    int has_allow = cfg->num_admin_allow > 0, has_token = cfg->admin_token_file[0] != '\0';
+    if (has_allow && has_token)
+        return 1;
+    int line = st->sect_line;
+    for (size_t i = 0; k_admin_keys[i].name != NULL; i++) {
+        if (strcmp(k_admin_keys[i].name, "listen") == 0 && st->seen[i] != 0)
+            line = st->seen[i];
+    }
+    char where[80];
+    tg_target_format(&cfg->admin_listen, where, sizeof(where));
+    return tg_fail(st, line, "admin.listen", "%s is not a loopback address: it needs %s", where,
+                   !has_allow && !has_token
+                       ? "admin.allow (source networks) and admin.token_file (bearer token)"
+                   : has_allow ? "admin.token_file (bearer token)"
+                               : "admin.allow (source networks)");
+}
+
 // tg_close_section checks the section being read when the next one starts or at the end.
 static int tg_close_section(struct tg_parse_state *st) {
     if (st->sect == TG_SECT_NONE)
         return 1;
-    return tg_check_required(st, st->sect, st->sect_line);
+    if (!tg_check_required(st, st->sect, st->sect_line))
+        return 0;
+    return st->sect != TG_SECT_ADMIN || tg_check_admin(st);
 }
 
 static void tg_open_section(struct tg_parse_state *st, enum tg_section sect) {
@@ -774,6 +874,10 @@ static int tg_check_whole(struct tg_parse_state *st) {
     if (st->cfg->num_listeners == 0)
         return tg_fail(st, 0, "listeners",
                        "at least one [inbound NAME] or [outbound NAME] section required");
+    // Unauthenticated connections get a budget smaller than the slots, so that a flood of them
+    // never takes the slots the provider's authenticated connections need.
+    if (st->cfg->max_handshakes == 0)
+        st->cfg->max_handshakes = st->cfg->max_connections > 1 ? st->cfg->max_connections / 2 : 1;
     return 1;
 }
 
@@ -784,6 +888,9 @@ void tg_config_init(struct tg_config *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->workers = 0;
     cfg->max_connections = 10000;
+    cfg->max_handshakes = 0; // 0 until loaded: max_connections / 2 (tg_config_load)
+    cfg->max_handshakes_per_source = 128;
+    cfg->new_connections_per_source = 256;
     cfg->log_level = TG_LOG_INFO;
     cfg->drain_timeout_ms = 10000;
     cfg->buffer_size = 65536;

@@ -28,8 +28,9 @@ static const char *listener_label(const void *arg, uint16_t listener) {
 int tg_conns_init(struct tg_conns *cs, struct tg_loop *loop, const struct tg_config *cfg,
                   struct tg_metrics *metrics, unsigned worker_id, uint32_t max_conns,
                   SSL_CTX *server, SSL_CTX *client, const uint8_t *sip_key,
-                  struct tg_peer_ring *peers) {
+                  struct tg_peer_ring *peers, struct tg_guard *guard) {
     memset(cs, 0, sizeof(*cs));
+    cs->guard = guard;
     cs->loop = loop;
     cs->cfg = cfg;
     cs->metrics = metrics;
@@ -73,9 +74,14 @@ void tg_conns_cleanup(struct tg_conns *cs) {
 // ---------------------------------------------------------------------------------------------
 // Submissions.
 
+// submit_recv arms one receive into a provided buffer. Single-shot on purpose: a multishot
+// receive keeps completing (the kernel retries it inline) until its cancel is processed, and
+// everything it delivers after the destination queue is full must be kept in pend_*: a peer
+// that writes and never reads could grow that by megabytes. One receive in flight per side
+// bounds pend_tls and pend_plain by one buffer (TG_BUF_SIZE) each.
 static void submit_recv(struct tg_conns *cs, struct tg_conn *c, int tls) {
     struct io_uring_sqe *sqe = tg_loop_sqe(cs->loop);
-    io_uring_prep_recv_multishot(sqe, tls ? c->tio.fd : c->plain_fd, NULL, 0, 0);
+    io_uring_prep_recv(sqe, tls ? c->tio.fd : c->plain_fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = TG_BUF_GROUP;
     io_uring_sqe_set_data64(sqe,
@@ -120,8 +126,21 @@ struct tg_conn *tg_conn_alloc(struct tg_conns *cs) {
     return c;
 }
 
+// guard_release gives back the handshake budget a connection holds (guard.h).
+static void guard_release(struct tg_conns *cs, struct tg_conn *c) {
+    if (!(c->flags & TG_F_GUARDED))
+        return;
+    c->flags &= ~TG_F_GUARDED;
+    tg_guard_release_handshake(cs->guard, c->guard_bucket);
+}
+
 static void conn_free(struct tg_conns *cs, struct tg_conn *c) {
     tg_timer_cancel(&c->timer);
+    if (c->flags & TG_F_NOBUFS)
+        cs->num_nobufs--;
+    guard_release(cs, c);
+    if (c->flags & TG_F_COUNTED)
+        tg_guard_release_conn(cs->guard, c->tio.listener);
     if (c->tio.fd >= 0)
         close(c->tio.fd);
     if (c->plain_fd >= 0)
@@ -186,6 +205,27 @@ void tg_conn_fatal(struct tg_conns *cs, struct tg_conn *c, const char *why) {
     tg_conn_step(cs, c);
 }
 
+void tg_conn_tls_failed(struct tg_conns *cs, struct tg_conn *c, const char *why) {
+    if (c->state == TG_CS_CLOSING || c->state == TG_CS_FREE)
+        return;
+    if (tg_bufq_len(&c->tio.out) == 0 || !(c->flags & TG_F_TLS_UP) || c->tio.eof ||
+        (c->flags & TG_F_TLS_WR_DONE)) {
+        tg_conn_close(cs, c, why);
+        return;
+    }
+    TG_DEBUG("conn_tls_failed", "conn=w%u-%u why=%s", cs->worker_id, c->tio.seq, why);
+    // Nothing more is read from either side; what the TLS side has queued (the alert last) is
+    // sent, then the connection closes (TG_ACT_CLOSE_FLUSHED). The handshake lane bounds it.
+    c->flags |= TG_F_FATAL_FLUSH | TG_F_TLS_SHUT_SENT | TG_F_TLS_RD_EOF | TG_F_PLAIN_RD_EOF |
+                TG_F_PLAIN_WR_DONE;
+    tg_bufq_reset(&c->pend_plain, &cs->bc);
+    tg_bufq_reset(&c->pend_tls, &cs->bc);
+    if (c->plain_fd >= 0 && (c->flags & (TG_F_PLAIN_RECV | TG_F_PLAIN_SENDING)))
+        tg_loop_cancel_fd(cs->loop, c->plain_fd);
+    tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
+    tg_conn_step(cs, c);
+}
+
 void tg_conn_log_tls_error(struct tg_conns *cs, struct tg_conn *c) {
     char detail[128];
     tg_tls_err_str(detail, sizeof(detail));
@@ -230,8 +270,15 @@ static void handshake_done(struct tg_conns *cs, struct tg_conn *c) {
         }
     }
     record_handshake(cs, c, TG_VERDICT_OK, NULL);
+    guard_release(cs, c); // authenticated: no longer counts against the handshake budget
     c->state = TG_CS_OPEN;
-    tg_timer_arm(&cs->idle_lane, &c->timer, cs->loop->now);
+    // Inbound, the backend is connected now: until it answers, the connection stays under the
+    // handshake timeout (a backend that never accepts must not hold it until idle_timeout_ms);
+    // the connect completion moves it to the idle lane.
+    if (tg_conn_inbound(cs, c) && !(c->flags & TG_F_PLAIN_UP))
+        tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
+    else
+        tg_timer_arm(&cs->idle_lane, &c->timer, cs->loop->now);
     if (tg_log_enabled(TG_LOG_INFO)) {
         char peer[64];
         tg_peer_str(c->tio.fd, peer, sizeof(peer));
@@ -333,7 +380,7 @@ static void tls_decrypt(struct tg_conns *cs, struct tg_conn *c) {
             break;
         }
         tg_conn_log_tls_error(cs, c);
-        tg_conn_close(cs, c, "tls_error");
+        tg_conn_tls_failed(cs, c, "tls_error");
         return;
     }
     if (total > 0)
@@ -541,9 +588,31 @@ void tg_conn_step(struct tg_conns *cs, struct tg_conn *c) {
 // ---------------------------------------------------------------------------------------------
 // Completions.
 
-static void conn_touch(struct tg_conns *cs, struct tg_conn *c) {
+void tg_conn_touch(struct tg_conns *cs, struct tg_conn *c) {
     if (c->timer.lane == &cs->idle_lane)
         tg_timer_touch(&c->timer, cs->loop->now);
+}
+
+// conn_touch notes socket activity. A SIP connection's idle time counts messages relayed
+// between the peers (sipglue.c), not bytes: keepalive pings, ours or theirs, keep no silent
+// peer alive.
+static void conn_touch(struct tg_conns *cs, struct tg_conn *c) {
+    if (tg_conn_sip(cs, c) == NULL)
+        tg_conn_touch(cs, c);
+}
+
+void tg_conns_rearm_nobufs(struct tg_conns *cs) {
+    for (uint32_t i = 0; cs->num_nobufs > 0 && i < cs->slab.cap; i++) {
+        if (!tg_slab_live(&cs->slab, i))
+            continue;
+        struct tg_conn *c = tg_slab_at(&cs->slab, i);
+        if (!(c->flags & TG_F_NOBUFS))
+            continue;
+        c->flags &= ~TG_F_NOBUFS;
+        cs->num_nobufs--;
+        tg_conn_step(cs, c);
+        tg_conn_reap(cs, c);
+    }
 }
 
 static void on_recv(struct tg_conns *cs, struct tg_conn *c, int tls,
@@ -580,7 +649,16 @@ static void on_recv(struct tg_conns *cs, struct tg_conn *c, int tls,
         } else {
             c->flags |= TG_F_PLAIN_RD_EOF;
         }
-    } else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
+    } else if (cqe->res == -ENOBUFS) {
+        // Every provided buffer is in use: re-armed at the next tick, not at once (that would
+        // spin until some come back).
+        tg_counter_add(&cs->ctr[c->tio.listener].recv_nobufs, 1);
+        if (!(c->flags & TG_F_NOBUFS)) {
+            c->flags |= TG_F_NOBUFS;
+            cs->num_nobufs++;
+        }
+        TG_INFO("recv_nobufs", "conn=w%u-%u", cs->worker_id, c->tio.seq);
+    } else if (cqe->res < 0 && cqe->res != -ECANCELED) {
         TG_DEBUG("recv_error", "conn=w%u-%u side=%s error=\"%s\"", cs->worker_id, c->tio.seq,
                  tls ? "tls" : "plain", strerror(-cqe->res));
         if (tls && c->state == TG_CS_HANDSHAKE) {
@@ -658,19 +736,108 @@ void tg_conns_kind(struct tg_conns *cs, struct tg_kind_ops *out) {
 // ---------------------------------------------------------------------------------------------
 // Accepting, deadlines, draining.
 
+// refuse turns an accepted socket away before any cryptography: counted, logged (the log is
+// rate-limited per event kind), and reset rather than closed gracefully, so that a flood
+// leaves no TIME_WAIT behind on our side.
+static void refuse(struct tg_conns *cs, uint32_t listener, int fd, enum tg_reject_reason r,
+                   const char *reason) {
+    tg_counter_add(&cs->ctr[listener].rejected[r], 1);
+    char peer[64];
+    tg_peer_str(fd, peer, sizeof(peer));
+    TG_WARN("connection_rejected", "worker=%u listener=%s peer=%s reason=%s", cs->worker_id,
+            cs->cfg->listeners[listener].name, peer, reason);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+// evict_oldest closes this worker's oldest inbound handshake in progress when it has been
+// waiting long enough that a real peer would have finished (min(1 s, handshake_timeout / 4)):
+// under a flood of silent connections the newest comer gets the slot, and the provider's
+// handshakes, which take milliseconds, get through. Returns 1 when it freed a slot.
+static int evict_oldest(struct tg_conns *cs) {
+    uint32_t hs = cs->cfg->handshake_timeout_ms;
+    uint32_t min_age = hs / 4 < 1000 ? hs / 4 : 1000;
+    unsigned looked = 0;
+    for (struct tg_timer *t = cs->hs_lane.head; t != NULL && looked < 16; t = t->next, looked++) {
+        struct tg_conn *c = tg_timer_owner(t, struct tg_conn, timer);
+        if (!(c->flags & TG_F_GUARDED) || c->state != TG_CS_HANDSHAKE)
+            continue;
+        uint32_t started = t->deadline - hs;
+        if (!tg_time_reached(cs->loop->now, started + min_age))
+            return 0; // the lane is in age order: no older candidate follows
+        tg_counter_add(&cs->ctr[c->tio.listener].hs_evicted, 1);
+        TG_INFO("handshake_evicted", "conn=w%u-%u listener=%s age_ms=%u", cs->worker_id, c->tio.seq,
+                tg_conn_lconf(cs, c)->name, cs->loop->now - started);
+        guard_release(cs, c);
+        tg_conn_close(cs, c, "evicted");
+        tg_conn_reap(cs, c);
+        return 1;
+    }
+    return 0;
+}
+
+// admit decides whether the socket accepted on |listener| may start; returns 1 with the
+// guard's counts taken (|*out_bucket| set for an inbound one), else refuses it.
+static int admit(struct tg_conns *cs, uint32_t listener, int fd, uint16_t *out_bucket) {
+    static const struct {
+        enum tg_reject_reason r;
+        const char *name;
+    } k_why[] = {
+        [TG_ADMIT_LISTENER_MAX] = {TG_REJECT_LISTENER_MAX, "listener_max_connections"},
+        [TG_ADMIT_HANDSHAKES] = {TG_REJECT_HANDSHAKES, "max_handshakes"},
+        [TG_ADMIT_SOURCE_HANDSHAKES] = {TG_REJECT_SOURCE_HANDSHAKES, "max_handshakes_per_source"},
+        [TG_ADMIT_SOURCE_RATE] = {TG_REJECT_SOURCE_RATE, "new_connections_per_source"},
+    };
+    if (cs->guard == NULL)
+        return 1;
+    enum tg_admit a = tg_guard_admit_conn(cs->guard, listener);
+    if (a != TG_ADMIT_OK) {
+        refuse(cs, listener, fd, k_why[a].r, k_why[a].name);
+        return 0;
+    }
+    if (cs->cfg->listeners[listener].direction != TG_INBOUND)
+        return 1;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int known = getpeername(fd, (struct sockaddr *)&ss, &sl) == 0;
+    *out_bucket = tg_guard_bucket(cs->guard, known ? (const struct sockaddr *)&ss : NULL);
+    uint32_t now_s = cs->loop->now / 1000;
+    a = tg_guard_admit_handshake(cs->guard, *out_bucket, now_s);
+    if (a == TG_ADMIT_HANDSHAKES && evict_oldest(cs))
+        a = tg_guard_admit_handshake(cs->guard, *out_bucket, now_s);
+    if (a == TG_ADMIT_OK)
+        return 1;
+    tg_guard_release_conn(cs->guard, listener);
+    refuse(cs, listener, fd, k_why[a].r, k_why[a].name);
+    return 0;
+}
+
 void tg_conn_accepted(struct tg_conns *cs, uint32_t listener, int fd) {
     struct tg_listener_counters *ctr = &cs->ctr[listener];
     const struct tg_listener_conf *lc = &cs->cfg->listeners[listener];
+    uint16_t bucket = 0;
+    if (!admit(cs, listener, fd, &bucket))
+        return;
     struct tg_conn *c = tg_conn_alloc(cs);
     if (c == NULL) {
-        tg_counter_add(&ctr->rejected[TG_REJECT_MAX_CONNECTIONS], 1);
-        TG_WARN("connection_rejected", "worker=%u listener=%s reason=max_connections",
-                cs->worker_id, lc->name);
-        close(fd);
+        if (cs->guard != NULL) {
+            tg_guard_release_conn(cs->guard, listener);
+            if (lc->direction == TG_INBOUND)
+                tg_guard_release_handshake(cs->guard, bucket);
+        }
+        refuse(cs, listener, fd, TG_REJECT_MAX_CONNECTIONS, "max_connections");
         return;
     }
     tg_counter_add(&ctr->conns_opened, 1);
     c->tio.listener = (uint16_t)listener;
+    if (cs->guard != NULL) {
+        c->flags |= TG_F_COUNTED;
+        if (lc->direction == TG_INBOUND) {
+            c->flags |= TG_F_GUARDED;
+            c->guard_bucket = bucket;
+        }
+    }
     if (lc->mode == TG_MODE_SIP && !tg_sipglue_attach(cs, c, fd)) {
         close(fd);
         tg_conn_close(cs, c, "out_of_memory");
@@ -710,6 +877,19 @@ void tg_conns_expire(struct tg_conns *cs) {
     struct tg_timer *t;
     while ((t = tg_tlane_pop_expired(&cs->hs_lane, cs->loop->now)) != NULL) {
         struct tg_conn *c = tg_timer_owner(t, struct tg_conn, timer);
+        if (c->state == TG_CS_OPEN && !(c->flags & (TG_F_PLAIN_UP | TG_F_FATAL_FLUSH)) &&
+            tg_conn_inbound(cs, c)) {
+            // An authenticated peer whose backend has not answered the connect in time.
+            tg_counter_add(&cs->ctr[c->tio.listener].upstream_connect_errors, 1);
+            TG_WARN("connect_failed",
+                    "conn=w%u-%u listener=%s error=\"backend connect timed out "
+                    "after handshake_timeout_ms\"",
+                    cs->worker_id, c->tio.seq, tg_conn_lconf(cs, c)->name);
+            tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now); // bounds the close_notify
+            tg_conn_fatal(cs, c, "backend_connect_timeout");
+            tg_conn_reap(cs, c);
+            continue;
+        }
         if (!(c->flags & TG_F_FATAL_FLUSH)) // a refused peer that does not read its alert
             record_handshake(cs, c, TG_VERDICT_TIMEOUT, "handshake_timeout_ms elapsed");
         tg_conn_close(cs, c, "handshake_timeout");

@@ -25,12 +25,13 @@ enum tg_conn_action tg_conn_decide(const struct tg_conn_view *v) {
         return TG_ACT_CLOSE_FINISHED;
 
     // Receives: armed exactly when the data they bring can be taken.
+    // Not while the provided buffers are exhausted (TG_F_NOBUFS): the tick re-arms.
     int want_tls = (f & TG_F_TLS_UP) && (v->state == TG_CS_HANDSHAKE || v->state == TG_CS_OPEN) &&
-                   !(f & (TG_F_TLS_RD_EOF | TG_F_TCP_EOF | TG_F_FATAL_FLUSH)) && v->pend_tls == 0 &&
-                   v->to_plain < v->cap;
+                   !(f & (TG_F_TLS_RD_EOF | TG_F_TCP_EOF | TG_F_FATAL_FLUSH | TG_F_NOBUFS)) &&
+                   v->pend_tls == 0 && v->to_plain < v->cap;
     int want_plain = (f & TG_F_PLAIN_UP) && v->state == TG_CS_OPEN &&
-                     !(f & (TG_F_PLAIN_RD_EOF | TG_F_TLS_SHUT_SENT)) && v->pend_plain == 0 &&
-                     v->to_tls < v->cap;
+                     !(f & (TG_F_PLAIN_RD_EOF | TG_F_TLS_SHUT_SENT | TG_F_NOBUFS)) &&
+                     v->pend_plain == 0 && v->to_tls < v->cap;
     if (want_tls && !(f & TG_F_TLS_RECV))
         return TG_ACT_ARM_TLS_RECV;
     if (!want_tls && (f & TG_F_TLS_RECV) && !(f & TG_F_TLS_RECV_CANCEL))

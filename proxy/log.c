@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -29,9 +30,93 @@ int tg_log_level_parse(const char *s, enum tg_log_level *out) {
     return 0;
 }
 
+// The per-thread budget of one event kind: lines printed in the current second and lines
+// suppressed since the last summary. Thread-local on purpose: the logger is called from every
+// thread, and a budget per thread and kind needs no lock and no shared cache line.
+struct kind_budget {
+    const char *event; // NULL: slot free
+    uint64_t second;
+    uint32_t printed;
+    uint32_t suppressed;
+    enum tg_log_level level;
+};
+
+static _Thread_local struct kind_budget t_budget[TG_LOG_KINDS + 1]; // +1: the shared overflow
+
+static uint64_t now_second(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec;
+}
+
+static struct kind_budget *budget_of(const char *event) {
+    uint32_t h = 2166136261u;
+    for (const char *p = event; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    for (unsigned i = 0; i < TG_LOG_KINDS; i++) {
+        struct kind_budget *b = &t_budget[(h + i) % TG_LOG_KINDS];
+        if (b->event == NULL) {
+            b->event = event;
+            return b;
+        }
+        if (b->event == event || strcmp(b->event, event) == 0)
+            return b;
+    }
+    struct kind_budget *b = &t_budget[TG_LOG_KINDS];
+    b->event = "other";
+    return b;
+}
+
+static void emit(enum tg_log_level level, const char *event, const char *fmt, va_list ap);
+
+static void emit_f(enum tg_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void emit_f(enum tg_log_level level, const char *event, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, event, fmt, ap);
+    va_end(ap);
+}
+
+// summarise prints the count a budget suppressed, if any, and starts it afresh.
+static void summarise(struct kind_budget *b) {
+    if (b->suppressed > 0)
+        emit_f(b->level, "log_suppressed", "suppressed_event=%s count=%u", b->event, b->suppressed);
+    b->suppressed = 0;
+}
+
+void tg_log_flush(void) {
+    uint64_t sec = now_second();
+    for (unsigned i = 0; i <= TG_LOG_KINDS; i++)
+        if (t_budget[i].event != NULL && t_budget[i].second != sec)
+            summarise(&t_budget[i]);
+}
+
 void tg_log(enum tg_log_level level, const char *event, const char *fmt, ...) {
     if (!tg_log_enabled(level))
         return;
+    struct kind_budget *b = budget_of(event);
+    uint64_t sec = now_second();
+    if (b->second != sec) {
+        summarise(b);
+        b->second = sec;
+        b->printed = 0;
+    }
+    if (b->printed >= TG_LOG_BURST) {
+        b->suppressed++;
+        if (level > b->level || b->suppressed == 1)
+            b->level = level;
+        return;
+    }
+    b->printed++;
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, event, fmt, ap);
+    va_end(ap);
+}
+
+static void emit(enum tg_log_level level, const char *event, const char *fmt, va_list ap) {
     char line[2048];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -46,10 +131,7 @@ void tg_log(enum tg_log_level level, const char *event, const char *fmt, ...) {
     size_t len = (size_t)n;
     if (fmt != NULL && fmt[0] != '\0' && len < sizeof(line) - 2) {
         line[len++] = ' ';
-        va_list ap;
-        va_start(ap, fmt);
         int m = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
-        va_end(ap);
         if (m > 0)
             len += (size_t)m;
     }

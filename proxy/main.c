@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
@@ -108,6 +109,10 @@ static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *t
         return EXIT_USAGE;
     }
     tg_log_set_level(cfg->log_level);
+    if (cfg->admin_enabled && !tg_admin_check_config(cfg, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err); // the admin token file: missing, unsafe or malformed
+        return EXIT_POLICY;
+    }
     if (!tg_config_resolve(cfg, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err);
         return EXIT_POLICY;
@@ -193,9 +198,19 @@ static int publish_to_workers(void *arg, SSL_CTX *server, SSL_CTX *client) {
     return ok;
 }
 
+// no_core_dumps keeps the private key out of core files: no dump is written (RLIMIT_CORE 0)
+// and the process is not dumpable (nor ptrace-attachable by its own user) from before the key
+// is read until it exits.
+static void no_core_dumps(void) {
+    struct rlimit rl = {0, 0};
+    setrlimit(RLIMIT_CORE, &rl);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 static int cmd_run(const struct options *o) {
     struct tg_config cfg;
     tg_config_init(&cfg);
+    no_core_dumps();
     // The first generation; the control owns it from here on and replaces it on reload.
     struct tg_tls *tls = calloc(1, sizeof(*tls));
     int rc = tls != NULL ? load(o, &cfg, tls, 0) : EXIT_POLICY;
@@ -225,8 +240,13 @@ static int cmd_run(const struct options *o) {
     }
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
     struct tg_peers *peers = tg_peers_new(num_workers);
-    struct tg_runtime rt = {
-        .cfg = &cfg, .tls = tls, .metrics = metrics, .peers = peers, .num_workers = num_workers};
+    struct tg_guard *guard = tg_guard_new(&cfg);
+    struct tg_runtime rt = {.cfg = &cfg,
+                            .tls = tls,
+                            .metrics = metrics,
+                            .peers = peers,
+                            .guard = guard,
+                            .num_workers = num_workers};
     // The flow-token key of mode = sip: one per process, shared by every worker.
     RAND_bytes(rt.sip_key, sizeof(rt.sip_key));
     struct tg_worker **workers = calloc(num_workers, sizeof(*workers));
@@ -252,8 +272,8 @@ static int cmd_run(const struct options *o) {
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-    if (metrics == NULL || peers == NULL || workers == NULL || fds == NULL || names == NULL ||
-        kinds == NULL) {
+    if (metrics == NULL || peers == NULL || guard == NULL || workers == NULL || fds == NULL ||
+        names == NULL || kinds == NULL) {
         TG_ERROR("startup_failed", "reason=\"out of memory\"");
         goto out;
     }
@@ -306,17 +326,23 @@ static int cmd_run(const struct options *o) {
     if (admin != NULL) {
         char where[80];
         tg_target_format(&cfg.admin_listen, where, sizeof(where));
-        TG_INFO("admin_listening", "listen=http://%s", where);
+        TG_INFO("admin_listening", "listen=http://%s token=%s allow=%zu", where,
+                cfg.admin_token_file[0] != '\0' ? "yes" : "no", cfg.num_admin_allow);
     }
     TG_INFO("started", "version=%s workers=%u max_connections=%u pid=%d", TLSGATE_VERSION,
             num_workers, cfg.max_connections, (int)getpid());
 
     tg_control_tick(control);
+    unsigned idle_s = 0;
     for (;;) {
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
-        int pr = poll(&pfd, 1, 60000);
+        int pr = poll(&pfd, 1, 1000);
+        tg_log_flush(); // summaries of what this thread's log budget suppressed
         if (pr == 0 || (pr < 0 && errno == EINTR)) {
-            tg_control_tick(control); // certificate expiry warnings
+            if (++idle_s >= 60) {
+                idle_s = 0;
+                tg_control_tick(control); // certificate expiry warnings
+            }
             continue;
         }
         struct signalfd_siginfo si;
@@ -356,6 +382,7 @@ out:
     free(workers);
     tg_metrics_free(metrics);
     tg_peers_free(peers);
+    tg_guard_free(guard);
     free(names);
     free(kinds);
     tg_control_free(control);

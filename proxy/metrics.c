@@ -97,7 +97,9 @@ static uint64_t sum(const struct tg_metrics *m, size_t listener, size_t offset) 
 
 #define FIELD(f) offsetof(struct tg_listener_counters, f)
 
-static const char *const k_reject_names[TG_REJECT_NUM] = {"max_connections", "draining"};
+static const char *const k_reject_names[TG_REJECT_NUM] = {
+    "max_connections",        "draining",          "listener_max_connections",
+    "handshakes_in_progress", "source_handshakes", "source_rate"};
 
 // The method label of each tg_sip_method: PUBLISH is counted as "other" to keep the set small.
 static const char *sip_method_label(int method) {
@@ -239,6 +241,22 @@ int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out,
                 &o, "tlsgate_connections_rejected_total{listener=\"%s\",reason=\"%s\"} %llu\n",
                 m->listener_names[l], k_reject_names[r],
                 (unsigned long long)sum(m, l, FIELD(rejected) + (size_t)r * sizeof(tg_counter)));
+    out_printf(&o, "# HELP tlsgate_accept_paused_total Times accepting paused for lack of file "
+                   "descriptors.\n# TYPE tlsgate_accept_paused_total counter\n");
+    for (size_t l = 0; l < nl; l++)
+        out_printf(&o, "tlsgate_accept_paused_total{listener=\"%s\"} %llu\n", m->listener_names[l],
+                   (unsigned long long)sum(m, l, FIELD(accept_paused)));
+    out_printf(&o, "# HELP tlsgate_recv_nobufs_total Receives that found no free buffer and were "
+                   "re-armed later.\n# TYPE tlsgate_recv_nobufs_total counter\n");
+    for (size_t l = 0; l < nl; l++)
+        out_printf(&o, "tlsgate_recv_nobufs_total{listener=\"%s\"} %llu\n", m->listener_names[l],
+                   (unsigned long long)sum(m, l, FIELD(recv_nobufs)));
+    out_printf(&o, "# HELP tlsgate_handshakes_evicted_total Handshakes in progress closed to admit "
+                   "new connections while max_handshakes was reached.\n"
+                   "# TYPE tlsgate_handshakes_evicted_total counter\n");
+    for (size_t l = 0; l < nl; l++)
+        out_printf(&o, "tlsgate_handshakes_evicted_total{listener=\"%s\"} %llu\n",
+                   m->listener_names[l], (unsigned long long)sum(m, l, FIELD(hs_evicted)));
     render_sip(m, &o);
     render_targets(m, &o);
     if (extra != NULL)

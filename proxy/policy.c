@@ -22,8 +22,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-// The longest name or CN quoted in a detail string; longer ones are cut.
+// The longest name or CN quoted in a detail string; longer ones are cut. An escaped CN
+// (escape_bytes) needs a buffer of TG_DETAIL_ESCAPED_MAX bytes: the name, "..." and a NUL.
 #define TG_DETAIL_NAME_MAX 80
+#define TG_DETAIL_ESCAPED_MAX (TG_DETAIL_NAME_MAX + sizeof("..."))
 
 #define TG_SECS_PER_DAY 86400
 #define TG_OWN_WARN_DAYS 30
@@ -52,6 +54,9 @@ static const char *const kVerdictNames[TG_VERDICT_NUM] = {
     [TG_VERDICT_SAN_MISSING] = "san_missing",
     [TG_VERDICT_SAN_MISMATCH] = "san_mismatch",
     [TG_VERDICT_SAN_CASE_MISMATCH] = "san_case_mismatch",
+    [TG_VERDICT_LEAF_IS_CA] = "leaf_is_ca",
+    [TG_VERDICT_EKU_MISMATCH] = "eku_mismatch",
+    [TG_VERDICT_KEY_USAGE_MISMATCH] = "key_usage_mismatch",
     [TG_VERDICT_HANDSHAKE_ERROR] = "handshake_error",
     [TG_VERDICT_TIMEOUT] = "timeout",
     [TG_VERDICT_PEER_CLOSED] = "peer_closed",
@@ -79,17 +84,53 @@ const char *tg_rule_status_name(enum tg_rule_status s) {
 
 // Detail strings -----------------------------------------------------------------------------
 
+static int is_hex_digit(int c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
 // sanitize_detail rewrites |s| in place so it can sit inside a double-quoted log value: double
-// quotes become single quotes, and backslashes, control bytes and non-ASCII bytes become '?'.
+// quotes become single quotes, and control bytes, non-ASCII bytes and backslashes become '?',
+// except a backslash that starts a \xHH escape written by escape_bytes (which escapes every
+// backslash of its input, so such an escape always stands for one byte of the certificate).
 static void sanitize_detail(char *s) {
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"') {
             *s = '\'';
+        } else if (c == '\\' && s[1] == 'x' && is_hex_digit(s[2]) && is_hex_digit(s[3])) {
+            s += 3;
         } else if (c == '\\' || c < 0x20 || c >= 0x7f) {
             *s = '?';
         }
     }
+}
+
+// escape_bytes writes the |in_len| bytes at |in| (a CN, which may hold any byte, NUL included)
+// into |out| as printable ASCII fit to quote in a detail: every byte outside 0x20..0x7e, and
+// the quote characters and the backslash, as \xHH. At most TG_DETAIL_NAME_MAX characters are
+// written (then "..." marks the cut), and an escape is never split.
+static void escape_bytes(char out[TG_DETAIL_ESCAPED_MAX], const uint8_t *in, size_t in_len) {
+    static const char kHex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (size_t i = 0; i < in_len; i++) {
+        uint8_t c = in[i];
+        int plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\'' && c != '\\';
+        size_t need = plain ? 1 : 4;
+        if (n + need > TG_DETAIL_NAME_MAX) {
+            memcpy(out + n, "...", 3);
+            n += 3;
+            break;
+        }
+        if (plain) {
+            out[n++] = (char)c;
+            continue;
+        }
+        out[n++] = '\\';
+        out[n++] = 'x';
+        out[n++] = kHex[c >> 4];
+        out[n++] = kHex[c & 0xf];
+    }
+    out[n] = '\0';
 }
 
 // set_detail formats into |detail| (if not NULL) and sanitizes the result.
@@ -103,11 +144,6 @@ __attribute__((format(printf, 3, 4))) static void set_detail(char *detail, size_
     vsnprintf(detail, detail_len, fmt, ap);
     va_end(ap);
     sanitize_detail(detail);
-}
-
-// quoted_len bounds a name quoted in a detail with "%.*s".
-static int quoted_len(size_t len) {
-    return len > TG_DETAIL_NAME_MAX ? TG_DETAIL_NAME_MAX : (int)len;
 }
 
 // Name comparison ----------------------------------------------------------------------------
@@ -561,13 +597,17 @@ static enum tg_verdict peer_cn(const struct tg_policy *p, X509 *leaf, const char
             }
             if (m == NAME_CASE && !case_only) {
                 case_only = 1;
-                set_detail(detail, detail_len, "CN '%.*s' differs from peer name '%s' only in case",
-                           quoted_len(cn_len), (const char *)cn, p->names[i]);
+                char shown[TG_DETAIL_ESCAPED_MAX];
+                escape_bytes(shown, cn, cn_len);
+                set_detail(detail, detail_len, "CN '%s' differs from peer name '%s' only in case",
+                           shown, p->names[i]);
             }
         }
         if (!seen && !case_only) {
-            set_detail(detail, detail_len, "CN '%.*s' is none of the %zu peer name(s)",
-                       quoted_len(cn_len), (const char *)cn, p->num_names);
+            char shown[TG_DETAIL_ESCAPED_MAX];
+            escape_bytes(shown, cn, cn_len);
+            set_detail(detail, detail_len, "CN '%s' is none of the %zu peer name(s)", shown,
+                       p->num_names);
         }
         seen = 1;
         OPENSSL_free(cn);
@@ -626,9 +666,75 @@ static enum tg_verdict peer_san(X509 *leaf, const char *name, char *detail, size
     return TG_VERDICT_SAN_MISMATCH;
 }
 
-static enum tg_verdict check_peer(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
-                                  int64_t now, const char **out_name, char *detail,
-                                  size_t detail_len) {
+// describe_eku writes the purposes an extendedKeyUsage extension with |xku| (XKU_* bits) names,
+// "serverAuth, codeSigning", or "no purpose tlsgate knows" when none.
+static void describe_eku(char *out, size_t out_len, uint32_t xku) {
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } kPurposes[] = {
+        {XKU_SSL_SERVER, "serverAuth"},      {XKU_SSL_CLIENT, "clientAuth"},
+        {XKU_SMIME, "emailProtection"},      {XKU_CODE_SIGN, "codeSigning"},
+        {XKU_OCSP_SIGN, "OCSPSigning"},      {XKU_TIMESTAMP, "timeStamping"},
+        {XKU_ANYEKU, "anyExtendedKeyUsage"},
+    };
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof(kPurposes) / sizeof(kPurposes[0]); i++) {
+        if ((xku & kPurposes[i].bit) == 0) {
+            continue;
+        }
+        int w = snprintf(out + n, out_len - n, "%s%s", n > 0 ? ", " : "", kPurposes[i].name);
+        if (w < 0 || (size_t)w >= out_len - n) {
+            return;
+        }
+        n += (size_t)w;
+    }
+    if (n == 0) {
+        snprintf(out, out_len, "no purpose tlsgate knows");
+    }
+}
+
+// peer_purpose checks that |leaf| is an end-entity certificate its issuer meant for the TLS
+// role the peer plays (RFC 5280 4.2.1.3, 4.2.1.9, 4.2.1.12):
+//  - basicConstraints CA:TRUE is refused: a CA certificate is not a peer identity.
+//  - extendedKeyUsage, when present, must name clientAuth (the peer is the TLS client) or
+//    serverAuth (the peer is the TLS server). anyExtendedKeyUsage does not stand in for it: RFC
+//    5280 lets an application that needs a purpose refuse it, OpenSSL and BoringSSL do for TLS,
+//    and the CA/Browser Forum forbids it in TLS leaves; a CA that means "any purpose" omits the
+//    extension. Absent, any purpose is allowed (RFC 5280).
+//  - keyUsage, when present, must allow digitalSignature: a TLS client signs CertificateVerify,
+//    and a server signs its ECDHE parameters (TLS 1.2) or CertificateVerify (TLS 1.3).
+//    keyEncipherment is not asked for: it serves only RSA key transport, which the default
+//    suites (all ECDHE) and TLS 1.3 never use.
+static enum tg_verdict peer_purpose(X509 *leaf, enum tg_peer_role role, char *detail,
+                                    size_t detail_len) {
+    uint32_t flags = X509_get_extension_flags(leaf);
+    if ((flags & EXFLAG_BCONS) != 0 && (flags & EXFLAG_CA) != 0) {
+        set_detail(detail, detail_len, "certificate is a CA (basicConstraints CA:TRUE)");
+        return TG_VERDICT_LEAF_IS_CA;
+    }
+    if ((flags & EXFLAG_XKUSAGE) != 0) {
+        uint32_t xku = X509_get_extended_key_usage(leaf);
+        int client = role == TG_PEER_CLIENT;
+        if ((xku & (client ? XKU_SSL_CLIENT : XKU_SSL_SERVER)) == 0) {
+            char has[128];
+            describe_eku(has, sizeof(has), xku);
+            set_detail(detail, detail_len, "extendedKeyUsage lacks %s for a TLS %s (has %s)",
+                       client ? "clientAuth" : "serverAuth", client ? "client" : "server", has);
+            return TG_VERDICT_EKU_MISMATCH;
+        }
+    }
+    if ((flags & EXFLAG_KUSAGE) != 0 && (X509_get_key_usage(leaf) & KU_DIGITAL_SIGNATURE) == 0) {
+        set_detail(detail, detail_len, "keyUsage lacks digitalSignature");
+        return TG_VERDICT_KEY_USAGE_MISMATCH;
+    }
+    return TG_VERDICT_OK;
+}
+
+static enum tg_verdict check_peer(const struct tg_policy *p, enum tg_peer_role role, X509 *leaf,
+                                  STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
+                                  char *detail, size_t detail_len) {
     if (leaf == NULL) {
         set_detail(detail, detail_len, "no certificate");
         return TG_VERDICT_NO_CERTIFICATE;
@@ -653,6 +759,10 @@ static enum tg_verdict check_peer(const struct tg_policy *p, X509 *leaf, STACK_O
     if (v != TG_VERDICT_OK) {
         return v;
     }
+    v = peer_purpose(leaf, role, detail, detail_len);
+    if (v != TG_VERDICT_OK) {
+        return v;
+    }
     const char *name = NULL;
     v = peer_cn(p, leaf, &name, detail, detail_len);
     if (v != TG_VERDICT_OK) {
@@ -669,14 +779,14 @@ static enum tg_verdict check_peer(const struct tg_policy *p, X509 *leaf, STACK_O
     return TG_VERDICT_OK;
 }
 
-enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, X509 *leaf,
+enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, enum tg_peer_role role, X509 *leaf,
                                      STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
                                      char *detail, size_t detail_len) {
     if (out_name != NULL) {
         *out_name = NULL;
     }
     ERR_set_mark();
-    enum tg_verdict v = check_peer(p, leaf, untrusted, now, out_name, detail, detail_len);
+    enum tg_verdict v = check_peer(p, role, leaf, untrusted, now, out_name, detail, detail_len);
     ERR_pop_to_mark();
     return v;
 }
@@ -760,17 +870,18 @@ static void own_cn(struct own_out *o, X509 *leaf, const char *fqdn) {
         OPENSSL_free(cn);
         return;
     }
+    char shown[TG_DETAIL_ESCAPED_MAX];
+    escape_bytes(shown, cn, cn_len);
     switch (match_name(cn, cn_len, fqdn)) {
     case NAME_EXACT:
         emit(o, "cn_matches_fqdn", TG_RULE_PASS, "CN is '%s'", fqdn);
         break;
     case NAME_CASE:
-        emit(o, "cn_matches_fqdn", TG_RULE_FAIL, "CN '%.*s' differs from '%s' only in case",
-             quoted_len(cn_len), (const char *)cn, fqdn);
+        emit(o, "cn_matches_fqdn", TG_RULE_FAIL, "CN '%s' differs from '%s' only in case", shown,
+             fqdn);
         break;
     case NAME_NONE:
-        emit(o, "cn_matches_fqdn", TG_RULE_FAIL, "CN '%.*s' is not '%s'", quoted_len(cn_len),
-             (const char *)cn, fqdn);
+        emit(o, "cn_matches_fqdn", TG_RULE_FAIL, "CN '%s' is not '%s'", shown, fqdn);
         break;
     }
     OPENSSL_free(cn);

@@ -30,6 +30,7 @@ const char *tg_sip_err_name(enum tg_sip_err err) {
         "bad_content_length",
         "content_length_differs",
         "body_too_large",
+        "ctl",
     };
     if ((unsigned)err >= TG_SIP_ERR_NUM)
         return "unknown";
@@ -125,6 +126,55 @@ static const struct hdr_name k_hdr_names[] = {
 #undef HN
 
 static const char k_x_tls_peer[] = "x-tls-peer-";
+static const char k_content_length[] = "content-length";
+
+// name_like says whether |name| starts with the lower-case |prefix| when ASCII case is ignored
+// and "_" read as "-", as some stacks read header names.
+static int name_like(const uint8_t *name, size_t name_len, const char *prefix, size_t prefix_len) {
+    if (name_len < prefix_len)
+        return 0;
+    for (size_t i = 0; i < prefix_len; i++) {
+        int ch = name[i] == '_' ? '-' : tg_ascii_lower(name[i]);
+        if (ch != (unsigned char)prefix[i])
+            return 0;
+    }
+    return 1;
+}
+
+// The canonical spelling of each id, as tlsgate writes it (RFC 3261 section 20 and the RFCs
+// that define the others).
+static const char *const k_canonical[TG_SIP_H_NUM] = {
+    [TG_SIP_H_VIA] = "Via",
+    [TG_SIP_H_FROM] = "From",
+    [TG_SIP_H_TO] = "To",
+    [TG_SIP_H_CALL_ID] = "Call-ID",
+    [TG_SIP_H_CSEQ] = "CSeq",
+    [TG_SIP_H_CONTACT] = "Contact",
+    [TG_SIP_H_CONTENT_LENGTH] = "Content-Length",
+    [TG_SIP_H_CONTENT_TYPE] = "Content-Type",
+    [TG_SIP_H_MAX_FORWARDS] = "Max-Forwards",
+    [TG_SIP_H_ROUTE] = "Route",
+    [TG_SIP_H_RECORD_ROUTE] = "Record-Route",
+    [TG_SIP_H_SUPPORTED] = "Supported",
+    [TG_SIP_H_SUBJECT] = "Subject",
+    [TG_SIP_H_CONTENT_ENCODING] = "Content-Encoding",
+    [TG_SIP_H_EVENT] = "Event",
+    [TG_SIP_H_REFER_TO] = "Refer-To",
+    [TG_SIP_H_ALLOW_EVENTS] = "Allow-Events",
+    [TG_SIP_H_SESSION_EXPIRES] = "Session-Expires",
+    [TG_SIP_H_ACCEPT_CONTACT] = "Accept-Contact",
+    [TG_SIP_H_REFERRED_BY] = "Referred-By",
+    [TG_SIP_H_REJECT_CONTACT] = "Reject-Contact",
+    [TG_SIP_H_REQUEST_DISPOSITION] = "Request-Disposition",
+    [TG_SIP_H_IDENTITY] = "Identity",
+    [TG_SIP_H_IDENTITY_INFO] = "Identity-Info",
+};
+
+const char *tg_sip_header_name(enum tg_sip_hdr id) {
+    if ((unsigned)id >= TG_SIP_H_NUM)
+        return NULL;
+    return k_canonical[id];
+}
 
 enum tg_sip_hdr tg_sip_header_id(const uint8_t *name, size_t name_len) {
     size_t n = sizeof(k_hdr_names) / sizeof(k_hdr_names[0]);
@@ -140,8 +190,7 @@ enum tg_sip_hdr tg_sip_header_id(const uint8_t *name, size_t name_len) {
         if (k_hdr_names[i].len == name_len && mem_ieq(name, k_hdr_names[i].name, name_len))
             return (enum tg_sip_hdr)k_hdr_names[i].id;
     }
-    if (name_len >= sizeof(k_x_tls_peer) - 1 &&
-        mem_ieq(name, k_x_tls_peer, sizeof(k_x_tls_peer) - 1))
+    if (name_like(name, name_len, k_x_tls_peer, sizeof(k_x_tls_peer) - 1))
         return TG_SIP_H_X_TLS_PEER;
     return TG_SIP_H_OTHER;
 }
@@ -170,13 +219,22 @@ unsigned tg_sip_count(const struct tg_sip_msg *msg, enum tg_sip_hdr id) {
 #define LF_STRAY 2u // a CR not followed by LF, or an LF not preceded by CR
 #define LF_CTL 4u   // any other control character (HTAB excepted)
 
-// seg_flags notes what [from, to) holds that a header line must not.
+// seg_flags notes what [from, to) (no CR in it) holds that a header line must not.
 static unsigned seg_flags(const struct tg_cur *c, size_t from, size_t to) {
     unsigned f = 0;
-    if (tg_cur_find(c, from, to, 0) != TG_NPOS)
-        f |= LF_NUL;
-    if (tg_cur_find(c, from, to, '\n') != TG_NPOS)
-        f |= LF_STRAY;
+    if (to > c->len)
+        to = c->len;
+    for (size_t i = from; i < to; i++) {
+        uint8_t ch = c->b[i];
+        if (ch >= 0x20 && ch != 0x7f)
+            continue;
+        if (ch == 0)
+            f |= LF_NUL;
+        else if (ch == '\n')
+            f |= LF_STRAY;
+        else if (ch != '\t')
+            f |= LF_CTL;
+    }
     return f;
 }
 
@@ -431,6 +489,11 @@ static void header(const struct tg_cur *c, struct scan_state *s, struct tg_sip_m
     }
     size_t colon = i;
     enum tg_sip_hdr id = tg_sip_header_id(c->b + start, name_end - start);
+    // A name a weak parser may take for Content-Length ("Content-Length-X", "Content_Length")
+    // would let it frame differently from us: no such header exists, so it is malformed.
+    if (id == TG_SIP_H_OTHER &&
+        name_like(c->b + start, name_end - start, k_content_length, sizeof(k_content_length) - 1))
+        defer(s, TG_SIP_ERR_HEADER);
     struct tg_sip_span value = value_span(c, colon, eol);
     if (id == TG_SIP_H_CONTENT_LENGTH && s->cl != CL_BAD && s->cl != CL_HUGE) {
         uint32_t v = 0;
@@ -545,8 +608,10 @@ enum tg_sip_scan_result tg_sip_scan(const struct tg_sip_limits *lim, struct tg_s
         size_t end = eol + 2;
         if (hf & LF_NUL)
             defer(&s, TG_SIP_ERR_NUL);
-        if (hf & (LF_STRAY | LF_CTL))
+        if (hf & LF_STRAY)
             defer(&s, TG_SIP_ERR_HEADER);
+        if (hf & LF_CTL)
+            defer(&s, TG_SIP_ERR_CTL);
         if (end - start > lim->max_line)
             defer(&s, TG_SIP_ERR_LINE_TOO_LONG);
         header(&c, &s, m, max_index, start, eol, end);

@@ -17,7 +17,10 @@ struct tg_sipconn *tg_sipconn_new(const char *fqdn, uint16_t fqdn_port, const ui
     struct tg_sipconn *sc = calloc(1, sizeof(*sc));
     if (sc == NULL)
         return NULL;
-    tg_sip_rw_cfg_init(&sc->rw, fqdn, fqdn_port, sc->inside_host, 0, key);
+    if (!tg_sip_rw_cfg_init(&sc->rw, fqdn, fqdn_port, sc->inside_host, 0, key)) {
+        free(sc);
+        return NULL;
+    }
     sc->rw.limits.max_message = TG_SIPCONN_MAX_MESSAGE;
     return sc;
 }

@@ -101,6 +101,7 @@ void tg_sipglue_provider_seen(struct tg_conns *cs, struct tg_conn *c) {
 struct sip_arg {
     struct tg_conns *cs;
     struct tg_conn *c;
+    enum tg_sip_side from; // the side whose input is being processed
 };
 
 static int sip_can_send(void *arg, enum tg_sip_side side) {
@@ -127,6 +128,10 @@ static int sip_send(void *arg, enum tg_sip_side side, const uint8_t *data, uint3
     int up = (side == TG_SIP_SIDE_PBX) == tg_conn_inbound(cs, c);
     if (c->flags & (side == TG_SIP_SIDE_PBX ? TG_F_PLAIN_WR_DONE : TG_F_TLS_SHUT_SENT))
         return 1;
+    // A message relayed from one peer to the other is what keeps a SIP connection from being
+    // idle; answers on the same side (keepalive pongs, local OPTIONS answers, errors) are not.
+    if (side != a->from)
+        tg_conn_touch(cs, c);
     if (side == TG_SIP_SIDE_PBX) {
         if (!tg_bufq_append(&c->to_plain, &cs->bc, data, len, cs->cfg->buffer_size, 0)) {
             tg_conn_close(cs, c, "out_of_memory");
@@ -149,7 +154,7 @@ static int sip_run(struct tg_conns *cs, struct tg_conn *c, struct tg_sipconn *sc
                    enum tg_sip_side side) {
     if (c->state != TG_CS_OPEN || (c->flags & (TG_F_FATAL_FLUSH | TG_F_SIP_CLOSE)))
         return 0;
-    struct sip_arg arg = {.cs = cs, .c = c};
+    struct sip_arg arg = {.cs = cs, .c = c, .from = side};
     struct tg_sipconn_io io = {
         .arg = &arg,
         .can_send = sip_can_send,
@@ -217,7 +222,7 @@ void tg_sipglue_tls_read(struct tg_conns *cs, struct tg_conn *c, struct tg_sipco
             return;
         }
         tg_conn_log_tls_error(cs, c);
-        tg_conn_close(cs, c, "tls_error");
+        tg_conn_tls_failed(cs, c, "tls_error");
         return;
     }
 }
@@ -260,7 +265,7 @@ void tg_sipglue_keepalive_tick(struct tg_conns *cs) {
         }
         if (!tg_time_reached(now, sc->provider_seen + interval))
             continue;
-        struct sip_arg arg = {.cs = cs, .c = c};
+        struct sip_arg arg = {.cs = cs, .c = c, .from = TG_SIP_SIDE_PROVIDER};
         if (!sip_can_send(&arg, TG_SIP_SIDE_PROVIDER)) {
             sc->provider_seen = now;
             continue;

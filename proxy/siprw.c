@@ -1,6 +1,8 @@
-// SIP proxy rewriter: Via, Max-Forwards, Route, Record-Route, Contact and X-TLS-Peer-* on the
-// way through tlsgate. See include/tlsgate/siprw.h. Reads the input through a bounds-checked
-// cursor and writes through a bounded emitter; neither allocates.
+// SIP proxy rewriter: the normal form every forwarded message leaves in, and Via,
+// Max-Forwards, Route, Record-Route, Contact (sealed tg-orig) and X-TLS-Peer-* on the way
+// through tlsgate. See include/tlsgate/siprw.h. Reads the input through a bounds-checked
+// cursor and writes through a bounded emitter; neither allocates. The tg-orig seal, the flow
+// token and the keys are siporig.c's.
 #include "tlsgate/siprw.h"
 
 #include "tlsgate/cursor.h"
@@ -72,14 +74,6 @@ static size_t find_unquoted(const struct tg_cur *c, size_t i, size_t end, int ch
     return TG_NPOS;
 }
 
-static size_t find_byte(const struct tg_cur *c, size_t i, size_t end, int ch) {
-    for (; i < end; i++) {
-        if (tg_cur_at(c, i) == ch)
-            return i;
-    }
-    return TG_NPOS;
-}
-
 // find_param looks for ";name[=value]" in the parameter section [i, end) and returns 1 with
 // the (trimmed) value span, 0 when absent.
 static int find_param(const struct tg_cur *c, size_t i, size_t end, const char *name, size_t *out_a,
@@ -91,7 +85,7 @@ static int find_param(const struct tg_cur *c, size_t i, size_t end, const char *
             return 0;
         size_t next = find_unquoted(c, semi + 1, end, ';');
         size_t pend = next == TG_NPOS ? end : next;
-        size_t eq = find_byte(c, semi + 1, pend, '=');
+        size_t eq = tg_cur_find(c, semi + 1, pend, '=');
         size_t na = semi + 1, nb = eq == TG_NPOS ? pend : eq;
         trim(c, &na, &nb);
         if (tg_cur_ieq(c, na, nb - na, name, name_len)) {
@@ -133,7 +127,7 @@ static int parse_sip_uri(const struct tg_cur *c, size_t off, size_t end, struct 
     u->off = off;
     u->end = end;
     size_t i = colon + 1;
-    size_t at = find_byte(c, i, end, '@');
+    size_t at = tg_cur_find(c, i, end, '@');
     if (at != TG_NPOS) {
         u->has_user = 1;
         u->user_off = i;
@@ -142,7 +136,7 @@ static int parse_sip_uri(const struct tg_cur *c, size_t off, size_t end, struct 
     }
     u->host_off = i;
     if (tg_cur_at(c, i) == '[') {
-        size_t rb = find_byte(c, i, end, ']');
+        size_t rb = tg_cur_find(c, i, end, ']');
         if (rb == TG_NPOS)
             return 0;
         i = rb + 1;
@@ -170,7 +164,7 @@ static int parse_sip_uri(const struct tg_cur *c, size_t off, size_t end, struct 
             return 0;
         u->port = p;
     }
-    size_t q = find_byte(c, i, end, '?');
+    size_t q = tg_cur_find(c, i, end, '?');
     u->params_end = q == TG_NPOS ? end : q;
     u->params_off = i < u->params_end ? i : u->params_end;
     return 1;
@@ -190,34 +184,17 @@ static int uri_is_ours(const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
            host_is(c, u, cfg->inside_host, cfg->inside_port);
 }
 
-// ---- base64url (RFC 4648 section 5, no padding) ----------------------------------------------
-
-static const char k_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int b64_val(int ch) {
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '-')
-        return 62;
-    if (ch == '_')
-        return 63;
-    return -1;
-}
-
 // ---- output emitter --------------------------------------------------------------------------
 
 struct out {
     uint8_t *p;
     size_t cap;
     size_t len;
-    int overflow;         // ran out of |cap|
-    int over_limit;       // a header line longer than the limit
-    size_t line_start;    // where the current header began
-    unsigned num_headers; // headers written
+    int overflow;          // ran out of |cap|
+    int over_limit;        // a header line longer than the limit
+    enum tg_sip_rw refuse; // the message cannot be forwarded (TG_SIP_RW_OK: it can)
+    size_t line_start;     // where the current header began
+    unsigned num_headers;  // headers written
     uint32_t max_line;
 };
 
@@ -253,59 +230,41 @@ static void put_uint(struct out *o, unsigned long v) {
     put(o, tmp + sizeof(tmp) - n, n);
 }
 
-static void put_b64(struct out *o, const struct tg_cur *c, size_t a, size_t b) {
-    uint32_t acc = 0;
-    int bits = 0;
-    char buf[64];
-    size_t n = 0;
-    for (size_t i = a; i < b; i++) {
-        acc = (acc << 8) | (uint32_t)tg_cur_at(c, i);
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            buf[n++] = k_b64[(acc >> bits) & 63];
-        }
-        if (n > sizeof(buf) - 4) {
-            put(o, buf, n);
-            n = 0;
-        }
-    }
-    if (bits > 0)
-        buf[n++] = k_b64[(acc << (6 - bits)) & 63];
-    put(o, buf, n);
+// refuse notes the first reason the message cannot be forwarded.
+static void refuse(struct out *o, enum tg_sip_rw why) {
+    if (o->refuse == TG_SIP_RW_OK)
+        o->refuse = why;
 }
 
-// put_b64_decoded decodes base64url [a, b) into the output; returns 0 (writing nothing) when
-// it is not base64url or decodes to bytes that cannot stand in a URI in a start line or
-// between angle brackets.
-static int put_b64_decoded(struct out *o, const struct tg_cur *c, size_t a, size_t b) {
-    size_t mark = o->len;
-    uint32_t acc = 0;
-    int bits = 0;
-    if ((b - a) % 4 == 1)
-        return 0;
-    for (size_t i = a; i < b; i++) {
-        int v = b64_val(tg_cur_at(c, i));
-        if (v < 0)
-            goto bad;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            uint8_t byte = (uint8_t)(acc >> bits);
-            if (byte <= 0x20 || byte >= 0x7f || byte == '<' || byte == '>' || byte == '"' ||
-                byte == ',')
-                goto bad;
-            put(o, &byte, 1);
-        }
+static int is_lws(int ch) {
+    return ch == ' ' || ch == '\t';
+}
+
+// put_val copies header value bytes [a, b) unfolded: each run of whitespace holding a CR or LF
+// (a fold) becomes one SP; other whitespace stays as it came.
+static void put_val(struct out *o, const struct tg_cur *c, size_t a, size_t b) {
+    if (b < a || b > c->len) {
+        o->overflow = 1;
+        return;
     }
-    if (o->len == mark || o->overflow)
-        goto bad;
-    return 1;
-bad:
-    if (!o->overflow)
-        o->len = mark;
-    return 0;
+    size_t i = a;
+    while (i < b) {
+        size_t k = i;
+        while (k < b && c->b[k] != '\r' && c->b[k] != '\n')
+            k++;
+        size_t e = k;
+        if (k < b)
+            while (e > i && is_lws(c->b[e - 1]))
+                e--;
+        put(o, c->b + i, e - i);
+        if (k >= b)
+            return;
+        while (k < b && is_ws(c->b[k]))
+            k++;
+        if (e > a && k < b)
+            put(o, " ", 1);
+        i = k;
+    }
 }
 
 static void header_begin(struct out *o) {
@@ -318,24 +277,46 @@ static void header_end(struct out *o) {
         o->over_limit = 1;
 }
 
+// put_name starts header |h|: its canonical name when tlsgate knows it, else its own, ": ".
+static void put_name(struct out *o, const struct tg_cur *c, const struct tg_sip_header *h) {
+    header_begin(o);
+    const char *name = tg_sip_header_name((enum tg_sip_hdr)h->id);
+    if (name != NULL)
+        put_str(o, name);
+    else
+        put_span(o, c, h->name.off, (size_t)h->name.off + h->name.len);
+    put_str(o, ": ");
+}
+
+static void put_eol(struct out *o) {
+    put_str(o, "\r\n");
+    header_end(o);
+}
+
+// put_hdr writes header |h| in the normal form: name, ": ", the value unfolded, CRLF.
+static void put_hdr(struct out *o, const struct tg_cur *c, const struct tg_sip_header *h) {
+    put_name(o, c, h);
+    put_val(o, c, h->value.off, (size_t)h->value.off + h->value.len);
+    put_eol(o);
+}
+
 // ---- configuration and names -----------------------------------------------------------------
 
-void tg_sip_rw_cfg_init(struct tg_sip_rw_cfg *cfg, const char *fqdn, uint16_t fqdn_port,
-                        const char *inside_host, uint16_t inside_port, const uint8_t key[16]) {
+int tg_sip_rw_cfg_init(struct tg_sip_rw_cfg *cfg, const char *fqdn, uint16_t fqdn_port,
+                       const char *inside_host, uint16_t inside_port, const uint8_t key[16]) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->fqdn = fqdn;
     cfg->fqdn_port = fqdn_port;
     cfg->inside_host = inside_host;
     cfg->inside_port = inside_port;
-    memcpy(&cfg->key[0], key, 8);
-    memcpy(&cfg->key[1], key + 8, 8);
     tg_sip_limits_init(&cfg->limits);
+    return tg_sip_derive_keys(cfg, key);
 }
 
 const char *tg_sip_rw_name(enum tg_sip_rw r) {
     static const char *const names[TG_SIP_RW_NUM] = {
-        "ok",     "no_space", "too_large", "too_many_hops", "bad_request",
-        "no_via", "not_ours", "bad_token", "last_via",
+        "ok",       "no_space",  "too_large", "too_many_hops",    "bad_request", "no_via",
+        "not_ours", "bad_token", "last_via",  "duplicate_header", "bad_tg_orig", "bad_contact",
     };
     if ((unsigned)r >= TG_SIP_RW_NUM)
         return "unknown";
@@ -349,78 +330,18 @@ uint16_t tg_sip_rw_status(enum tg_sip_rw r) {
     case TG_SIP_RW_TOO_MANY_HOPS:
         return 483;
     case TG_SIP_RW_BAD_REQUEST:
+    case TG_SIP_RW_DUPLICATE:
+    case TG_SIP_RW_BAD_TG_ORIG:
+    case TG_SIP_RW_BAD_CONTACT:
         return 400;
     default:
         return 0;
     }
 }
 
-// ---- flow token ------------------------------------------------------------------------------
-
-#define TOKEN_RAW 13 // version|side, worker, slot (3), gen (4), txh (4)
-#define TOKEN_MAC 8
-#define TOKEN_VERSION 0x10
-static const char k_cookie[] = "z9hG4bK";
-static const char k_hex[] = "0123456789abcdef";
-
-void tg_sip_flow_encode(const struct tg_sip_rw_cfg *cfg, char out[TG_SIP_TOKEN_LEN],
-                        const struct tg_sip_flow *flow, uint32_t txh) {
-    uint8_t raw[TOKEN_RAW + TOKEN_MAC];
-    raw[0] = (uint8_t)(TOKEN_VERSION | (flow->side & 1));
-    raw[1] = flow->worker;
-    raw[2] = (uint8_t)(flow->slot >> 16);
-    raw[3] = (uint8_t)(flow->slot >> 8);
-    raw[4] = (uint8_t)flow->slot;
-    for (int i = 0; i < 4; i++) {
-        raw[5 + i] = (uint8_t)(flow->gen >> (24 - 8 * i));
-        raw[9 + i] = (uint8_t)(txh >> (24 - 8 * i));
-    }
-    uint64_t mac = SIPHASH_24(cfg->key, raw, TOKEN_RAW);
-    for (int i = 0; i < TOKEN_MAC; i++)
-        raw[TOKEN_RAW + i] = (uint8_t)(mac >> (56 - 8 * i));
-    for (size_t i = 0; i < sizeof(raw); i++) {
-        out[2 * i] = k_hex[raw[i] >> 4];
-        out[2 * i + 1] = k_hex[raw[i] & 15];
-    }
-}
-
-static int hex_val(int ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch = tg_ascii_lower(ch);
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    return -1;
-}
-
-int tg_sip_flow_decode(const struct tg_sip_rw_cfg *cfg, struct tg_sip_flow *out_flow,
-                       const char *tok, size_t tok_len) {
-    uint8_t raw[TOKEN_RAW + TOKEN_MAC];
-    if (tok_len != TG_SIP_TOKEN_LEN)
-        return 0;
-    for (size_t i = 0; i < sizeof(raw); i++) {
-        int hi = hex_val((unsigned char)tok[2 * i]), lo = hex_val((unsigned char)tok[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return 0;
-        raw[i] = (uint8_t)(hi << 4 | lo);
-    }
-    if ((raw[0] & 0xf0) != TOKEN_VERSION || (raw[0] & 0x0e) != 0)
-        return 0;
-    uint64_t mac = SIPHASH_24(cfg->key, raw, TOKEN_RAW), got = 0;
-    for (int i = 0; i < TOKEN_MAC; i++)
-        got = got << 8 | raw[TOKEN_RAW + i];
-    // Constant time is not needed for a 64-bit MAC checked once per response, but cheap.
-    if ((mac ^ got) != 0)
-        return 0;
-    out_flow->side = raw[0] & 1;
-    out_flow->worker = raw[1];
-    out_flow->slot = (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 8 | raw[4];
-    out_flow->gen =
-        (uint32_t)raw[5] << 24 | (uint32_t)raw[6] << 16 | (uint32_t)raw[7] << 8 | raw[8];
-    return 1;
-}
-
 // ---- Via -------------------------------------------------------------------------------------
+
+static const char k_cookie[] = "z9hG4bK";
 
 struct via {
     size_t host_off, host_end;
@@ -459,7 +380,7 @@ static int parse_via(const struct tg_cur *c, size_t a, size_t b, struct via *v) 
         return 0;
     v->host_off = i;
     if (tg_cur_at(c, i) == '[') {
-        size_t rb = find_byte(c, i, b, ']');
+        size_t rb = tg_cur_find(c, i, b, ']');
         if (rb == TG_NPOS)
             return 0;
         i = rb + 1;
@@ -501,11 +422,40 @@ static uint32_t tx_hash(const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
         a = va;
         b = vb;
     }
-    uint64_t k[2] = {cfg->key[1], cfg->key[0]};
-    return (uint32_t)SIPHASH_24(k, c->b + a, b - a);
+    return (uint32_t)SIPHASH_24(cfg->txh_key, c->b + a, b - a);
+}
+
+// ---- tg-orig (siporig.c seals and opens) -----------------------------------------------------
+
+// put_sealed writes the tg-orig value of the URI [a, b) of the input, sealed toward |toward|.
+static void put_sealed(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side toward,
+                       const struct tg_cur *c, size_t a, size_t b) {
+    if (b - a > TG_SIP_SEAL_MAX_URI) {
+        refuse(o, TG_SIP_RW_TOO_LARGE);
+        return;
+    }
+    if (!tg_sip_sealable(c->b + a, b - a)) {
+        refuse(o, TG_SIP_RW_BAD_CONTACT);
+        return;
+    }
+    size_t n = tg_sip_sealed_len(b - a);
+    if (o->overflow || n > o->cap - o->len) {
+        o->overflow = 1;
+        return;
+    }
+    if (!tg_sip_seal_uri(cfg, (char *)o->p + o->len, o->cap - o->len, &n, toward, c->b + a,
+                         b - a)) {
+        refuse(o, TG_SIP_RW_BAD_CONTACT); // the AEAD fails only when memory is short
+        return;
+    }
+    o->len += n;
 }
 
 // ---- shared pieces ---------------------------------------------------------------------------
+
+static enum tg_sip_side other_side(enum tg_sip_side s) {
+    return s == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
+}
 
 static const char *side_host(const struct tg_sip_rw_cfg *cfg, enum tg_sip_side s) {
     return s == TG_SIP_SIDE_PROVIDER ? cfg->fqdn : cfg->inside_host;
@@ -534,41 +484,40 @@ static void put_our_uri(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_
     put_str(o, side_transport(s));
 }
 
-// put_restored writes the original URI kept in ";tg-orig=" of |u| when |u| is ours and has
-// one. Returns 0 (writing nothing) otherwise.
-static int put_restored(struct out *o, const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
-                        const struct uri *u) {
-    size_t a, b;
+enum restore {
+    RESTORE_NONE = 0, // not one of ours with a tg-orig: nothing written
+    RESTORE_DONE,     // the original URI written (or the output overflowed)
+    RESTORE_BAD,      // ours with a tg-orig tlsgate did not seal toward |from|: refuse
+};
+
+// restore writes the original URI sealed in the ";tg-orig=" of |u| when |u| names us; |u|
+// arrived from side |from|.
+static enum restore restore(struct out *o, const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
+                            const struct uri *u, enum tg_sip_side from) {
+    size_t a, b, n = 0;
     if (!uri_is_ours(cfg, c, u) || !find_param(c, u->params_off, u->params_end, "tg-orig", &a, &b))
-        return 0;
-    size_t mark = o->len;
-    if (!put_b64_decoded(o, c, a, b))
-        return 0;
-    if (o->overflow)
-        return 1;
-    // What we restore must still be a URI: scheme ":" something.
-    size_t i = mark;
-    while (
-        i < o->len &&
-        ((o->p[i] >= 'a' && o->p[i] <= 'z') || (o->p[i] >= 'A' && o->p[i] <= 'Z') ||
-         (i > mark && (is_digit(o->p[i]) || o->p[i] == '+' || o->p[i] == '-' || o->p[i] == '.'))))
-        i++;
-    if (i == mark || i + 1 >= o->len || o->p[i] != ':') {
-        o->len = mark;
-        return 0;
+        return RESTORE_NONE;
+    if (o->overflow || b - a > o->cap - o->len) {
+        o->overflow = 1;
+        return RESTORE_DONE;
     }
-    return 1;
+    if (!tg_sip_open_uri(cfg, o->p + o->len, o->cap - o->len, &n, from, (const char *)c->b + a,
+                         b - a))
+        return RESTORE_BAD;
+    o->len += n;
+    return RESTORE_DONE;
 }
 
-// put_contact_elem rewrites one Contact element [a, b) toward side |to|.
-static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side to,
+// put_contact_elem rewrites one Contact element [a, b) that arrived from |from|: an original
+// restored, any other sip or sips URI hidden behind ours on the other side.
+static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side from,
                              const struct tg_cur *c, size_t a, size_t b) {
     size_t lt = find_unquoted(c, a, b, '<');
     size_t ua, ub, rest;
     if (lt != TG_NPOS) {
-        size_t gt = find_byte(c, lt, b, '>');
+        size_t gt = tg_cur_find(c, lt, b, '>');
         if (gt == TG_NPOS) {
-            put_span(o, c, a, b);
+            refuse(o, TG_SIP_RW_BAD_CONTACT);
             return;
         }
         ua = lt + 1;
@@ -576,34 +525,42 @@ static void put_contact_elem(struct out *o, const struct tg_sip_rw_cfg *cfg, enu
         rest = gt + 1;
     } else {
         ua = a;
-        ub = find_byte(c, a, b, ';');
+        ub = tg_cur_find(c, a, b, ';');
         if (ub == TG_NPOS)
             ub = b;
         rest = ub;
     }
     struct uri u;
     if (!parse_sip_uri(c, ua, ub, &u)) {
-        put_span(o, c, a, b); // "*", tel:, urn: ... stay as they are
+        if ((ub - ua >= 4 && tg_cur_ieq(c, ua, 4, "sip:", 4)) ||
+            (ub - ua >= 5 && tg_cur_ieq(c, ua, 5, "sips:", 5))) {
+            refuse(o, TG_SIP_RW_BAD_CONTACT); // a sip URI we cannot read is not forwarded
+            return;
+        }
+        put_val(o, c, a, b); // "*", tel:, urn: ... stay as they are
         return;
     }
     if (lt != TG_NPOS)
-        put_span(o, c, a, lt);
+        put_val(o, c, a, lt);
     put_str(o, "<");
-    if (!put_restored(o, cfg, c, &u)) {
-        put_our_uri(o, cfg, to, c, &u);
+    enum restore r = restore(o, cfg, c, &u, from);
+    if (r == RESTORE_BAD) {
+        refuse(o, TG_SIP_RW_BAD_TG_ORIG);
+        return;
+    }
+    if (r == RESTORE_NONE) {
+        put_our_uri(o, cfg, other_side(from), c, &u);
         put_str(o, ";tg-orig=");
-        put_b64(o, c, ua, ub);
+        put_sealed(o, cfg, other_side(from), c, ua, ub);
     }
     put_str(o, ">");
-    put_span(o, c, rest, b);
+    put_val(o, c, rest, b);
 }
 
-// put_contact writes a Contact header with every element rewritten toward |to|.
-static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side to,
+// put_contact writes a Contact header with every element rewritten (see put_contact_elem).
+static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side from,
                         const struct tg_cur *c, const struct tg_sip_header *h) {
-    header_begin(o);
-    put_span(o, c, h->name.off, h->name.off + h->name.len);
-    put_str(o, ": ");
+    put_name(o, c, h);
     size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
     int first = 1;
     while (i <= end) {
@@ -613,33 +570,25 @@ static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_
         if (!first)
             put_str(o, ", ");
         first = 0;
-        put_contact_elem(o, cfg, to, c, a, b);
+        put_contact_elem(o, cfg, from, c, a, b);
         if (e >= end)
             break;
         i = e + 1;
     }
-    put_str(o, "\r\n");
-    header_end(o);
+    put_eol(o);
 }
 
 // elem_uri finds the URI of a name-addr / addr-spec element [a, b).
 static int elem_uri(const struct tg_cur *c, size_t a, size_t b, struct uri *u) {
     size_t lt = find_unquoted(c, a, b, '<');
     if (lt == TG_NPOS) {
-        size_t semi = find_byte(c, a, b, ';');
+        size_t semi = tg_cur_find(c, a, b, ';');
         return parse_sip_uri(c, a, semi == TG_NPOS ? b : semi, u);
     }
-    size_t gt = find_byte(c, lt, b, '>');
+    size_t gt = tg_cur_find(c, lt, b, '>');
     if (gt == TG_NPOS)
         return 0;
     return parse_sip_uri(c, lt + 1, gt, u);
-}
-
-// put_line copies a header line as it is.
-static void put_line(struct out *o, const struct tg_cur *c, const struct tg_sip_header *h) {
-    header_begin(o);
-    put_span(o, c, h->line.off, (size_t)h->line.off + h->line.len);
-    header_end(o);
 }
 
 // put_value_from writes header |h| with its value starting at |from| (dropping the elements
@@ -648,19 +597,36 @@ static void put_value_from(struct out *o, const struct tg_cur *c, const struct t
                            size_t from) {
     size_t end = (size_t)h->value.off + h->value.len;
     trim(c, &from, &end);
-    header_begin(o);
-    put_span(o, c, h->name.off, (size_t)h->name.off + h->name.len);
-    put_str(o, ": ");
-    put_span(o, c, from, end);
-    put_str(o, "\r\n");
-    header_end(o);
+    put_name(o, c, h);
+    put_val(o, c, from, end);
+    put_eol(o);
 }
 
+// check_single refuses a message holding twice a single-valued header that tlsgate reads or
+// that decides how a parser behind it sees the message (RFC 3261 section 7.3: malformed).
+static enum tg_sip_rw check_single(const struct tg_sip_msg *msg) {
+    static const uint8_t single[] = {TG_SIP_H_MAX_FORWARDS, TG_SIP_H_CALL_ID,
+                                     TG_SIP_H_CSEQ,         TG_SIP_H_FROM,
+                                     TG_SIP_H_TO,           TG_SIP_H_CONTENT_TYPE};
+    for (size_t i = 0; i < sizeof(single); i++) {
+        if (msg->first[single[i]] >= 0 && tg_sip_find(msg, (enum tg_sip_hdr)single[i], 1) >= 0)
+            return TG_SIP_RW_DUPLICATE;
+    }
+    return TG_SIP_RW_OK;
+}
+
+// finish writes the one Content-Length, the end of the head and the body as framed.
 static enum tg_sip_rw finish(const struct tg_sip_rw_cfg *cfg, struct out *o,
                              const struct tg_sip_msg *msg, const struct tg_cur *c,
                              size_t *out_len) {
+    header_begin(o);
+    put_str(o, "Content-Length: ");
+    put_uint(o, msg->body_len);
+    put_eol(o);
     put_str(o, "\r\n");
     put_span(o, c, msg->head_len, (size_t)msg->head_len + msg->body_len);
+    if (o->refuse != TG_SIP_RW_OK)
+        return o->refuse;
     // A buffer larger than max_message that overflowed means an output over the limit.
     if (o->overflow)
         return o->cap > cfg->limits.max_message ? TG_SIP_RW_TOO_LARGE : TG_SIP_RW_NO_SPACE;
@@ -671,11 +637,11 @@ static enum tg_sip_rw finish(const struct tg_sip_rw_cfg *cfg, struct out *o,
     return TG_SIP_RW_OK;
 }
 
-static void out_init(struct out *o, const struct tg_sip_rw_cfg *cfg, uint8_t *p, size_t cap) {
+static void out_init(struct out *o, uint8_t *p, size_t cap, uint32_t max_line) {
     memset(o, 0, sizeof(*o));
     o->p = p;
     o->cap = p == NULL ? 0 : cap;
-    o->max_line = cfg->limits.max_line;
+    o->max_line = max_line;
 }
 
 // ---- requests --------------------------------------------------------------------------------
@@ -740,11 +706,13 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
     if (!msg->is_request || msg->len == 0 || msg->truncated)
         return TG_SIP_RW_BAD_REQUEST;
     struct tg_cur c = {buf, msg->len};
-    enum tg_sip_side to =
-        from->side == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
+    enum tg_sip_side to = other_side((enum tg_sip_side)from->side);
     int via = msg->first[TG_SIP_H_VIA];
     if (via < 0)
         return TG_SIP_RW_BAD_REQUEST;
+    enum tg_sip_rw dup = check_single(msg);
+    if (dup != TG_SIP_RW_OK)
+        return dup;
     int mf = msg->first[TG_SIP_H_MAX_FORWARDS];
     unsigned long hops = 70;
     if (mf >= 0) {
@@ -756,13 +724,17 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
     }
 
     struct out o;
-    out_init(&o, cfg, out, out_cap);
+    out_init(&o, out, out_cap, cfg->limits.max_line);
 
     // Request line, with a Request-URI of ours restored to the original it stands for.
     size_t ua = msg->uri.off, ub = (size_t)msg->uri.off + msg->uri.len;
     put_span(&o, &c, 0, ua);
     struct uri u;
-    if (!parse_sip_uri(&c, ua, ub, &u) || !put_restored(&o, cfg, &c, &u))
+    enum restore rr =
+        parse_sip_uri(&c, ua, ub, &u) ? restore(&o, cfg, &c, &u, from->side) : RESTORE_NONE;
+    if (rr == RESTORE_BAD)
+        return TG_SIP_RW_BAD_TG_ORIG;
+    if (rr == RESTORE_NONE)
         put_span(&o, &c, ua, ub);
     put_span(&o, &c, ub, (size_t)msg->start_line.off + msg->start_line.len);
     put_str(&o, "\r\n");
@@ -782,19 +754,18 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
     put_str(&o, ";branch=");
     put_str(&o, k_cookie);
     put(&o, token, sizeof(token));
-    put_str(&o, "\r\n");
-    header_end(&o);
+    put_eol(&o);
     if (method_record_routes((enum tg_sip_method)msg->method)) {
         header_begin(&o);
         put_str(&o, "Record-Route: <");
         put_our_uri(&o, cfg, to, &c, NULL);
-        put_str(&o, ";lr>\r\n");
-        header_end(&o);
+        put_str(&o, ";lr>");
+        put_eol(&o);
     }
     if (mf < 0) {
         header_begin(&o);
-        put_str(&o, "Max-Forwards: 70\r\n");
-        header_end(&o);
+        put_str(&o, "Max-Forwards: 70");
+        put_eol(&o);
     }
 
     int route_hdr;
@@ -804,15 +775,13 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
         const struct tg_sip_header *h = &msg->headers[k];
         switch (h->id) {
         case TG_SIP_H_X_TLS_PEER:
+        case TG_SIP_H_CONTENT_LENGTH: // ours goes last
             continue;
-        case TG_SIP_H_MAX_FORWARDS:
-            if ((int)k != mf)
-                break;
+        case TG_SIP_H_MAX_FORWARDS: // the only one (check_single)
             header_begin(&o);
             put_str(&o, "Max-Forwards: ");
             put_uint(&o, hops);
-            put_str(&o, "\r\n");
-            header_end(&o);
+            put_eol(&o);
             continue;
         case TG_SIP_H_ROUTE:
             if ((int)k < route_hdr)
@@ -823,12 +792,12 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
             }
             break;
         case TG_SIP_H_CONTACT:
-            put_contact(&o, cfg, to, &c, h);
+            put_contact(&o, cfg, (enum tg_sip_side)from->side, &c, h);
             continue;
         default:
             break;
         }
-        put_line(&o, &c, h);
+        put_hdr(&o, &c, h);
     }
     if (from->side == TG_SIP_SIDE_PROVIDER && peer_name != NULL && peer_name[0] != '\0') {
         int clean = 1;
@@ -838,8 +807,7 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
             header_begin(&o);
             put_str(&o, "X-TLS-Peer-Name: ");
             put_str(&o, peer_name);
-            put_str(&o, "\r\n");
-            header_end(&o);
+            put_eol(&o);
         }
     }
     return finish(cfg, &o, msg, &c, out_len);
@@ -852,9 +820,7 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
 static void put_record_route(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_sip_side from,
                              enum tg_sip_side to, const struct tg_cur *c,
                              const struct tg_sip_header *h) {
-    header_begin(o);
-    put_span(o, c, h->name.off, (size_t)h->name.off + h->name.len);
-    put_str(o, ": ");
+    put_name(o, c, h);
     size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
     int first = 1;
     for (;;) {
@@ -870,14 +836,13 @@ static void put_record_route(struct out *o, const struct tg_sip_rw_cfg *cfg, enu
             put_our_uri(o, cfg, to, c, NULL);
             put_str(o, ";lr>");
         } else {
-            put_span(o, c, a, b);
+            put_val(o, c, a, b);
         }
         if (e >= end)
             break;
         i = e + 1;
     }
-    put_str(o, "\r\n");
-    header_end(o);
+    put_eol(o);
 }
 
 // check_top_via verifies that the element [a, b) is our Via on side |from| and decodes its
@@ -914,8 +879,7 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
     if (msg->is_request || msg->len == 0 || msg->truncated)
         return TG_SIP_RW_DROP_NO_VIA;
     struct tg_cur c = {buf, msg->len};
-    enum tg_sip_side to =
-        arrived_from == TG_SIP_SIDE_PROVIDER ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER;
+    enum tg_sip_side to = other_side(arrived_from);
     int via = msg->first[TG_SIP_H_VIA];
     if (via < 0)
         return TG_SIP_RW_DROP_NO_VIA;
@@ -929,15 +893,19 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
         return r;
     if (te >= vend && tg_sip_count(msg, TG_SIP_H_VIA) < 2)
         return TG_SIP_RW_DROP_LAST_VIA;
+    r = check_single(msg);
+    if (r != TG_SIP_RW_OK)
+        return r;
 
     struct out o;
-    out_init(&o, cfg, out, out_cap);
+    out_init(&o, out, out_cap, cfg->limits.max_line);
     put_span(&o, &c, 0, (size_t)msg->start_line.off + msg->start_line.len);
     put_str(&o, "\r\n");
     for (unsigned k = 0; k < msg->num_headers; k++) {
         const struct tg_sip_header *h = &msg->headers[k];
         switch (h->id) {
         case TG_SIP_H_X_TLS_PEER:
+        case TG_SIP_H_CONTENT_LENGTH: // ours goes last
             continue;
         case TG_SIP_H_VIA:
             if ((int)k != via)
@@ -946,7 +914,7 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
                 put_value_from(&o, &c, h, te + 1);
             continue;
         case TG_SIP_H_CONTACT:
-            put_contact(&o, cfg, to, &c, h);
+            put_contact(&o, cfg, arrived_from, &c, h);
             continue;
         case TG_SIP_H_RECORD_ROUTE:
             put_record_route(&o, cfg, arrived_from, to, &c, h);
@@ -954,7 +922,7 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
         default:
             break;
         }
-        put_line(&o, &c, h);
+        put_hdr(&o, &c, h);
     }
     return finish(cfg, &o, msg, &c, out_len);
 }
@@ -962,14 +930,15 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
 // ---- answers from tlsgate itself -------------------------------------------------------------
 
 // line_clean says whether header |h| can be copied into an answer: after a scan error the
-// index may hold lines with NUL bytes or stray CR / LF, which would make the answer malformed.
+// index may hold lines with NUL bytes, other control characters or stray CR / LF, which would
+// make the answer malformed.
 static int line_clean(const struct tg_cur *c, const struct tg_sip_header *h) {
     size_t end = (size_t)h->line.off + h->line.len;
     if (h->line.len < 2 || end > c->len)
         return 0;
     for (size_t i = h->line.off; i < end - 2; i++) {
         int ch = tg_cur_at(c, i);
-        if (ch == 0 || ch == '\n')
+        if ((ch < 0x20 && ch != '\t' && ch != '\r') || ch == 0x7f)
             return 0;
         if (ch == '\r') {
             if (tg_cur_at(c, i + 1) != '\n' ||
@@ -1004,9 +973,7 @@ int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
             return 0;
     }
     struct out o;
-    memset(&o, 0, sizeof(o));
-    o.p = out;
-    o.cap = out == NULL ? 0 : out_cap;
+    out_init(&o, out, out_cap, UINT32_MAX);
     put_str(&o, "SIP/2.0 ");
     put_uint(&o, status);
     put_str(&o, " ");
@@ -1015,27 +982,26 @@ int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
     for (unsigned k = 0; k < req->num_headers; k++) {
         const struct tg_sip_header *h = &req->headers[k];
         if (h->id == TG_SIP_H_VIA)
-            put_line(&o, &c, h);
+            put_hdr(&o, &c, h);
     }
     const struct tg_sip_header *from = &req->headers[req->first[TG_SIP_H_FROM]];
     const struct tg_sip_header *tohdr = &req->headers[req->first[TG_SIP_H_TO]];
-    put_line(&o, &c, from);
+    put_hdr(&o, &c, from);
     size_t va = tohdr->value.off, vb = (size_t)tohdr->value.off + tohdr->value.len;
-    size_t gt = find_byte(&c, va, vb, '>');
+    size_t gt = tg_cur_find(&c, va, vb, '>');
     size_t pa, pb;
     int has_tag = find_param(&c, gt == TG_NPOS ? va : gt, vb, "tag", &pa, &pb);
     if (to_tag != NULL && status > 100 && !has_tag) {
-        put_span(&o, &c, tohdr->name.off, (size_t)tohdr->name.off + tohdr->name.len);
-        put_str(&o, ": ");
-        put_span(&o, &c, va, vb);
+        put_name(&o, &c, tohdr);
+        put_val(&o, &c, va, vb);
         put_str(&o, ";tag=");
         put_str(&o, to_tag);
-        put_str(&o, "\r\n");
+        put_eol(&o);
     } else {
-        put_line(&o, &c, tohdr);
+        put_hdr(&o, &c, tohdr);
     }
-    put_line(&o, &c, &req->headers[req->first[TG_SIP_H_CALL_ID]]);
-    put_line(&o, &c, &req->headers[req->first[TG_SIP_H_CSEQ]]);
+    put_hdr(&o, &c, &req->headers[req->first[TG_SIP_H_CALL_ID]]);
+    put_hdr(&o, &c, &req->headers[req->first[TG_SIP_H_CSEQ]]);
     if (extra != NULL)
         put_str(&o, extra);
     put_str(&o, "Content-Length: 0\r\n\r\n");

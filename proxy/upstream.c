@@ -88,6 +88,8 @@ void tg_upstream_on_connect(struct tg_conns *cs, struct tg_conn *c, int res) {
     }
     if (tg_conn_inbound(cs, c)) {
         c->flags |= TG_F_PLAIN_UP;
+        if (c->state == TG_CS_OPEN && c->timer.lane == &cs->hs_lane)
+            tg_timer_arm(&cs->idle_lane, &c->timer, cs->loop->now);
         tg_sipglue_backend_up(cs, c);
         tg_conn_step(cs, c);
         return;

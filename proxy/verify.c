@@ -123,8 +123,9 @@ static enum tg_verdict check_chain(struct tg_tlsio *t, SSL *ssl, int64_t now, ch
         snprintf(detail, detail_len, "peer certificate does not parse");
     } else {
         const char *name = NULL;
-        verdict =
-            tg_policy_check_peer(tg_tls_policy(ssl), leaf, chain, now, &name, detail, detail_len);
+        enum tg_peer_role role = SSL_is_server(ssl) ? TG_PEER_CLIENT : TG_PEER_SERVER;
+        verdict = tg_policy_check_peer(tg_tls_policy(ssl), role, leaf, chain, now, &name, detail,
+                                       detail_len);
         if (verdict == TG_VERDICT_OK) {
             t->peer_name = name;
             struct tg_vcache_entry *e = v != NULL ? cache_add(v, ssl, now, name, leaf) : NULL;
@@ -147,6 +148,10 @@ static uint8_t alert_for(enum tg_verdict v) {
     case TG_VERDICT_UNTRUSTED:
     case TG_VERDICT_SELF_SIGNED:
         return SSL_AD_UNKNOWN_CA;
+    case TG_VERDICT_LEAF_IS_CA:
+    case TG_VERDICT_EKU_MISMATCH:
+    case TG_VERDICT_KEY_USAGE_MISMATCH:
+        return SSL_AD_UNSUPPORTED_CERTIFICATE;
     default:
         return SSL_AD_BAD_CERTIFICATE;
     }

@@ -36,6 +36,22 @@ static void ctx_pair_free(struct ctx_pair *p) {
     free(p);
 }
 
+// accept_pause is a listener whose accepting stopped for lack of descriptors (EMFILE, ENFILE)
+// or memory: re-armed after a back-off that doubles while the condition lasts, not at once
+// (the kernel would fail it again at once: a busy loop and a log line per attempt).
+struct accept_pause {
+    uint32_t until;     // ms: when accepting is tried again (0: not paused)
+    uint32_t backoff;   // ms: the current back-off
+    uint32_t since;     // ms: start of the episode
+    uint32_t failures;  // in this episode
+    int error;          // the errno that started it
+    uint8_t armed;      // a multishot accept is armed on the listener
+    uint8_t cancelling; // ... and we cancelled it to pause
+};
+
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 2000
+
 struct tg_worker {
     const struct tg_runtime *rt;
     unsigned id;
@@ -54,6 +70,7 @@ struct tg_worker {
     int *listen_fds; // one per listener; -1 once closed
     size_t num_listeners;
     unsigned accepts_armed;
+    struct accept_pause *pause; // one per listener
 
     _Atomic(struct ctx_pair *) mailbox; // a newer generation, handed over by the control thread
     _Atomic int stop;
@@ -69,6 +86,60 @@ static void arm_accept(struct tg_worker *w, uint32_t listener) {
     io_uring_prep_multishot_accept(sqe, w->listen_fds[listener], NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, tg_ud(TG_KIND_LISTENER, 0, listener, 0));
     w->accepts_armed++;
+    w->pause[listener].armed = 1;
+}
+
+// accept_failed handles a failed accept. Out of descriptors or memory, accepting pauses for a
+// back-off (one log line and one count per episode); the connections wait in the backlog.
+static void accept_failed(struct tg_worker *w, uint32_t listener, int error, int more) {
+    const char *name = w->rt->cfg->listeners[listener].name;
+    struct accept_pause *p = &w->pause[listener];
+    if (error != EMFILE && error != ENFILE && error != ENOMEM && error != ENOBUFS) {
+        TG_WARN("accept_failed", "worker=%u listener=%s error=\"%s\"", w->id, name,
+                strerror(error));
+        return; // the peer's problem (ECONNABORTED, ...): the accept goes on
+    }
+    p->failures++;
+    if (p->until == 0 && p->backoff == 0) {
+        p->since = w->loop.now;
+        p->error = error;
+        tg_counter_add(&w->conns.ctr[listener].accept_paused, 1);
+        TG_WARN("accept_paused", "worker=%u listener=%s error=\"%s\" backoff_ms=%u", w->id, name,
+                strerror(error), ACCEPT_BACKOFF_MIN_MS);
+    }
+    p->backoff = p->backoff == 0 ? ACCEPT_BACKOFF_MIN_MS : p->backoff * 2;
+    if (p->backoff > ACCEPT_BACKOFF_MAX_MS)
+        p->backoff = ACCEPT_BACKOFF_MAX_MS;
+    p->until = w->loop.now + p->backoff;
+    if (p->until == 0)
+        p->until = 1;
+    if (more && !p->cancelling) { // still armed: stop it, the tick re-arms it
+        p->cancelling = 1;
+        tg_loop_cancel_ud(&w->loop, tg_ud(TG_KIND_LISTENER, 0, listener, 0), 1);
+    }
+}
+
+// accept_succeeded ends a pause episode once a connection has been accepted again.
+static void accept_succeeded(struct tg_worker *w, uint32_t listener) {
+    struct accept_pause *p = &w->pause[listener];
+    if (p->backoff == 0)
+        return;
+    TG_INFO("accept_resumed", "worker=%u listener=%s error=\"%s\" failures=%u paused_ms=%u", w->id,
+            w->rt->cfg->listeners[listener].name, strerror(p->error), p->failures,
+            w->loop.now - p->since);
+    memset(p, 0, sizeof(*p));
+}
+
+// resume_accepts re-arms the listeners whose back-off has passed.
+static void resume_accepts(struct tg_worker *w) {
+    for (size_t l = 0; l < w->num_listeners; l++) {
+        struct accept_pause *p = &w->pause[l];
+        if (p->until == 0 || !tg_time_reached(w->loop.now, p->until))
+            continue;
+        p->until = 0;
+        if (!p->armed && w->listen_fds[l] >= 0 && !w->draining)
+            arm_accept(w, (uint32_t)l);
+    }
 }
 
 static void on_accept(void *arg, void *obj, uint32_t listener, unsigned op,
@@ -78,23 +149,27 @@ static void on_accept(void *arg, void *obj, uint32_t listener, unsigned op,
     struct tg_worker *w = arg;
     if (listener >= w->num_listeners)
         return;
-    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+    struct accept_pause *p = &w->pause[listener];
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (cqe->res < 0 && cqe->res != -ECANCELED)
+        accept_failed(w, listener, -cqe->res, more);
+    if (!more) {
         w->accepts_armed--;
-        if (w->draining || cqe->res == -ECANCELED) {
+        p->armed = 0;
+        int paused_cancel = cqe->res == -ECANCELED && p->cancelling;
+        p->cancelling = 0;
+        if (w->draining || (cqe->res == -ECANCELED && !paused_cancel)) {
             if (w->listen_fds[listener] >= 0) {
                 close(w->listen_fds[listener]);
                 w->listen_fds[listener] = -1;
             }
-        } else {
+        } else if (p->until == 0) {
             arm_accept(w, listener);
-        }
+        } // else paused: resume_accepts re-arms it after the back-off
     }
-    if (cqe->res < 0) {
-        if (cqe->res != -ECANCELED)
-            TG_WARN("accept_failed", "worker=%u listener=%s error=\"%s\"", w->id,
-                    w->rt->cfg->listeners[listener].name, strerror(-cqe->res));
+    if (cqe->res < 0)
         return;
-    }
+    accept_succeeded(w, listener);
     int fd = cqe->res;
     if (w->draining) {
         tg_counter_add(&w->conns.ctr[listener].rejected[TG_REJECT_DRAINING], 1);
@@ -127,8 +202,14 @@ static void begin_drain(struct tg_worker *w) {
     w->draining = 1;
     w->conns.draining = 1;
     w->drain_deadline = w->loop.now + w->rt->cfg->drain_timeout_ms;
-    for (size_t l = 0; l < w->num_listeners; l++)
-        tg_loop_cancel_ud(&w->loop, tg_ud(TG_KIND_LISTENER, 0, (uint32_t)l, 0), 1);
+    for (size_t l = 0; l < w->num_listeners; l++) {
+        if (w->pause[l].armed) {
+            tg_loop_cancel_ud(&w->loop, tg_ud(TG_KIND_LISTENER, 0, (uint32_t)l, 0), 1);
+        } else if (w->listen_fds[l] >= 0) { // paused: nothing armed to cancel
+            close(w->listen_fds[l]);
+            w->listen_fds[l] = -1;
+        }
+    }
     TG_INFO("drain_start", "worker=%u connections=%u timeout_ms=%u", w->id,
             tg_conns_active(&w->conns), w->rt->cfg->drain_timeout_ms);
     tg_probes_close_all(&w->conns);
@@ -146,6 +227,9 @@ static int on_wake(void *arg) {
 static void on_tick(void *arg) {
     struct tg_worker *w = arg;
     struct tg_conns *cs = &w->conns;
+    tg_log_flush();
+    resume_accepts(w);
+    tg_conns_rearm_nobufs(cs);
     tg_conns_expire(cs);
     if (cs->probes != NULL && !w->draining)
         tg_probes_tick(cs);
@@ -180,7 +264,7 @@ static int setup(struct tg_worker *w) {
         return 0;
     struct tg_peer_ring *peers = rt->peers != NULL ? tg_peers_ring(rt->peers, w->id) : NULL;
     w->conns_ok = tg_conns_init(&w->conns, &w->loop, rt->cfg, rt->metrics, w->id, w->max_conns,
-                                rt->tls->server, rt->tls->client, rt->sip_key, peers);
+                                rt->tls->server, rt->tls->client, rt->sip_key, peers, rt->guard);
     if (!w->conns_ok || (w->id == 0 && !tg_probes_init(&w->conns))) {
         snprintf(w->init_err, w->init_err_len, "out of memory");
         return 0;
@@ -259,6 +343,7 @@ static void worker_free(struct tg_worker *w) {
         if (w->listen_fds[l] >= 0)
             close(w->listen_fds[l]);
     free(w->listen_fds);
+    free(w->pause);
     ctx_pair_free(atomic_exchange(&w->mailbox, NULL));
     sem_destroy(&w->ready);
     free(w);
@@ -279,9 +364,10 @@ struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int 
     w->max_conns = max_conns;
     w->num_listeners = rt->cfg->num_listeners;
     w->listen_fds = malloc(w->num_listeners * sizeof(int) + 1);
+    w->pause = calloc(w->num_listeners + 1, sizeof(*w->pause));
     w->init_err = err;
     w->init_err_len = err_len;
-    if (w->listen_fds == NULL) {
+    if (w->listen_fds == NULL || w->pause == NULL) {
         for (size_t l = 0; l < w->num_listeners; l++)
             close(listen_fds[l]);
         snprintf(err, err_len, "out of memory");

@@ -13,6 +13,12 @@
 #   provider.pem / provider.key     upstream provider server cert, CN=SAN=sip.provider.test,
 #                                   EKU serverAuth+clientAuth, signed by ca
 #   wrongname.pem / wrongname.key   CN=SAN=evil.provider.test, EKU serverAuth+clientAuth, by ca
+# Certificates made for another purpose (EC P-256, signed by ca, refused by the peer policy):
+#   codesign.pem / codesign.key     CN=SAN=sip.um.example.net, EKU codeSigning only
+#   serveronly.pem / serveronly.key CN=SAN=sip.um.example.net, EKU serverAuth only (no clientAuth)
+#   leafca.pem / leafca.key         CN=SAN=sip.um.example.net, EKU clientAuth+serverAuth, but
+#                                   basicConstraints CA:TRUE (a CA profile on an end entity)
+#   provider-clientonly.pem / .key  CN=SAN=sip.provider.test, EKU clientAuth only (no serverAuth)
 # Keys are mode 0600. Idempotent: if DIR/ca.pem exists nothing is done. Not for production.
 set -euo pipefail
 
@@ -97,3 +103,42 @@ run openssl req -x509 -new -key "$dir/selfsigned.key" -subj "/CN=$provider_id" -
     -sha256 -addext "subjectAltName=DNS:$provider_id" \
     -addext "extendedKeyUsage=clientAuth,serverAuth" -out "$dir/selfsigned.pem"
 chmod 0644 "$dir/selfsigned.pem"
+
+# issue_ext NAME CN KIND: a CA-signed certificate with CN=SAN=CN whose other extensions are read
+# from stdin (for the certificates made for another purpose).
+issue_ext() {
+    local name=$1 cn=$2 kind=$3
+    newkey "$name" "$kind"
+    run openssl req -new -key "$dir/$name.key" -subj "/CN=$cn" -out "$work/$name.csr"
+    {
+        cat
+        echo "subjectAltName = DNS:$cn"
+        echo "subjectKeyIdentifier = hash"
+        echo "authorityKeyIdentifier = keyid"
+    } >"$work/$name.ext"
+    run openssl x509 -req -in "$work/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -CAserial "$work/ca.srl" -days "$days" -sha256 \
+        -extfile "$work/$name.ext" -out "$dir/$name.pem"
+    chmod 0644 "$dir/$name.pem"
+}
+
+issue_ext codesign "$provider_id" ec <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = codeSigning
+EOF
+issue_ext serveronly "$provider_id" ec <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+EOF
+issue_ext leafca "$provider_id" ec <<EOF
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, digitalSignature, keyCertSign
+extendedKeyUsage = clientAuth, serverAuth
+EOF
+issue_ext provider-clientonly "sip.provider.test" ec <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+EOF

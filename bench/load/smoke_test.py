@@ -176,6 +176,8 @@ def main():
         conf.write_text(f"""[global]
 workers = 1
 log_level = warn
+max_handshakes_per_source = 0
+new_connections_per_source = 0
 [admin]
 listen = 127.0.0.1:{admin_port}
 [tls]

@@ -66,8 +66,8 @@ static int check(struct tg_bench_state *st, const struct policy_case *pc, X509 *
                  STACK_OF(X509) *chain) {
     char detail[256];
     const char *name = NULL;
-    enum tg_verdict v = tg_policy_check_peer(pc->policy, leaf, chain, (int64_t)time(NULL), &name,
-                                             detail, sizeof(detail));
+    enum tg_verdict v = tg_policy_check_peer(pc->policy, TG_PEER_CLIENT, leaf, chain,
+                                             (int64_t)time(NULL), &name, detail, sizeof(detail));
     if (v == TG_VERDICT_OK)
         return 1;
     tg_bench_skip_with_error(st, tg_verdict_name(v));

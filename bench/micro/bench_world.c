@@ -160,7 +160,8 @@ enum ssl_verify_result_t tgb_verify(SSL *ssl, uint8_t *out_alert) {
     enum tg_verdict v = TG_VERDICT_HANDSHAKE_ERROR;
     if (tg_tls_peer_chain(ssl, &leaf, &chain)) {
         const char *name = NULL;
-        v = tg_policy_check_peer(tls->policy, leaf, chain, (int64_t)time(NULL), &name, detail,
+        enum tg_peer_role role = SSL_is_server(ssl) ? TG_PEER_CLIENT : TG_PEER_SERVER;
+        v = tg_policy_check_peer(tls->policy, role, leaf, chain, (int64_t)time(NULL), &name, detail,
                                  sizeof(detail));
     }
     X509_free(leaf);

@@ -7,9 +7,13 @@
 // Byte queues of the data path and the per-worker cache their memory comes from. No I/O and no
 // hidden state: every function that may allocate or free takes the cache it uses.
 
-// TG_BUFCACHE_MAX is how many buffers of one size a cache keeps: at most
-// TG_BUFCACHE_MAX x (size) bytes per class and worker.
+// TG_BUFCACHE_MAX is how many buffers of one size a cache keeps at most, and TG_BUFCACHE_BYTES
+// how many bytes a class keeps at most (but never fewer than TG_BUFCACHE_MIN buffers): what a
+// worker holds in its cache after a burst is bounded (2 classes: about 2 MiB), whatever the
+// configured buffer_size.
 #define TG_BUFCACHE_MAX 64
+#define TG_BUFCACHE_MIN 4
+#define TG_BUFCACHE_BYTES (1u << 20)
 #define TG_BUFCACHE_CLASSES 2
 
 // tg_bufcache recycles queue memory of a few fixed sizes (one class per size), so a busy
@@ -19,6 +23,7 @@ struct tg_bufcache {
     struct {
         uint32_t size; // 0: class unused
         unsigned num;
+        unsigned max; // buffers kept at most
         uint8_t *bufs[TG_BUFCACHE_MAX];
     } cls[TG_BUFCACHE_CLASSES];
 };

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tlsgate/adminpolicy.h"
 #include "tlsgate/log.h"
 #include "tlsgate/target.h"
 
@@ -32,6 +33,7 @@ struct tg_listener_conf {
     uint32_t options_failures;      // outbound: consecutive failures that mark a target down (2)
     uint32_t keepalive_interval_ms; // CRLFCRLF ping on a provider side idle this long; 0 = off
     uint32_t sip_max_message;       // bytes, head + body of one message (65536)
+    uint32_t max_connections;       // this listener's own cap; 0 = only the global one
 };
 
 struct tg_config {
@@ -44,10 +46,26 @@ struct tg_config {
     char user[TG_NAME_MAX];      // empty: keep the current user
     uint32_t drain_timeout_ms;   // default 10000
     uint32_t buffer_size;        // bytes queued per direction per connection, default 65536
+    // Admission of inbound connections, before any cryptography (guard.h):
+    uint32_t max_handshakes;             // unauthenticated connections in progress, whole
+                                         // process; default max_connections / 2
+    uint32_t max_handshakes_per_source;  // ... from one source address (IPv6: /64); 0 = no cap
+    uint32_t new_connections_per_source; // accepted per second from one source; 0 = no cap
 
     // [admin]
     int admin_enabled;             // default 1
     struct tg_target admin_listen; // default 127.0.0.1:9900
+    // Source networks allowed to connect; none: any. Required with a non-loopback listen.
+    struct tg_cidr admin_allow[TG_ADMIN_MAX_ALLOW];
+    size_t num_admin_allow;
+    // Names (DNS names or numeric addresses) that Host and Origin may give besides the listen
+    // address and `localhost`.
+    char admin_hosts[TG_ADMIN_MAX_HOSTS][TG_HOST_MAX];
+    size_t num_admin_hosts;
+    // The bearer token's file (empty: no token; required with a non-loopback listen) and the
+    // line of the key, for messages about the file.
+    char admin_token_file[4096];
+    int admin_token_file_line;
 
     // [tls]
     char cert[4096];

@@ -7,6 +7,7 @@
 
 #include "tlsgate/bufq.h"
 #include "tlsgate/config.h"
+#include "tlsgate/guard.h"
 #include "tlsgate/loop.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/prober.h"
@@ -58,6 +59,9 @@ enum tg_conn_flag {
     TG_F_RETRY = 1u << 15,       // outbound: tear down this target's socket, try the next
     TG_F_SIP_CLOSE = 1u << 16,   // mode = sip: a stream could not be resynchronised
     TG_F_PROBE = 1u << 17,       // tlsgate's own OPTIONS connection to a target: no plain side
+    TG_F_NOBUFS = 1u << 18,      // a receive found no provided buffer: re-armed at the tick
+    TG_F_GUARDED = 1u << 19,     // holds an admission slot (guard.h) until authenticated
+    TG_F_COUNTED = 1u << 20,     // counted in its listener's connections (guard.h)
 };
 
 // tg_conn is one proxied connection. Narrow fields: memory per connection is a product
@@ -74,6 +78,7 @@ struct tg_conn {
     uint8_t target;   // outbound: index of the connect target in use
     uint8_t inflight; // submitted operations whose last completion has not arrived
     uint8_t connect_failures;
+    uint16_t guard_bucket; // the admission bucket of its source address (TG_F_GUARDED)
 };
 
 _Static_assert(TG_MAX_TARGETS <= 256, "targets fit tg_conn.target");
@@ -104,7 +109,9 @@ struct tg_conns {
     uint32_t sip_scratch_len;
     const uint8_t *sip_key;   // flow-token key (16 bytes)
     uint32_t next_keepalive;  // ms: next scan for idle provider sides
+    uint32_t num_nobufs;      // connections flagged TG_F_NOBUFS
     struct tg_probes *probes; // worker 0 with probed listeners; else NULL
+    struct tg_guard *guard;   // admission control shared by the workers (may be NULL)
     int draining;
 };
 
@@ -117,7 +124,7 @@ struct tg_conns {
 int tg_conns_init(struct tg_conns *cs, struct tg_loop *loop, const struct tg_config *cfg,
                   struct tg_metrics *metrics, unsigned worker_id, uint32_t max_conns,
                   SSL_CTX *server, SSL_CTX *client, const uint8_t *sip_key,
-                  struct tg_peer_ring *peers);
+                  struct tg_peer_ring *peers, struct tg_guard *guard);
 
 // tg_conns_cleanup frees every connection still there and what the table holds.
 void tg_conns_cleanup(struct tg_conns *cs);
@@ -191,6 +198,17 @@ int tg_conn_start_tls(struct tg_conns *cs, struct tg_conn *c, int server);
 // tg_conn_client_hello starts the client handshake of an outbound connection whose TCP
 // connection is up (the ClientHello goes into the ciphertext queue).
 void tg_conn_client_hello(struct tg_conns *cs, struct tg_conn *c);
+
+// tg_conn_tls_failed ends a connection whose TLS stream broke (a protocol error, a refused
+// renegotiation): an alert BoringSSL queued goes out first, within the handshake timeout, then
+// the connection closes. The error has been logged.
+void tg_conn_tls_failed(struct tg_conns *cs, struct tg_conn *c, const char *why);
+
+// tg_conn_touch notes activity on |c| for its idle timeout.
+void tg_conn_touch(struct tg_conns *cs, struct tg_conn *c);
+
+// tg_conns_rearm_nobufs re-arms the receives that found no provided buffer.
+void tg_conns_rearm_nobufs(struct tg_conns *cs);
 
 // tg_conn_log_tls_error logs the TLS error queue of a connection.
 void tg_conn_log_tls_error(struct tg_conns *cs, struct tg_conn *c);

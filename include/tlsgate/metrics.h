@@ -24,8 +24,16 @@ static inline uint64_t tg_counter_get(const tg_counter *c) {
     return atomic_load_explicit((tg_counter *)c, memory_order_relaxed);
 }
 
-// Why a connection was turned away before any handshake.
-enum tg_reject_reason { TG_REJECT_MAX_CONNECTIONS = 0, TG_REJECT_DRAINING, TG_REJECT_NUM };
+// Why a connection was turned away before any handshake (before any cryptography).
+enum tg_reject_reason {
+    TG_REJECT_MAX_CONNECTIONS = 0, // the worker's connection slots are all taken
+    TG_REJECT_DRAINING,
+    TG_REJECT_LISTENER_MAX,      // the listener's own max_connections
+    TG_REJECT_HANDSHAKES,        // max_handshakes in progress (unauthenticated budget)
+    TG_REJECT_SOURCE_HANDSHAKES, // max_handshakes_per_source in progress from this address
+    TG_REJECT_SOURCE_RATE,       // new_connections_per_source in this second from this address
+    TG_REJECT_NUM
+};
 
 // tg_listener_counters are one worker's counters for one listener.
 struct tg_listener_counters {
@@ -36,6 +44,9 @@ struct tg_listener_counters {
     tg_counter bytes_down;              // plaintext from the far side back to the accepted side
     tg_counter upstream_connect_errors; // connect() to a forward/connect target failed
     tg_counter rejected[TG_REJECT_NUM];
+    tg_counter accept_paused; // accepting paused for lack of descriptors (episodes)
+    tg_counter recv_nobufs;   // receives that found no provided buffer (re-armed later)
+    tg_counter hs_evicted;    // handshakes in progress closed to admit new ones under a flood
     // mode = sip only (zero elsewhere):
     tg_counter sip_requests[TG_SIP_M_NUM];      // requests received, by method
     tg_counter sip_responses[6];                // responses received, by class 1xx..6xx

@@ -12,21 +12,26 @@
 
 // tg_verdict is the outcome of a handshake as seen by policy and by the data path. The
 // values up to TG_VERDICT_POLICY_MAX are produced by tg_policy_check_peer; the rest by the
-// worker. tg_verdict_name gives each its metric label.
+// worker. tg_verdict_name gives each its metric label. Only the names are an interface (metric
+// labels, log reasons); the numbers are stored and sent nowhere, but every policy verdict must
+// stay at or below TG_VERDICT_POLICY_MAX, which is how the worker tells them apart.
 enum tg_verdict {
     TG_VERDICT_OK = 0,
-    TG_VERDICT_NO_CERTIFICATE,    // the peer sent no certificate
-    TG_VERDICT_SELF_SIGNED,       // leaf is self-signed (refused even when it sits in `ca`)
-    TG_VERDICT_UNTRUSTED,         // chain does not end at a CA in `ca`
-    TG_VERDICT_EXPIRED,           // now > notAfter
-    TG_VERDICT_NOT_YET_VALID,     // now < notBefore
-    TG_VERDICT_KEY_TOO_SMALL,     // RSA under min bits, EC under 256 bits, other key types
-    TG_VERDICT_CN_MISMATCH,       // subject CN is none of the peer names
-    TG_VERDICT_CN_CASE_MISMATCH,  // ... but equals one when case is ignored
-    TG_VERDICT_SAN_MISSING,       // no DNS SAN at all
-    TG_VERDICT_SAN_MISMATCH,      // no DNS SAN equals the CN that matched
-    TG_VERDICT_SAN_CASE_MISMATCH, // ... but one equals it when case is ignored
-    TG_VERDICT_POLICY_MAX = TG_VERDICT_SAN_CASE_MISMATCH,
+    TG_VERDICT_NO_CERTIFICATE,     // the peer sent no certificate
+    TG_VERDICT_SELF_SIGNED,        // leaf is self-signed (refused even when it sits in `ca`)
+    TG_VERDICT_UNTRUSTED,          // chain does not end at a CA in `ca`
+    TG_VERDICT_EXPIRED,            // now > notAfter
+    TG_VERDICT_NOT_YET_VALID,      // now < notBefore
+    TG_VERDICT_KEY_TOO_SMALL,      // RSA under min bits, EC under 256 bits, other key types
+    TG_VERDICT_CN_MISMATCH,        // subject CN is none of the peer names
+    TG_VERDICT_CN_CASE_MISMATCH,   // ... but equals one when case is ignored
+    TG_VERDICT_SAN_MISSING,        // no DNS SAN at all
+    TG_VERDICT_SAN_MISMATCH,       // no DNS SAN equals the CN that matched
+    TG_VERDICT_SAN_CASE_MISMATCH,  // ... but one equals it when case is ignored
+    TG_VERDICT_LEAF_IS_CA,         // leaf has basicConstraints CA:TRUE (a CA, not an end entity)
+    TG_VERDICT_EKU_MISMATCH,       // extendedKeyUsage lacks the purpose of the peer's role
+    TG_VERDICT_KEY_USAGE_MISMATCH, // keyUsage lacks digitalSignature
+    TG_VERDICT_POLICY_MAX = TG_VERDICT_KEY_USAGE_MISMATCH,
     TG_VERDICT_HANDSHAKE_ERROR, // TLS protocol failure (garbage, no shared cipher, alert)
     TG_VERDICT_TIMEOUT,         // handshake_timeout_ms elapsed
     TG_VERDICT_PEER_CLOSED,     // the peer closed during the handshake
@@ -36,8 +41,9 @@ enum tg_verdict {
 
 // tg_verdict_name returns the metric label of |v|: "ok", "no_certificate", "self_signed",
 // "untrusted", "expired", "not_yet_valid", "key_too_small", "cn_mismatch",
-// "cn_case_mismatch", "san_missing", "san_mismatch", "san_case_mismatch",
-// "handshake_error", "timeout", "peer_closed", "connect_failed".
+// "cn_case_mismatch", "san_missing", "san_mismatch", "san_case_mismatch", "leaf_is_ca",
+// "eku_mismatch", "key_usage_mismatch", "handshake_error", "timeout", "peer_closed",
+// "connect_failed".
 const char *tg_verdict_name(enum tg_verdict v);
 
 // tg_policy holds what a peer is checked against. Immutable once built; safe to share
@@ -63,12 +69,25 @@ int tg_policy_add_peer_name(struct tg_policy *p, const char *name);
 // tg_policy_set_min_rsa_bits sets the RSA key floor (EC keys always need >= 256 bits).
 void tg_policy_set_min_rsa_bits(struct tg_policy *p, unsigned bits);
 
-// tg_policy_check_peer checks a peer's certificate |leaf| with the intermediates in
-// |untrusted| (may be NULL) at time |now| (seconds since the epoch). Returns TG_VERDICT_OK or
-// the first rule that refuses it. The checks run in this order: self-signed, validity window,
-// key size, chain to a trusted CA, names. On OK, |*out_name| (if not NULL) points at the
-// peer name that matched (owned by |p|). |detail| receives a short human reason (may be NULL).
-enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, X509 *leaf,
+// tg_peer_role says which end of the TLS handshake the peer is; that decides the purpose its
+// certificate must allow.
+enum tg_peer_role {
+    TG_PEER_CLIENT = 0, // the peer is the TLS client (inbound listeners: we are the server)
+    TG_PEER_SERVER,     // the peer is the TLS server (outbound: we are the client)
+};
+
+// tg_policy_check_peer checks the certificate |leaf| of a peer in |role|, with the
+// intermediates in |untrusted| (may be NULL), at time |now| (seconds since the epoch). Returns
+// TG_VERDICT_OK or the first rule that refuses it. The checks run in this order: self-signed,
+// validity window, key size, chain to a trusted CA, purpose, names. Purpose: the leaf is not a
+// CA (basicConstraints CA:TRUE); an extendedKeyUsage extension, when present, holds clientAuth
+// for TG_PEER_CLIENT or serverAuth for TG_PEER_SERVER (anyExtendedKeyUsage alone does not do);
+// a keyUsage extension, when present, holds digitalSignature. A leaf with neither extension
+// may serve any purpose (RFC 5280). On OK, |*out_name| (if not NULL) points at the peer name
+// that matched (owned by |p|). |detail| receives a short human reason (may be NULL) in
+// printable ASCII without double quotes; a certificate's bytes outside that range (a NUL in a
+// CN, say) are written as \xHH, never dropped.
+enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, enum tg_peer_role role, X509 *leaf,
                                      STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
                                      char *detail, size_t detail_len);
 

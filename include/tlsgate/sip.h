@@ -24,7 +24,8 @@ enum tg_sip_err {
     TG_SIP_ERR_NONE = 0,
     TG_SIP_ERR_START_LINE,          // not a request line or status line (400, close)
     TG_SIP_ERR_VERSION,             // SIP version other than 2.0 (505)
-    TG_SIP_ERR_HEADER,              // header line without a name or colon, stray CR or LF (400)
+    TG_SIP_ERR_HEADER,              // header line without a name or colon, stray CR or LF, a
+                                    // name that starts like Content-Length but is not it (400)
     TG_SIP_ERR_NUL,                 // NUL byte in the head (400)
     TG_SIP_ERR_LINE_TOO_LONG,       // a header (folds included) over max_line (513); the
                                     // start line over max_line (513, close)
@@ -34,12 +35,13 @@ enum tg_sip_err {
     TG_SIP_ERR_BAD_CONTENT_LENGTH,  // empty, negative or not a number (400, close)
     TG_SIP_ERR_CONTENT_LENGTH_DIFF, // several Content-Length headers that differ (400, close)
     TG_SIP_ERR_BODY_TOO_LARGE,      // head + body over max_message (513)
+    TG_SIP_ERR_CTL,                 // a control character other than HTAB in a header (400)
     TG_SIP_ERR_NUM
 };
 
 // tg_sip_err_name returns the metric label of |err|: "none", "start_line", "version",
 // "header", "nul", "line_too_long", "too_many_headers", "head_unterminated",
-// "no_content_length", "bad_content_length", "content_length_differs", "body_too_large".
+// "no_content_length", "bad_content_length", "content_length_differs", "body_too_large", "ctl".
 const char *tg_sip_err_name(enum tg_sip_err err);
 
 // tg_sip_method identifies a request method (methods are case-sensitive).
@@ -89,7 +91,7 @@ enum tg_sip_hdr {
     TG_SIP_H_REQUEST_DISPOSITION, // d
     TG_SIP_H_IDENTITY,            // y
     TG_SIP_H_IDENTITY_INFO,       // n
-    TG_SIP_H_X_TLS_PEER,          // any name starting with "X-TLS-Peer-"
+    TG_SIP_H_X_TLS_PEER,          // any name starting with "X-TLS-Peer-" ("_" read as "-")
     TG_SIP_H_NUM
 };
 
@@ -101,7 +103,9 @@ struct tg_sip_span {
 
 // tg_sip_header is one entry of the header index. |line| covers the whole header from the first
 // byte of its name through its final CRLF (folded continuation lines included); |value| is the
-// value without the leading and trailing whitespace (inner folds stay as they are).
+// value without the leading and trailing whitespace (inner folds stay as they are: whoever
+// writes the header out unfolds them, see siprw.h). A complete message holds no control
+// character in a header other than HTAB and the CRLF of each fold.
 struct tg_sip_header {
     struct tg_sip_span line;
     struct tg_sip_span name;
@@ -163,6 +167,10 @@ enum tg_sip_scan_result tg_sip_scan(const struct tg_sip_limits *lim, struct tg_s
 // tg_sip_header_id returns the id of the header name |name| (|name_len| bytes), compact forms
 // and case-insensitivity included.
 enum tg_sip_hdr tg_sip_header_id(const uint8_t *name, size_t name_len);
+
+// tg_sip_header_name returns the canonical (long) name of |id| ("Via", "Content-Length", ...),
+// or NULL for TG_SIP_H_OTHER and TG_SIP_H_X_TLS_PEER, whose names are the message's own.
+const char *tg_sip_header_name(enum tg_sip_hdr id);
 
 // tg_sip_find returns the index of the |nth| (0-based) header with id |id| in |msg|, or -1.
 int tg_sip_find(const struct tg_sip_msg *msg, enum tg_sip_hdr id, unsigned nth);

@@ -58,8 +58,10 @@ struct tg_sipconn {
 };
 
 // tg_sipconn_new allocates the state of one connection: |fqdn|:|fqdn_port| toward the provider,
-// the flow-token |key| (16 bytes). The inside address is set by tg_sipconn_set_inside; the
-// message bound is TG_SIPCONN_MAX_MESSAGE until tg_sipconn_set_max_message changes it.
+// the instance secret |key| (16 bytes; the flow-token and tg-orig keys are derived from it, see
+// tg_sip_rw_cfg_init). The inside address is set by tg_sipconn_set_inside; the message bound
+// is TG_SIPCONN_MAX_MESSAGE until tg_sipconn_set_max_message changes it. NULL when memory is
+// short.
 struct tg_sipconn *tg_sipconn_new(const char *fqdn, uint16_t fqdn_port, const uint8_t key[16]);
 
 // tg_sipconn_set_max_message sets the bound on one message (and on each input buffer) of a

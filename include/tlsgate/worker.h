@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "tlsgate/config.h"
+#include "tlsgate/guard.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/peers.h"
 #include "tlsgate/tls.h"
@@ -17,6 +18,7 @@ struct tg_runtime {
     struct tg_tls *tls;
     struct tg_metrics *metrics;
     struct tg_peers *peers; // recently verified peers, one ring per worker (may be NULL)
+    struct tg_guard *guard; // admission control before any cryptography (may be NULL)
     unsigned num_workers;
     uint8_t sip_key[16]; // flow-token MAC key of mode = sip (RAND_bytes at startup)
 };

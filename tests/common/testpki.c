@@ -188,13 +188,30 @@ static int add_basic_constraints(X509 *x, int is_ca) {
 #define KU_BIT_KEY_CERT_SIGN 5
 #define KU_BIT_CRL_SIGN 6
 
-static int add_key_usage(X509 *x, int is_ca, int is_rsa) {
+// set_key_usage_bits sets the keyUsage bits that TG_TESTPKI_KU_* |flags| name.
+static int set_key_usage_bits(ASN1_BIT_STRING *ku, unsigned flags) {
+    return ((flags & TG_TESTPKI_KU_DIGITAL_SIGNATURE) == 0 ||
+            ASN1_BIT_STRING_set_bit(ku, KU_BIT_DIGITAL_SIGNATURE, 1)) &&
+           ((flags & TG_TESTPKI_KU_KEY_ENCIPHERMENT) == 0 ||
+            ASN1_BIT_STRING_set_bit(ku, KU_BIT_KEY_ENCIPHERMENT, 1)) &&
+           ((flags & TG_TESTPKI_KU_KEY_CERT_SIGN) == 0 ||
+            ASN1_BIT_STRING_set_bit(ku, KU_BIT_KEY_CERT_SIGN, 1));
+}
+
+// add_key_usage adds the keyUsage extension: the bits |flags| (TG_TESTPKI_KU_*) name, none with
+// TG_TESTPKI_KU_NONE, or with |flags| == 0 the default of a CA or of a leaf with an RSA key or not.
+static int add_key_usage(X509 *x, unsigned flags, int is_ca, int is_rsa) {
+    if ((flags & TG_TESTPKI_KU_NONE) != 0) {
+        return 1;
+    }
     ASN1_BIT_STRING *ku = ASN1_BIT_STRING_new();
     if (ku == NULL) {
         return 0;
     }
     int ok;
-    if (is_ca) {
+    if (flags != 0) {
+        ok = set_key_usage_bits(ku, flags);
+    } else if (is_ca) {
         ok = ASN1_BIT_STRING_set_bit(ku, KU_BIT_KEY_CERT_SIGN, 1) &&
              ASN1_BIT_STRING_set_bit(ku, KU_BIT_CRL_SIGN, 1);
     } else {
@@ -219,6 +236,10 @@ static int add_eku(X509 *x, unsigned flags) {
               sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_server_auth))) &&
              ((flags & TG_TESTPKI_EKU_CLIENT) == 0 ||
               sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_client_auth))) &&
+             ((flags & TG_TESTPKI_EKU_CODE_SIGNING) == 0 ||
+              sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_code_sign))) &&
+             ((flags & TG_TESTPKI_EKU_ANY) == 0 ||
+              sk_ASN1_OBJECT_push(eku, OBJ_nid2obj(NID_anyExtendedKeyUsage))) &&
              X509_add1_ext_i2d(x, NID_ext_key_usage, eku, 0, X509V3_ADD_DEFAULT);
     sk_ASN1_OBJECT_free(eku);
     return ok;
@@ -290,7 +311,8 @@ int tg_testpki_issue(X509 **out_cert, EVP_PKEY **out_key, const struct tg_testpk
                                              : X509_get_subject_name(issuer)) ||
         !set_time(X509_getm_notBefore(x), now, opts->not_before) ||
         !set_time(X509_getm_notAfter(x), now, opts->not_after) || !X509_set_pubkey(x, key) ||
-        !add_basic_constraints(x, opts->is_ca) || !add_key_usage(x, opts->is_ca, is_rsa) ||
+        !add_basic_constraints(x, opts->is_ca || opts->ca_true_leaf) ||
+        !add_key_usage(x, opts->key_usage, opts->is_ca, is_rsa) ||
         (!opts->is_ca && !add_eku(x, opts->eku)) || !add_sans(x, opts)) {
         goto err;
     }

@@ -20,9 +20,18 @@ enum tg_testpki_key_type {
 };
 
 // Flags for tg_testpki_opts.eku.
-#define TG_TESTPKI_EKU_SERVER 0x1u // id-kp-serverAuth
-#define TG_TESTPKI_EKU_CLIENT 0x2u // id-kp-clientAuth
-#define TG_TESTPKI_EKU_NONE 0x4u   // no extendedKeyUsage extension at all
+#define TG_TESTPKI_EKU_SERVER 0x1u       // id-kp-serverAuth
+#define TG_TESTPKI_EKU_CLIENT 0x2u       // id-kp-clientAuth
+#define TG_TESTPKI_EKU_NONE 0x4u         // no extendedKeyUsage extension at all
+#define TG_TESTPKI_EKU_CODE_SIGNING 0x8u // id-kp-codeSigning
+#define TG_TESTPKI_EKU_ANY 0x10u         // anyExtendedKeyUsage
+
+// Flags for tg_testpki_opts.key_usage; 0 keeps the default (a leaf: digitalSignature, plus
+// keyEncipherment for an RSA key; a CA: keyCertSign and cRLSign).
+#define TG_TESTPKI_KU_DIGITAL_SIGNATURE 0x1u
+#define TG_TESTPKI_KU_KEY_ENCIPHERMENT 0x2u
+#define TG_TESTPKI_KU_KEY_CERT_SIGN 0x4u
+#define TG_TESTPKI_KU_NONE 0x8u // no keyUsage extension at all
 
 // tg_testpki_opts describes one certificate to issue. Start from tg_testpki_opts_init.
 struct tg_testpki_opts {
@@ -37,7 +46,10 @@ struct tg_testpki_opts {
     int64_t not_before; // seconds relative to |now| (negative: in the past)
     int64_t not_after;  // seconds relative to |now|
     unsigned eku;       // TG_TESTPKI_EKU_* flags; ignored for a CA
+    unsigned key_usage; // TG_TESTPKI_KU_* flags; 0: the default for a leaf or a CA
     int is_ca;          // basicConstraints CA:TRUE + keyUsage keyCertSign, cRLSign
+    int ca_true_leaf;   // basicConstraints CA:TRUE on an otherwise ordinary leaf (its keyUsage,
+                        // EKU and SANs): a CA profile applied to an end entity by mistake
     int self_signed;    // sign with the certificate's own key even though an issuer is given
 };
 

@@ -1,8 +1,8 @@
 // libFuzzer harness for the SIP rewriter: every message the scanner accepts is rewritten as a
 // request from each side (or as a response from each side); whatever the rewriter returns as
-// OK must scan as exactly one message under the same limits. A request's rewritten form,
-// answered by the far side, must come back through the response path to the connection that
-// sent it.
+// OK must scan as exactly one message under the same limits, in the normal form. A request's
+// rewritten form, answered by the far side, must come back through the response path to the
+// connection that sent it.
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -19,11 +19,18 @@ static const uint8_t k_key[16] = {0x74, 0x67, 0x2d, 0x66, 0x75, 0x7a, 0x7a, 0x2d
 
 static uint8_t g_out[OUT_CAP], g_out2[OUT_CAP], g_resp[OUT_CAP];
 
-// rescan checks that |n| bytes of |p| are one message and fills |m|.
+// rescan checks that |n| bytes of |p| are one message in the normal form (no fold, exactly one
+// Content-Length, at most one Max-Forwards) and fills |m|.
 static void rescan(const struct tg_sip_rw_cfg *cfg, struct tg_sip_msg *m, struct tg_sip_header *h,
                    const uint8_t *p, size_t n) {
     if (tg_sip_scan(&cfg->limits, m, h, NUM_HDRS, p, n) != TG_SIP_MESSAGE || m->len != n)
         __builtin_trap();
+    if (tg_sip_count(m, TG_SIP_H_CONTENT_LENGTH) != 1 || tg_sip_count(m, TG_SIP_H_MAX_FORWARDS) > 1)
+        __builtin_trap();
+    for (size_t i = 0; i + 1 < m->head_len; i++) {
+        if (p[i] == '\n' && (p[i + 1] == ' ' || p[i + 1] == '\t'))
+            __builtin_trap();
+    }
 }
 
 static void round_trip(const struct tg_sip_rw_cfg *cfg, const struct tg_sip_flow *from,

@@ -348,17 +348,19 @@ def pki():
 class Echo:
     """tg-echo on |host| port 0 (the port it picked is self.port / self.addr)."""
 
-    def __init__(self, host="127.0.0.1", sink=False):
+    def __init__(self, host="127.0.0.1", sink=False, port=0):
         self.host = host
         self.sink = sink
         self.proc = None
         self.port = None
+        self.want_port = port  # 0: the kernel picks; else this port (a restarted backend)
         self.log_path = tmpfile("echo-", ".log")
 
     def __enter__(self):
         port_file = tmpfile("echo-port-")
         port_file.unlink()
-        cmd = [TG_ECHO, "--listen", fmt_addr(self.host, 0), "--port-file", port_file]
+        cmd = [TG_ECHO, "--listen", fmt_addr(self.host, self.want_port), "--port-file",
+               port_file]
         if self.sink:
             cmd.append("--sink")
         self._log = open(self.log_path, "wb")
@@ -440,13 +442,15 @@ class Proxy:
     because the port was taken meanwhile). On exit: SIGTERM, a bounded wait, and assertions
     that the exit code is 0 (or |expect_rc|), that no `level=error` line was logged (unless
     |allow_errors|) and that no sanitizer report is in the log. Anything left running is killed.
+    |nofile|, when given, is the RLIMIT_NOFILE (soft and hard) tlsgate starts under.
     """
 
-    def __init__(self, sections, allow_errors=False, expect_rc=0, args=()):
+    def __init__(self, sections, allow_errors=False, expect_rc=0, args=(), nofile=None):
         self.template = sections
         self.allow_errors = allow_errors
         self.expect_rc = expect_rc
         self.args = list(args)
+        self.nofile = nofile
         self.proc = None
         self.log_path = tmpfile("tlsgate-", ".log")
         self.stopped_rc = None
@@ -488,8 +492,11 @@ class Proxy:
             self.config_path = write_config(self.sections)
             self.admin = "http://" + self.sections["admin"]["listen"]
             self._log = open(self.log_path, "ab")
+            extra = {}
+            if self.nofile is not None:
+                extra["preexec_fn"] = _rlimit_nofile(self.nofile)
             self.proc = popen([TLSGATE, "run", "-c", self.config_path, *self.args],
-                              stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                              stdout=self._log, stderr=subprocess.STDOUT, env=env, **extra)
             try:
                 wait_for(self._ready, 10, "tlsgate /healthz")
                 return self
@@ -625,6 +632,14 @@ class _EarlyExit(Exception):
     pass
 
 
+def _rlimit_nofile(n):
+    """A preexec_fn that sets RLIMIT_NOFILE to |n| (soft and hard) in the child."""
+    def apply():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return apply
+
+
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
 
@@ -711,11 +726,13 @@ def client_context(cert="client", p=None, version=None):
     return ctx
 
 
-def tls_connect(addr, cert="client", timeout=10, p=None, version=None):
+def tls_connect(addr, cert="client", timeout=10, p=None, version=None, source=None):
     """A connected, handshaken Python TLS socket to |addr| (blocking, timeout scaled).
-    Ragged EOFs raise (suppress_ragged_eofs=False) so close_notify and TCP EOF differ."""
+    Ragged EOFs raise (suppress_ragged_eofs=False) so close_notify and TCP EOF differ.
+    |source|: the local address to connect from (e.g. '127.0.0.2')."""
     host, port = split_addr(addr)
-    raw = socket.create_connection((host, port), timeout=t(timeout))
+    raw = socket.create_connection((host, port), timeout=t(timeout),
+                                   source_address=(source, 0) if source else None)
     ctx = client_context(cert, p, version)
     s = ctx.wrap_socket(raw, server_hostname="sbc.tlsgate.test", suppress_ragged_eofs=False)
     s.settimeout(t(timeout))

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Inbound refusals and failures: bad client certificates, garbage instead of a ClientHello,
-a backend that is down, handshake and idle timeouts. Each outcome is checked on the wire, in
-/metrics and in the log, and the proxy must stay healthy for everyone else."""
+"""Inbound refusals and failures: bad client certificates (and, outbound, an upstream
+certificate made for another purpose), garbage instead of a ClientHello, a backend that is
+down, handshake and idle timeouts. Each outcome is checked on the wire, in /metrics and in the
+log, and the proxy must stay healthy for everyone else."""
 
+import re
 import socket
 import ssl
 import time
@@ -21,8 +23,14 @@ def inbound_config(forward, **tls):
     return cfg
 
 
-def handshakes(px, result):
-    return px.metric("tlsgate_handshakes_total", listener="provider", result=result)
+def handshakes(px, result, listener="provider"):
+    return px.metric("tlsgate_handshakes_total", listener=listener, result=result)
+
+
+def outbound_config(*targets, **tls):
+    cfg = h.base_config(**tls)
+    cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}", "connect": ", ".join(targets)}
+    return cfg
 
 
 class CertificateRefusalTest(h.TestCase):
@@ -91,6 +99,105 @@ class CertificateRefusalTest(h.TestCase):
                 self.assertRegex(fields["conn"], r"^w\d+-\d+$")
                 self.assertRegex(fields["peer"], r"^127\.0\.0\.1:\d+$")
                 self.assertTrue(fields["detail"], lines[0])
+
+
+class PurposeRefusalTest(h.TestCase):
+    """A peer certificate made for another purpose is refused, whichever name it carries:
+    inbound (the peer is the TLS client) its extendedKeyUsage must allow clientAuth, outbound
+    (the peer is the TLS server) serverAuth, and it must not be a CA certificate. Each refusal
+    is counted under its own reason, logged with a detail that says what is missing, and
+    answered with the unsupported_certificate alert. The certificates come from make-pki.sh."""
+
+    INBOUND = [
+        # (client cert, reason, what the log's detail says)
+        ("codesign", "eku_mismatch",
+         "extendedKeyUsage lacks clientAuth for a TLS client (has codeSigning)"),
+        ("serveronly", "eku_mismatch",
+         "extendedKeyUsage lacks clientAuth for a TLS client (has serverAuth)"),
+        ("leafca", "leaf_is_ca", "certificate is a CA (basicConstraints CA:TRUE)"),
+    ]
+
+    def test_inbound_purpose_refusals(self):
+        with h.Echo() as echo, h.Proxy(inbound_config(echo.addr)) as px:
+            addr = px.addr("provider")
+            for cert, reason, detail in self.INBOUND:
+                for version in ("1.3", "1.2"):
+                    with self.subTest(cert=cert, tls=version):
+                        before = handshakes(px, reason)
+                        logged = len(px.log_lines("event=handshake_refused",
+                                                  "listener=provider", f"reason={reason} "))
+                        r = h.tg_client(addr, "--expect-refused", cert=cert, tls=version,
+                                        timeout=20)
+                        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                        self.assertIn("result=refused", r.stdout)
+                        self.assertIn("unsupported certificate", r.stdout)
+                        px.wait_metric("tlsgate_handshakes_total", lambda v: v == before + 1,
+                                       listener="provider", result=reason)
+                        lines = px.log_lines("event=handshake_refused", "listener=provider",
+                                             f"reason={reason} ")
+                        self.assertEqual(len(lines), logged + 1, lines)
+                        self.assertEqual(h.kv(lines[-1])["detail"], detail, lines[-1])
+            self.assertEqual(handshakes(px, "eku_mismatch"), 4)
+            self.assertEqual(handshakes(px, "leaf_is_ca"), 2)
+            self.assertEqual(handshakes(px, "ok"), 0)
+            # Refused peers never reach the backend.
+            self.assertEqual(px.metric("tlsgate_bytes_total", listener="provider",
+                                       direction="up"), 0)
+            # Certificates with both EKUs (RSA and EC) still get through.
+            for cert in ("client", "client-ec"):
+                r = h.tg_client(addr, "--bulk", "100000", cert=cert, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(handshakes(px, "ok"), 2)
+
+    def _send_plain(self, addr, data):
+        host, port = h.split_addr(addr)
+        s = socket.create_connection((host, port), timeout=h.t(5))
+        s.sendall(data)
+        return s
+
+    def test_outbound_upstream_without_server_auth_is_refused(self):
+        """s_server presents a certificate whose EKU is clientAuth only: refused before any
+        byte of ours reaches it."""
+        payload = b"OPTIONS sip:sip.provider.test SIP/2.0\r\nCall-ID: purpose-1\r\n\r\n"
+        with h.SServer("provider-clientonly") as srv, \
+                h.Proxy(outbound_config(srv.addr)) as px:
+            s = self._send_plain(px.addr("pbx"), payload)
+            try:
+                data, how = h.read_until_closed(s, 10)
+            finally:
+                s.close()
+            self.assertIn(how, ("eof", "reset"), "our plain client was not closed")
+            self.assertEqual(data, b"")
+            px.wait_metric("tlsgate_handshakes_total", lambda v: v == 1, listener="pbx",
+                           result="eku_mismatch")
+            self.assertEqual(handshakes(px, "ok", listener="pbx"), 0)
+            lines = px.log_lines("event=handshake_refused", "listener=pbx",
+                                 "reason=eku_mismatch ")
+            self.assertEqual(len(lines), 1, px.log_tail())
+            self.assertEqual(h.kv(lines[0])["detail"],
+                             "extendedKeyUsage lacks serverAuth for a TLS server (has clientAuth)")
+            # s_server heard why: the unsupported_certificate alert (number 43).
+            h.wait_for(lambda: re.search(r"unsupported certificate|alert number 43",
+                                         srv.stderr() + srv.stdout()), 10,
+                       "s_server to report the alert")
+            time.sleep(0.3)
+            self.assertNotIn(b"Call-ID", srv.out_path.read_bytes())
+            self.assertEqual(px.metric("tlsgate_bytes_total", listener="pbx", direction="up"), 0)
+
+    def test_outbound_server_auth_only_is_accepted(self):
+        """The serverAuth-only certificate refused from a client above is right for a server:
+        outbound, it is accepted (its name, sip.um.example.net, is in peer_names)."""
+        payload = b"OPTIONS sip:sip.um.example.net SIP/2.0\r\nCall-ID: purpose-2\r\n\r\n"
+        with h.SServer("serveronly") as srv, h.Proxy(outbound_config(srv.addr)) as px:
+            s = self._send_plain(px.addr("pbx"), payload)
+            try:
+                h.wait_for(lambda: payload in srv.out_path.read_bytes(), 15,
+                           "the payload on s_server's stdout")
+            finally:
+                s.close()
+            px.wait_metric("tlsgate_handshakes_total", lambda v: v == 1, listener="pbx",
+                           result="ok")
+            self.assertEqual(handshakes(px, "eku_mismatch", listener="pbx"), 0)
 
 
 class GarbageTest(h.TestCase):

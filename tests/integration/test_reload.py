@@ -53,7 +53,10 @@ def served_der(addr):
 
 
 def post_reload(px):
-    req = urllib.request.Request(px.admin + "/reload", data=b"", method="POST")
+    # urllib would send an empty body as a form (Content-Type application/x-www-form-urlencoded),
+    # which the admin refuses as a possible cross-site request.
+    req = urllib.request.Request(px.admin + "/reload", data=b"", method="POST",
+                                 headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=h.t(10)) as r:
             return r.status, json.loads(r.read().decode())

@@ -100,6 +100,26 @@ static void test_cache_full_class_frees(void **state) {
     assert_int_equal(bc.cls[0].num, 0);
 }
 
+static void test_cache_bounded_in_bytes(void **state) {
+    (void)state;
+    struct tg_bufcache bc;
+    // buffer_size 64 KiB and its ciphertext queue: a class keeps about 1 MiB, not 64 buffers.
+    tg_bufcache_init(&bc, 65536, 65536 + 17408);
+    assert_int_equal(bc.cls[0].max, TG_BUFCACHE_BYTES / 65536);
+    assert_int_equal(bc.cls[1].max, TG_BUFCACHE_BYTES / (65536 + 17408));
+    uint8_t *bufs[40];
+    for (unsigned i = 0; i < 40; i++)
+        bufs[i] = tg_bufcache_get(&bc, 65536);
+    for (unsigned i = 0; i < 40; i++)
+        tg_bufcache_put(&bc, bufs[i], 65536);
+    assert_int_equal(bc.cls[0].num, TG_BUFCACHE_BYTES / 65536);
+    tg_bufcache_cleanup(&bc);
+    // Huge buffers: still TG_BUFCACHE_MIN of them.
+    tg_bufcache_init(&bc, 4u << 20, 0);
+    assert_int_equal(bc.cls[0].max, TG_BUFCACHE_MIN);
+    tg_bufcache_cleanup(&bc);
+}
+
 static void test_cache_unknown_size_not_cached(void **state) {
     (void)state;
     struct tg_bufcache bc;
@@ -382,6 +402,7 @@ int main(void) {
         cmocka_unit_test(test_cache_init),
         cmocka_unit_test(test_cache_recycles_same_pointer),
         cmocka_unit_test(test_cache_full_class_frees),
+        cmocka_unit_test(test_cache_bounded_in_bytes),
         cmocka_unit_test(test_cache_unknown_size_not_cached),
         cmocka_unit_test(test_cache_null),
         cmocka_unit_test(test_queue_append_consume_reset),

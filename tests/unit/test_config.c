@@ -830,6 +830,131 @@ static void test_resolve(void **state) {
     tg_config_cleanup(&cfg);
 }
 
+// ---------------------------------------------------------------------------------------------
+// [admin]: allow-list, names, token file, and the rule for a listen address off loopback.
+
+static void test_admin_keys(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, MINIMAL);
+    assert_int_equal(cfg.admin_enabled, 1);
+    assert_target(&cfg.admin_listen, "127.0.0.1", 9900, 1, "127.0.0.1:9900");
+    assert_int_equal(cfg.num_admin_allow, 0);
+    assert_int_equal(cfg.num_admin_hosts, 0);
+    assert_string_equal(cfg.admin_token_file, "");
+    tg_config_cleanup(&cfg);
+
+    static const char text[] = "[admin]\n"
+                               "listen = 0.0.0.0:9901\n"
+                               "allow = 10.0.0.0/8, 192.0.2.7/32 ,::1/128,\t2001:db8::/32\n"
+                               "hosts = admin.example.net, 192.0.2.9,2001:db8::9\n"
+                               "token_file = secrets/admin.token\n" MINIMAL;
+    char err[256];
+    assert_int_equal(
+        tg_config_parse(&cfg, "/etc/tlsgate/t.conf", text, strlen(text), err, sizeof(err)), 1);
+    assert_int_equal(cfg.num_admin_allow, 4);
+    assert_int_equal(cfg.admin_allow[0].family, AF_INET);
+    assert_int_equal(cfg.admin_allow[0].prefix, 8);
+    assert_int_equal(cfg.admin_allow[1].prefix, 32);
+    assert_int_equal(cfg.admin_allow[2].family, AF_INET6);
+    assert_int_equal(cfg.admin_allow[2].prefix, 128);
+    assert_int_equal(cfg.admin_allow[3].prefix, 32);
+    assert_int_equal(cfg.num_admin_hosts, 3);
+    assert_string_equal(cfg.admin_hosts[0], "admin.example.net");
+    assert_string_equal(cfg.admin_hosts[1], "192.0.2.9");
+    assert_string_equal(cfg.admin_hosts[2], "2001:db8::9");
+    // Relative to the configuration file, like the certificate paths; the line is kept.
+    assert_string_equal(cfg.admin_token_file, "/etc/tlsgate/secrets/admin.token");
+    assert_int_equal(cfg.admin_token_file_line, 5);
+    tg_config_cleanup(&cfg);
+
+    // Loopback takes an allow-list and a token too (both optional there).
+    expect_ok(&cfg, "[admin]\nallow = 127.0.0.1/32\ntoken_file = /t\n" MINIMAL);
+    assert_int_equal(cfg.num_admin_allow, 1);
+    assert_string_equal(cfg.admin_token_file, "/t");
+    tg_config_cleanup(&cfg);
+}
+
+static void test_admin_bad_values(void **state) {
+    (void)state;
+    expect_error("[admin]\nallow = 10.0.0.1/8\n" MINIMAL,
+                 "t.conf:2: admin.allow: item 1: '10.0.0.1/8' has host bits set (the network is "
+                 "10.0.0.0/8)");
+    expect_error("[admin]\nallow = 10.0.0.0/8, 10.0.0.0/33\n" MINIMAL,
+                 "t.conf:2: admin.allow: item 2: '10.0.0.0/33': bad prefix length: expected "
+                 "0..32");
+    expect_error("[admin]\nallow = 10.0.0.0/8,,192.0.2.0/24\n" MINIMAL,
+                 "t.conf:2: admin.allow: item 2 is empty");
+    expect_error("[admin]\nallow = 10.0.0.0/8,\n" MINIMAL,
+                 "t.conf:2: admin.allow: item 2 is empty");
+    expect_error("[admin]\nallow = office\n" MINIMAL,
+                 "t.conf:2: admin.allow: item 1: 'office' is not ADDR/PREFIX with a numeric "
+                 "address");
+    expect_error("[admin]\nallow = [::1]/128\n" MINIMAL,
+                 "t.conf:2: admin.allow: item 1: '[::1]/128': write an IPv6 network without "
+                 "brackets");
+    char many[1024] = "[admin]\nallow = ";
+    for (int i = 0; i <= TG_ADMIN_MAX_ALLOW; i++) {
+        char item[32];
+        snprintf(item, sizeof(item), "%s%x::", i ? "," : "", i + 1); // short: lines end at 199
+        strcat(many, item);
+    }
+    strcat(many, "\n" MINIMAL);
+    expect_error(many, "t.conf:2: admin.allow: more than 32 networks");
+    expect_error("[admin]\nhosts = admin.example.net, bad_name!\n" MINIMAL,
+                 "t.conf:2: admin.hosts: item 2 'bad_name!' is neither a DNS name nor a numeric "
+                 "address");
+    expect_error("[admin]\nhosts = [::1]\n" MINIMAL,
+                 "t.conf:2: admin.hosts: item 1 '[::1]' is neither a DNS name nor a numeric "
+                 "address");
+    expect_error("[admin]\nhosts = a.example, ,b.example\n" MINIMAL,
+                 "t.conf:2: admin.hosts: item 2 is empty");
+    expect_error("[admin]\nhosts = 10.0.0.0/8\n" MINIMAL,
+                 "t.conf:2: admin.hosts: item 1 '10.0.0.0/8' is neither a DNS name nor a numeric "
+                 "address");
+    char hosts[1024] = "[admin]\nhosts = ";
+    for (int i = 0; i <= TG_ADMIN_MAX_HOSTS; i++) {
+        char item[32];
+        snprintf(item, sizeof(item), "%sh%d", i ? "," : "", i);
+        strcat(hosts, item);
+    }
+    strcat(hosts, "\n" MINIMAL);
+    expect_error(hosts, "t.conf:2: admin.hosts: more than 16 names");
+    expect_error("[admin]\ntoken_file = /x\ntoken_file = /y\n" MINIMAL,
+                 "t.conf:3: admin.token_file: duplicate key (first at line 2)");
+    expect_error("[admin]\ntoken_file = /x\x01y\n" MINIMAL,
+                 "t.conf:2: admin.token_file: control character in value");
+}
+
+static void test_admin_off_loopback(void **state) {
+    (void)state;
+    // Without both an allow-list and a token, refused at the listen line.
+    expect_error("[admin]\nenabled = yes\nlisten = 0.0.0.0:9900\n" MINIMAL,
+                 "t.conf:3: admin.listen: 0.0.0.0:9900 is not a loopback address: it needs "
+                 "admin.allow (source networks) and admin.token_file (bearer token)");
+    expect_error("[admin]\nlisten = 192.0.2.1:9900\nallow = 192.0.2.0/24\n" MINIMAL,
+                 "t.conf:2: admin.listen: 192.0.2.1:9900 is not a loopback address: it needs "
+                 "admin.token_file (bearer token)");
+    expect_error("[admin]\ntoken_file = /t\nlisten = [::]:9900\n" MINIMAL,
+                 "t.conf:3: admin.listen: [::]:9900 is not a loopback address: it needs "
+                 "admin.allow (source networks)");
+    // Also when [admin] is the last section (checked at the end of the file).
+    expect_error(MINIMAL "[admin]\nlisten = 10.1.2.3:9900\n",
+                 "t.conf:11: admin.listen: 10.1.2.3:9900 is not a loopback address: it needs "
+                 "admin.allow (source networks) and admin.token_file (bearer token)");
+    // With both, or disabled, or on loopback: fine.
+    struct tg_config cfg;
+    expect_ok(&cfg,
+              "[admin]\nlisten = 0.0.0.0:9900\nallow = 10.0.0.0/8\ntoken_file = /t\n" MINIMAL);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, "[admin]\nlisten = 0.0.0.0:9900\nenabled = no\n" MINIMAL);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, "[admin]\nlisten = 127.0.0.2:9900\n" MINIMAL);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, "[admin]\nlisten = [::1]:9900\n" MINIMAL);
+    tg_config_cleanup(&cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_file),
@@ -866,6 +991,9 @@ int main(void) {
         cmocka_unit_test(test_example_conf),
         cmocka_unit_test(test_sip_listener_keys),
         cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_admin_keys),
+        cmocka_unit_test(test_admin_bad_values),
+        cmocka_unit_test(test_admin_off_loopback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,9 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/mem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "testpki.h"
 #include "tlsgate/policy.h"
@@ -88,29 +90,50 @@ static X509 *leaf_from_ca(const char *cn) {
     return issue(&o, fx.ca, fx.ca_key);
 }
 
-// assert_detail_safe checks a detail string can sit inside a double-quoted log value.
+static int is_hex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// assert_detail_safe checks a detail string can sit inside a double-quoted log value: printable
+// ASCII, no double quote, and a backslash only as the start of a \xHH escape.
 static void assert_detail_safe(const char *detail) {
     assert_true(detail[0] != '\0');
     for (const char *c = detail; *c != '\0'; c++) {
-        assert_true(*c != '"' && *c != '\n' && *c != '\r' && *c != '\\');
+        assert_true(*c >= 0x20 && *c < 0x7f && *c != '"');
+        if (*c == '\\') {
+            assert_true(c[1] == 'x' && is_hex(c[2]) && is_hex(c[3]));
+        }
     }
 }
 
-// check runs the peer check against |p| at |now| and verifies the detail is log-safe.
-static enum tg_verdict check_at(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
-                                int64_t now, const char **out_name) {
-    char detail[128];
+// check_detail runs the peer check of a peer in |role| against |p| at |now|, leaves the detail
+// in |detail| (128 bytes) and verifies it is log-safe.
+static enum tg_verdict check_detail(const struct tg_policy *p, enum tg_peer_role role, X509 *leaf,
+                                    STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
+                                    char detail[128]) {
     detail[0] = '\0';
-    enum tg_verdict v =
-        tg_policy_check_peer(p, leaf, untrusted, now, out_name, detail, sizeof(detail));
+    enum tg_verdict v = tg_policy_check_peer(p, role, leaf, untrusted, now, out_name, detail, 128);
     assert_detail_safe(detail);
     // The policy leaves the thread's error queue as it found it.
     assert_int_equal(ERR_peek_error(), 0);
     return v;
 }
 
+// check_at checks |leaf| as a TLS client's (an inbound peer), the role most tests use.
+static enum tg_verdict check_at(const struct tg_policy *p, X509 *leaf, STACK_OF(X509) *untrusted,
+                                int64_t now, const char **out_name) {
+    char detail[128];
+    return check_detail(p, TG_PEER_CLIENT, leaf, untrusted, now, out_name, detail);
+}
+
 static enum tg_verdict check(X509 *leaf) {
     return check_at(fx.policy, leaf, NULL, kNow, NULL);
+}
+
+// check_as checks |leaf| against the shared policy as the certificate of a peer in |role|.
+static enum tg_verdict check_as(enum tg_peer_role role, X509 *leaf) {
+    char detail[128];
+    return check_detail(fx.policy, role, leaf, NULL, kNow, NULL, detail);
 }
 
 // Peer checks -----------------------------------------------------------------------------------
@@ -123,8 +146,12 @@ static void test_peer_ca_signed_ok(void **state) {
     assert_non_null(name);
     assert_string_equal(name, PEER);
     // NULL out_name and NULL detail are allowed.
-    assert_int_equal(tg_policy_check_peer(fx.policy, leaf, NULL, kNow, NULL, NULL, 0),
-                     TG_VERDICT_OK);
+    assert_int_equal(
+        tg_policy_check_peer(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, NULL, 0),
+        TG_VERDICT_OK);
+    // The default leaf (both EKUs, keyUsage digitalSignature + keyEncipherment) serves either
+    // role.
+    assert_int_equal(check_as(TG_PEER_SERVER, leaf), TG_VERDICT_OK);
     X509_free(leaf);
 }
 
@@ -245,10 +272,8 @@ static void test_peer_cn_case_mismatch(void **state) {
     tg_testpki_opts_init(&o, "Sip.um.example.net");
     X509 *leaf = issue(&o, fx.ca, fx.ca_key);
     char detail[128];
-    assert_int_equal(
-        tg_policy_check_peer(fx.policy, leaf, NULL, kNow, NULL, detail, sizeof(detail)),
-        TG_VERDICT_CN_CASE_MISMATCH);
-    assert_detail_safe(detail);
+    assert_int_equal(check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail),
+                     TG_VERDICT_CN_CASE_MISMATCH);
     assert_non_null(strstr(detail, "only in case"));
     assert_non_null(strstr(detail, "'Sip.um.example.net'"));
     X509_free(leaf);
@@ -273,17 +298,72 @@ static void test_peer_cn_absent(void **state) {
     X509_free(leaf);
 }
 
-static void test_peer_cn_embedded_nul(void **state) {
-    (void)state;
-    static const char kCn[] = PEER "\0.evil.example.com";
+// cn_leaf issues a leaf from the trusted CA whose CN is the |cn_len| bytes at |cn| and whose one
+// DNS SAN is PEER.
+static X509 *cn_leaf(const char *cn, size_t cn_len) {
     static const char *const kSans[] = {PEER};
     struct tg_testpki_opts o;
-    tg_testpki_opts_init(&o, kCn);
-    o.cn_len = sizeof(kCn) - 1;
+    tg_testpki_opts_init(&o, cn);
+    o.cn_len = cn_len;
     o.dns = kSans;
     o.num_dns = 1;
-    X509 *leaf = issue(&o, fx.ca, fx.ca_key);
+    return issue(&o, fx.ca, fx.ca_key);
+}
+
+static void test_peer_cn_embedded_nul(void **state) {
+    (void)state;
+    // A CN that reads as PEER up to a NUL never matches, and the detail shows every byte, the
+    // NUL escaped, instead of stopping at it.
+    static const char kCn[] = PEER "\0.evil.example.com";
+    X509 *leaf = cn_leaf(kCn, sizeof(kCn) - 1);
+    char detail[128];
+    assert_int_equal(check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail),
+                     TG_VERDICT_CN_MISMATCH);
+    assert_non_null(strstr(detail, "CN '" PEER "\\x00.evil.example.com' is none of"));
+    X509_free(leaf);
+
+    // A trailing NUL: the same bytes as PEER plus one, still no match.
+    static const char kTrailing[] = PEER "\0";
+    leaf = cn_leaf(kTrailing, sizeof(kTrailing) - 1);
+    assert_int_equal(check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail),
+                     TG_VERDICT_CN_MISMATCH);
+    assert_non_null(strstr(detail, "CN '" PEER "\\x00'"));
+    X509_free(leaf);
+
+    // A case-only difference before the NUL is no case mismatch either: the lengths differ.
+    static const char kCase[] = "SIP.um.example.net\0";
+    leaf = cn_leaf(kCase, sizeof(kCase) - 1);
     assert_int_equal(check(leaf), TG_VERDICT_CN_MISMATCH);
+    X509_free(leaf);
+}
+
+static void test_peer_cn_escaped_in_detail(void **state) {
+    (void)state;
+    // Quotes, a backslash and control bytes of a CN are escaped, so the detail can sit in a
+    // double-quoted log value and a reader can tell every byte.
+    static const char kCn[] = "a\"b'c\\d\ne\x7f";
+    X509 *leaf = cn_leaf(kCn, sizeof(kCn) - 1);
+    char detail[128];
+    assert_int_equal(check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail),
+                     TG_VERDICT_CN_MISMATCH);
+    assert_non_null(strstr(detail, "CN 'a\\x22b\\x27c\\x5cd\\x0ae\\x7f'"));
+    X509_free(leaf);
+
+    // A long CN is cut at 80 characters, never inside an escape, and the cut is marked: two
+    // plain bytes and 30 escaped ones (4 characters each; a CN holds at most 64 bytes).
+    char long_cn[32];
+    memset(long_cn, 0x01, sizeof(long_cn));
+    long_cn[0] = long_cn[1] = 'x';
+    leaf = cn_leaf(long_cn, sizeof(long_cn));
+    assert_int_equal(check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail),
+                     TG_VERDICT_CN_MISMATCH);
+    // 2 + 19 * 4 = 78 characters fit; the 20th escape would not.
+    char want[128] = "CN 'xx";
+    for (int k = 0; k < 19; k++) {
+        strcat(want, "\\x01");
+    }
+    strcat(want, "...' is none of");
+    assert_non_null(strstr(detail, want));
     X509_free(leaf);
 }
 
@@ -463,6 +543,214 @@ static void test_peer_rule_order(void **state) {
     X509_free(leaf);
 }
 
+// Purpose ----------------------------------------------------------------------------------------
+
+// purpose_leaf issues a leaf for PEER from the trusted CA with the EKU flags |eku| and the
+// keyUsage flags |ku| (0: the default) and an RSA key.
+static X509 *purpose_leaf(unsigned eku, unsigned ku) {
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, PEER);
+    o.eku = eku;
+    o.key_usage = ku;
+    return issue(&o, fx.ca, fx.ca_key);
+}
+
+// assert_roles checks |leaf| as a client's and as a server's certificate.
+static void assert_roles(X509 *leaf, enum tg_verdict as_client, enum tg_verdict as_server) {
+    assert_int_equal(check_as(TG_PEER_CLIENT, leaf), as_client);
+    assert_int_equal(check_as(TG_PEER_SERVER, leaf), as_server);
+}
+
+static void test_purpose_code_signing_only(void **state) {
+    (void)state;
+    X509 *leaf = purpose_leaf(TG_TESTPKI_EKU_CODE_SIGNING, 0);
+    assert_roles(leaf, TG_VERDICT_EKU_MISMATCH, TG_VERDICT_EKU_MISMATCH);
+    char detail[128];
+    assert_int_equal(check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail),
+                     TG_VERDICT_EKU_MISMATCH);
+    assert_string_equal(detail,
+                        "extendedKeyUsage lacks clientAuth for a TLS client (has codeSigning)");
+    assert_int_equal(check_detail(fx.policy, TG_PEER_SERVER, leaf, NULL, kNow, NULL, detail),
+                     TG_VERDICT_EKU_MISMATCH);
+    assert_string_equal(detail,
+                        "extendedKeyUsage lacks serverAuth for a TLS server (has codeSigning)");
+    X509_free(leaf);
+}
+
+static void test_purpose_server_auth_only(void **state) {
+    (void)state;
+    // serverAuth alone: fine for a TLS server (outbound), refused from a TLS client (inbound).
+    X509 *leaf = purpose_leaf(TG_TESTPKI_EKU_SERVER, 0);
+    assert_roles(leaf, TG_VERDICT_EKU_MISMATCH, TG_VERDICT_OK);
+    char detail[128];
+    check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail);
+    assert_non_null(strstr(detail, "lacks clientAuth"));
+    assert_non_null(strstr(detail, "(has serverAuth)"));
+    X509_free(leaf);
+}
+
+static void test_purpose_client_auth_only(void **state) {
+    (void)state;
+    // clientAuth alone: fine for a TLS client, refused from a TLS server.
+    X509 *leaf = purpose_leaf(TG_TESTPKI_EKU_CLIENT, 0);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_EKU_MISMATCH);
+    X509_free(leaf);
+}
+
+static void test_purpose_both_ekus_ok(void **state) {
+    (void)state;
+    X509 *leaf = purpose_leaf(TG_TESTPKI_EKU_SERVER | TG_TESTPKI_EKU_CLIENT, 0);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_OK);
+    X509_free(leaf);
+    // Another purpose beside the one needed does not matter.
+    leaf = purpose_leaf(TG_TESTPKI_EKU_CLIENT | TG_TESTPKI_EKU_CODE_SIGNING, 0);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_EKU_MISMATCH);
+    X509_free(leaf);
+}
+
+static void test_purpose_no_eku_ok(void **state) {
+    (void)state;
+    // No extendedKeyUsage extension: any purpose (RFC 5280 4.2.1.12).
+    X509 *leaf = purpose_leaf(TG_TESTPKI_EKU_NONE, 0);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_OK);
+    X509_free(leaf);
+}
+
+static void test_purpose_any_eku(void **state) {
+    (void)state;
+    // anyExtendedKeyUsage alone does not stand in for clientAuth / serverAuth.
+    X509 *leaf = purpose_leaf(TG_TESTPKI_EKU_ANY, 0);
+    assert_roles(leaf, TG_VERDICT_EKU_MISMATCH, TG_VERDICT_EKU_MISMATCH);
+    char detail[128];
+    check_detail(fx.policy, TG_PEER_SERVER, leaf, NULL, kNow, NULL, detail);
+    assert_non_null(strstr(detail, "(has anyExtendedKeyUsage)"));
+    X509_free(leaf);
+    // Beside the purpose the role needs it is harmless.
+    leaf = purpose_leaf(TG_TESTPKI_EKU_ANY | TG_TESTPKI_EKU_CLIENT, 0);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_EKU_MISMATCH);
+    X509_free(leaf);
+}
+
+static void test_purpose_leaf_is_ca(void **state) {
+    (void)state;
+    // CA:TRUE on an otherwise ordinary leaf (both EKUs, digitalSignature, CN = SAN = PEER).
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, PEER);
+    o.ca_true_leaf = 1;
+    X509 *leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_roles(leaf, TG_VERDICT_LEAF_IS_CA, TG_VERDICT_LEAF_IS_CA);
+    char detail[128];
+    check_detail(fx.policy, TG_PEER_CLIENT, leaf, NULL, kNow, NULL, detail);
+    assert_non_null(strstr(detail, "CA:TRUE"));
+    X509_free(leaf);
+
+    // A full CA profile (keyUsage keyCertSign + cRLSign, no EKU) with the peer's name: the CA
+    // verdict, not the keyUsage one.
+    o.ca_true_leaf = 0;
+    o.is_ca = 1;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_roles(leaf, TG_VERDICT_LEAF_IS_CA, TG_VERDICT_LEAF_IS_CA);
+    X509_free(leaf);
+
+    // A trusted intermediate presented as the peer's own certificate.
+    assert_roles(fx.inter, TG_VERDICT_LEAF_IS_CA, TG_VERDICT_LEAF_IS_CA);
+
+    // CA:FALSE (what every other leaf here carries) is an end entity.
+    leaf = leaf_from_ca(PEER);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_OK);
+    X509_free(leaf);
+}
+
+static void test_purpose_key_usage(void **state) {
+    (void)state;
+    // keyUsage without digitalSignature: the key may not sign a handshake.
+    X509 *leaf =
+        purpose_leaf(TG_TESTPKI_EKU_SERVER | TG_TESTPKI_EKU_CLIENT, TG_TESTPKI_KU_KEY_ENCIPHERMENT);
+    assert_roles(leaf, TG_VERDICT_KEY_USAGE_MISMATCH, TG_VERDICT_KEY_USAGE_MISMATCH);
+    char detail[128];
+    check_detail(fx.policy, TG_PEER_SERVER, leaf, NULL, kNow, NULL, detail);
+    assert_string_equal(detail, "keyUsage lacks digitalSignature");
+    X509_free(leaf);
+    // keyCertSign without CA:TRUE and without digitalSignature: the keyUsage verdict.
+    leaf = purpose_leaf(TG_TESTPKI_EKU_CLIENT | TG_TESTPKI_EKU_SERVER, TG_TESTPKI_KU_KEY_CERT_SIGN);
+    assert_roles(leaf, TG_VERDICT_KEY_USAGE_MISMATCH, TG_VERDICT_KEY_USAGE_MISMATCH);
+    X509_free(leaf);
+    // digitalSignature alone on an RSA key is enough: keyEncipherment (RSA key transport) is not
+    // asked for.
+    leaf = purpose_leaf(TG_TESTPKI_EKU_SERVER | TG_TESTPKI_EKU_CLIENT,
+                        TG_TESTPKI_KU_DIGITAL_SIGNATURE);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_OK);
+    X509_free(leaf);
+    // No keyUsage extension: any use.
+    leaf = purpose_leaf(TG_TESTPKI_EKU_SERVER | TG_TESTPKI_EKU_CLIENT, TG_TESTPKI_KU_NONE);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_OK);
+    X509_free(leaf);
+    // Neither keyUsage nor EKU: an unrestricted leaf.
+    leaf = purpose_leaf(TG_TESTPKI_EKU_NONE, TG_TESTPKI_KU_NONE);
+    assert_roles(leaf, TG_VERDICT_OK, TG_VERDICT_OK);
+    X509_free(leaf);
+}
+
+static void test_purpose_malformed_eku(void **state) {
+    (void)state;
+    // An extendedKeyUsage extension that does not parse is not taken for "no EKU": the chain
+    // check already refuses the leaf (BoringSSL flags the extension invalid).
+    X509 *leaf = purpose_leaf(TG_TESTPKI_EKU_NONE, 0);
+    static const uint8_t kBroken[] = {0x30, 0x03, 0x06, 0x01}; // a SEQUENCE cut short
+    ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
+    assert_non_null(value);
+    assert_int_equal(ASN1_OCTET_STRING_set(value, kBroken, sizeof(kBroken)), 1);
+    X509_EXTENSION *ext = X509_EXTENSION_create_by_NID(NULL, NID_ext_key_usage, 0, value);
+    assert_non_null(ext);
+    assert_int_equal(X509_add_ext(leaf, ext, -1), 1);
+    assert_true(X509_sign(leaf, fx.ca_key, EVP_sha256()) > 0);
+    X509_EXTENSION_free(ext);
+    ASN1_OCTET_STRING_free(value);
+    // Parse it afresh, as the handshake would.
+    uint8_t *der = NULL;
+    int der_len = i2d_X509(leaf, &der);
+    assert_true(der_len > 0);
+    const uint8_t *in = der;
+    X509 *parsed = d2i_X509(NULL, &in, der_len);
+    assert_non_null(parsed);
+    OPENSSL_free(der);
+    char detail[128];
+    assert_int_equal(check_detail(fx.policy, TG_PEER_CLIENT, parsed, NULL, kNow, NULL, detail),
+                     TG_VERDICT_UNTRUSTED);
+    assert_non_null(strstr(detail, "extension"));
+    X509_free(parsed);
+    X509_free(leaf);
+}
+
+static void test_purpose_rule_order(void **state) {
+    (void)state;
+    // The chain comes before the purpose: an unknown CA's code-signing leaf is untrusted.
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, "wrong.example.org");
+    o.eku = TG_TESTPKI_EKU_CODE_SIGNING;
+    o.key_usage = TG_TESTPKI_KU_KEY_ENCIPHERMENT;
+    o.ca_true_leaf = 1;
+    X509 *leaf = issue(&o, fx.other_ca, fx.other_ca_key);
+    assert_roles(leaf, TG_VERDICT_UNTRUSTED, TG_VERDICT_UNTRUSTED);
+    X509_free(leaf);
+    // Then CA:TRUE before the EKU, the EKU before keyUsage, keyUsage before the names.
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_roles(leaf, TG_VERDICT_LEAF_IS_CA, TG_VERDICT_LEAF_IS_CA);
+    X509_free(leaf);
+    o.ca_true_leaf = 0;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_roles(leaf, TG_VERDICT_EKU_MISMATCH, TG_VERDICT_EKU_MISMATCH);
+    X509_free(leaf);
+    o.eku = TG_TESTPKI_EKU_CLIENT | TG_TESTPKI_EKU_SERVER;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_roles(leaf, TG_VERDICT_KEY_USAGE_MISMATCH, TG_VERDICT_KEY_USAGE_MISMATCH);
+    X509_free(leaf);
+    o.key_usage = 0;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_roles(leaf, TG_VERDICT_CN_MISMATCH, TG_VERDICT_CN_MISMATCH);
+    X509_free(leaf);
+}
+
 // tg_policy is read concurrently by the workers: several threads check at once.
 struct concurrent_job {
     X509 *good;
@@ -476,13 +764,13 @@ static void *concurrent_worker(void *arg) {
     for (int i = 0; i < 200; i++) {
         const char *name = NULL;
         char detail[128];
-        if (tg_policy_check_peer(fx.policy, job->good, job->untrusted, kNow, &name, detail,
-                                 sizeof(detail)) != TG_VERDICT_OK ||
+        if (tg_policy_check_peer(fx.policy, TG_PEER_CLIENT, job->good, job->untrusted, kNow, &name,
+                                 detail, sizeof(detail)) != TG_VERDICT_OK ||
             name == NULL || strcmp(name, PEER) != 0) {
             job->failures++;
         }
-        if (tg_policy_check_peer(fx.policy, job->bad, NULL, kNow, NULL, detail, sizeof(detail)) !=
-            TG_VERDICT_UNTRUSTED) {
+        if (tg_policy_check_peer(fx.policy, TG_PEER_SERVER, job->bad, NULL, kNow, NULL, detail,
+                                 sizeof(detail)) != TG_VERDICT_UNTRUSTED) {
             job->failures++;
         }
     }
@@ -630,6 +918,23 @@ static void test_own_cn_wrong(void **state) {
     own_case(&out, &o, kNow);
     assert_only(&out, "cn_matches_fqdn", TG_RULE_FAIL);
     assert_null(strstr(rule(&out, "cn_matches_fqdn")->detail, "only in case"));
+}
+
+static void test_own_cn_nul(void **state) {
+    (void)state;
+    // Our own CN with a NUL after the FQDN: FAIL, with the whole CN shown, the NUL escaped.
+    static const char kCn[] = PEER "\0x";
+    static const char *const kSans[] = {PEER};
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, kCn);
+    o.cn_len = sizeof(kCn) - 1;
+    o.dns = kSans;
+    o.num_dns = 1;
+    struct own out;
+    own_case(&out, &o, kNow);
+    assert_only(&out, "cn_matches_fqdn", TG_RULE_FAIL);
+    assert_string_equal(rule(&out, "cn_matches_fqdn")->detail,
+                        "CN '" PEER "\\x00x' is not '" PEER "'");
 }
 
 static void test_own_san_missing(void **state) {
@@ -841,6 +1146,13 @@ static void test_verdict_names(void **state) {
     }
     assert_string_equal(tg_verdict_name(TG_VERDICT_OK), "ok");
     assert_string_equal(tg_verdict_name(TG_VERDICT_SAN_CASE_MISMATCH), "san_case_mismatch");
+    assert_string_equal(tg_verdict_name(TG_VERDICT_LEAF_IS_CA), "leaf_is_ca");
+    assert_string_equal(tg_verdict_name(TG_VERDICT_EKU_MISMATCH), "eku_mismatch");
+    assert_string_equal(tg_verdict_name(TG_VERDICT_KEY_USAGE_MISMATCH), "key_usage_mismatch");
+    // Every policy verdict is at or below TG_VERDICT_POLICY_MAX, the worker's ones above it.
+    assert_true(TG_VERDICT_SAN_CASE_MISMATCH < TG_VERDICT_POLICY_MAX);
+    assert_int_equal(TG_VERDICT_POLICY_MAX, TG_VERDICT_KEY_USAGE_MISMATCH);
+    assert_int_equal(TG_VERDICT_HANDSHAKE_ERROR, TG_VERDICT_POLICY_MAX + 1);
     assert_string_equal(tg_verdict_name(TG_VERDICT_CONNECT_FAILED), "connect_failed");
     assert_non_null(tg_verdict_name(TG_VERDICT_NUM));
     assert_non_null(tg_verdict_name((enum tg_verdict) - 1));
@@ -926,6 +1238,7 @@ int main(void) {
         cmocka_unit_test(test_peer_cn_mismatch),
         cmocka_unit_test(test_peer_cn_absent),
         cmocka_unit_test(test_peer_cn_embedded_nul),
+        cmocka_unit_test(test_peer_cn_escaped_in_detail),
         cmocka_unit_test(test_peer_san_missing),
         cmocka_unit_test(test_peer_san_mismatch),
         cmocka_unit_test(test_peer_san_case_mismatch),
@@ -940,11 +1253,22 @@ int main(void) {
         cmocka_unit_test(test_peer_no_ca_configured),
         cmocka_unit_test(test_peer_null_leaf),
         cmocka_unit_test(test_peer_rule_order),
+        cmocka_unit_test(test_purpose_code_signing_only),
+        cmocka_unit_test(test_purpose_server_auth_only),
+        cmocka_unit_test(test_purpose_client_auth_only),
+        cmocka_unit_test(test_purpose_both_ekus_ok),
+        cmocka_unit_test(test_purpose_no_eku_ok),
+        cmocka_unit_test(test_purpose_any_eku),
+        cmocka_unit_test(test_purpose_leaf_is_ca),
+        cmocka_unit_test(test_purpose_key_usage),
+        cmocka_unit_test(test_purpose_malformed_eku),
+        cmocka_unit_test(test_purpose_rule_order),
         cmocka_unit_test(test_peer_concurrent_readers),
         cmocka_unit_test(test_own_compliant),
         cmocka_unit_test(test_own_self_signed),
         cmocka_unit_test(test_own_cn_case),
         cmocka_unit_test(test_own_cn_wrong),
+        cmocka_unit_test(test_own_cn_nul),
         cmocka_unit_test(test_own_san_missing),
         cmocka_unit_test(test_own_san_case),
         cmocka_unit_test(test_own_rsa1024_warn),

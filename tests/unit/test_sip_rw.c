@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 
@@ -111,6 +112,53 @@ static void b64url(char *out, const char *s) {
     out[o] = '\0';
 }
 
+// unb64url decodes |n| characters of base64url at |s| into |out| (what a provider that tries to
+// read a tg-orig gets); returns the length.
+static size_t unb64url(uint8_t *out, const char *s, size_t n) {
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const char *p = strchr(t, s[i]);
+        assert_non_null(p);
+        acc = acc << 6 | (uint32_t)(p - t);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return o;
+}
+
+// expect_sealed checks that |value| is |prefix| + a tg-orig value + |suffix|, that the value
+// opens as one arriving from |seen_by| (the side it was sealed toward) to exactly |orig|, does
+// not open as one from the other side, and shows |orig|'s host neither as text nor decoded.
+static void expect_sealed(const char *value, const char *prefix, const char *suffix,
+                          enum tg_sip_side seen_by, const char *orig, const char *host) {
+    size_t pl = strlen(prefix), sl = strlen(suffix), vl = strlen(value);
+    if (vl < pl + sl || strncmp(value, prefix, pl) != 0 || strcmp(value + vl - sl, suffix) != 0)
+        print_error("%s\nis not %s<sealed>%s\n", value, prefix, suffix);
+    assert_true(vl > pl + sl);
+    assert_memory_equal(value, prefix, pl);
+    assert_string_equal(value + vl - sl, suffix);
+    const char *tok = value + pl;
+    size_t tl = vl - pl - sl;
+    uint8_t back[1024];
+    size_t n = 0;
+    assert_int_equal(tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, seen_by, tok, tl), 1);
+    assert_int_equal(n, strlen(orig));
+    assert_memory_equal(back, orig, n);
+    enum tg_sip_side other = seen_by == TG_SIP_SIDE_PBX ? TG_SIP_SIDE_PROVIDER : TG_SIP_SIDE_PBX;
+    assert_int_equal(tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, other, tok, tl), 0);
+    assert_null(strstr(value, host));
+    uint8_t raw[1024];
+    size_t rl = unb64url(raw, tok, tl);
+    assert_int_equal(rl, strlen(orig) + TG_SIP_SEAL_OVERHEAD);
+    assert_null(memmem(raw, rl, host, strlen(host)));
+}
+
 // rewrite_req rewrites |in| from |from| and scans the output into |out|.
 static void rewrite_req(struct scanned *out, const struct scanned *in,
                         const struct tg_sip_flow *from, const char *peer) {
@@ -151,13 +199,12 @@ static void test_request_pbx_to_provider(void **state) {
                         "<sip:sbc.example.com:5061;transport=tls;lr>");
     assert_string_equal(value_of(&out, TG_SIP_H_MAX_FORWARDS, 0), "69");
     assert_int_equal(tg_sip_count(&out.msg, TG_SIP_H_MAX_FORWARDS), 1);
-    // Contact: our FQDN, TLS, user kept, original URI in tg-orig, display name and header
-    // parameters kept.
-    char b64[256], contact[512];
-    b64url(b64, "sip:100@192.168.1.10:5060;transport=tcp");
-    snprintf(contact, sizeof(contact),
-             "\"Ext 100\" <sip:100@sbc.example.com:5061;transport=tls;tg-orig=%s>;expires=60", b64);
-    assert_string_equal(value_of(&out, TG_SIP_H_CONTACT, 0), contact);
+    // Contact: our FQDN, TLS, user kept, original URI sealed in tg-orig (only tlsgate can read
+    // it, and only from the provider), display name and header parameters kept.
+    expect_sealed(
+        value_of(&out, TG_SIP_H_CONTACT, 0),
+        "\"Ext 100\" <sip:100@sbc.example.com:5061;transport=tls;tg-orig=", ">;expires=60",
+        TG_SIP_SIDE_PROVIDER, "sip:100@192.168.1.10:5060;transport=tcp", "192.168.1.10");
     // Every X-TLS-Peer-* removed, none added toward the provider.
     assert_int_equal(out.msg.first[TG_SIP_H_X_TLS_PEER], -1);
     // No internal address left outside the PBX's own Via, From and the body.
@@ -196,10 +243,9 @@ static void test_request_provider_to_pbx(void **state) {
     assert_string_equal(value_of(&out, TG_SIP_H_RECORD_ROUTE, 1),
                         "<sip:sip-du-a-eu.pstnhub.microsoft.com:5061;transport=tls;lr>");
     assert_string_equal(value_of(&out, TG_SIP_H_MAX_FORWARDS, 0), "68");
-    char b64[256], contact[512];
-    b64url(b64, "sip:api-du-b.pstnhub.microsoft.com:443;x-i=abc;transport=tls");
-    snprintf(contact, sizeof(contact), "<sip:10.0.0.1:5060;transport=tcp;tg-orig=%s>", b64);
-    assert_string_equal(value_of(&out, TG_SIP_H_CONTACT, 0), contact);
+    expect_sealed(value_of(&out, TG_SIP_H_CONTACT, 0),
+                  "<sip:10.0.0.1:5060;transport=tcp;tg-orig=", ">", TG_SIP_SIDE_PBX,
+                  "sip:api-du-b.pstnhub.microsoft.com:443;x-i=abc;transport=tls", "pstnhub");
     // The spoofed identity is gone; ours is there, once.
     assert_int_equal(tg_sip_count(&out.msg, TG_SIP_H_X_TLS_PEER), 1);
     assert_string_equal(value_of(&out, TG_SIP_H_X_TLS_PEER, 0), "sip.pstnhub.microsoft.com");
@@ -328,13 +374,18 @@ static void test_contact_round_trip(void **state) {
     build(&bye, k_prov_invite, "");
     rewrite_req(&bye_out, &bye, &k_prov_flow, NULL);
     assert_memory_equal(bye_out.buf, "INVITE sip:+15551234567@sbc.example.com:5061;user=phone", 55);
-    // A tg-orig that does not decode to a clean URI is not restored.
+    // A tg-orig tlsgate did not seal (here plain base64url of "sip:a b") is refused, not
+    // forwarded as it came.
     build(&bye,
           "BYE sip:100@sbc.example.com;tg-orig=c2lwOmEgYg SIP/2.0\r\n"
           "Via: SIP/2.0/TLS h;branch=z9hG4bK4\r\n",
           "");
-    rewrite_req(&bye_out, &bye, &k_prov_flow, NULL);
-    assert_memory_equal(bye_out.buf, "BYE sip:100@sbc.example.com;tg-orig=c2lwOmEgYg SIP/2.0", 54);
+    uint8_t buf[4096];
+    size_t n = 1;
+    assert_int_equal(tg_sip_rewrite_request(&g_cfg, buf, sizeof(buf), &n, &bye.msg,
+                                            (const uint8_t *)bye.buf, &k_prov_flow, NULL),
+                     TG_SIP_RW_BAD_TG_ORIG);
+    assert_int_equal(n, 0);
 }
 
 static void test_contact_forms(void **state) {
@@ -349,14 +400,16 @@ static void test_contact_forms(void **state) {
           "");
     rewrite_req(&out, &in, &k_pbx_flow, NULL);
     assert_string_equal(value_of(&out, TG_SIP_H_CONTACT, 0), "*");
-    char a[128], b[128], want[1024];
-    b64url(a, "sip:200@192.168.1.11");
-    b64url(b, "sips:300@[fd00::5]:5061");
-    snprintf(want, sizeof(want),
-             "<tel:+15551234567>, <sip:200@sbc.example.com:5061;transport=tls;tg-orig=%s>;"
-             "expires=30, <sip:300@sbc.example.com:5061;transport=tls;tg-orig=%s>;q=0.5",
-             a, b);
-    assert_string_equal(value_of(&out, TG_SIP_H_CONTACT, 1), want);
+    char list[1024];
+    snprintf(list, sizeof(list), "%s", value_of(&out, TG_SIP_H_CONTACT, 1));
+    char *second = strstr(list, ">;expires=30, ");
+    assert_non_null(second);
+    second[strlen(">;expires=30")] = '\0';
+    second += strlen(">;expires=30, ");
+    expect_sealed(list, "<tel:+15551234567>, <sip:200@sbc.example.com:5061;transport=tls;tg-orig=",
+                  ">;expires=30", TG_SIP_SIDE_PROVIDER, "sip:200@192.168.1.11", "192.168.1.11");
+    expect_sealed(second, "<sip:300@sbc.example.com:5061;transport=tls;tg-orig=", ">;q=0.5",
+                  TG_SIP_SIDE_PROVIDER, "sips:300@[fd00::5]:5061", "fd00::5");
     // REGISTER is not record-routed.
     assert_int_equal(out.msg.first[TG_SIP_H_RECORD_ROUTE], -1);
 }
@@ -410,10 +463,9 @@ static void test_response_pops_via(void **state) {
     assert_string_equal(value_of(&out, TG_SIP_H_RECORD_ROUTE, 0),
                         "<sip:10.0.0.1:5060;transport=tcp;lr>");
     // The provider's Contact points at our inside address.
-    char b64[256], contact[512];
-    b64url(b64, "sip:api-du-b.pstnhub.microsoft.com:443;transport=tls");
-    snprintf(contact, sizeof(contact), "<sip:10.0.0.1:5060;transport=tcp;tg-orig=%s>", b64);
-    assert_string_equal(value_of(&out, TG_SIP_H_CONTACT, 0), contact);
+    expect_sealed(value_of(&out, TG_SIP_H_CONTACT, 0),
+                  "<sip:10.0.0.1:5060;transport=tcp;tg-orig=", ">", TG_SIP_SIDE_PBX,
+                  "sip:api-du-b.pstnhub.microsoft.com:443;transport=tls", "pstnhub");
     assert_int_equal(out.msg.first[TG_SIP_H_X_TLS_PEER], -1);
     assert_memory_equal(out.buf + out.msg.head_len, k_sdp, strlen(k_sdp));
 
@@ -712,6 +764,428 @@ static void test_output_limits(void **state) {
         assert_string_not_equal(tg_sip_rw_name((enum tg_sip_rw)r), "unknown");
 }
 
+// naive_len frames |n| bytes the way a weak parser does: the head ends at the first CRLFCRLF,
+// the body is as long as the first line that starts with "Content-Length:" or "l:" (any
+// case) says, 0 without one. Returns head + body.
+static size_t naive_len(const char *p, size_t n) {
+    const char *end = memmem(p, n, "\r\n\r\n", 4);
+    assert_non_null(end);
+    size_t head = (size_t)(end - p) + 4;
+    for (const char *line = p; line < end;) {
+        const char *eol = memmem(line, (size_t)(end - line) + 2, "\r\n", 2);
+        if (strncasecmp(line, "content-length:", 15) == 0 || strncasecmp(line, "l:", 2) == 0) {
+            // Within the line only: a weak parser does not look past its end.
+            size_t v = (size_t)((const char *)memchr(line, ':', (size_t)(eol - line)) - line) + 1;
+            size_t body = 0;
+            while (line + v < eol && line[v] == ' ')
+                v++;
+            for (; line + v < eol && line[v] >= '0' && line[v] <= '9'; v++)
+                body = body * 10 + (size_t)(line[v] - '0');
+            return head + body;
+        }
+        line = eol + 2;
+    }
+    return head;
+}
+
+// head_lines_clean checks the normal form of a head: no line starts with whitespace (no
+// fold), no control character but the CRLFs, exactly one Content-Length line, whose value is
+// the body length.
+static void expect_normal_form(const struct scanned *s) {
+    size_t cl_lines = 0;
+    for (size_t i = 0; i + 2 < s->msg.head_len; i++) {
+        unsigned char ch = (unsigned char)s->buf[i];
+        assert_true(ch >= 0x20 || ch == '\r' || ch == '\n' || ch == '\t');
+        assert_true(ch != 0x7f);
+        if (ch == '\n') {
+            assert_true(s->buf[i + 1] != ' ' && s->buf[i + 1] != '\t');
+            if (strncmp(s->buf + i + 1, "Content-Length: ", 16) == 0)
+                cl_lines++;
+        }
+    }
+    assert_int_equal(cl_lines, 1);
+    assert_int_equal(tg_sip_count(&s->msg, TG_SIP_H_CONTENT_LENGTH), 1);
+    char want[32];
+    snprintf(want, sizeof(want), "%u", s->msg.body_len);
+    assert_string_equal(value_of(s, TG_SIP_H_CONTENT_LENGTH, 0), want);
+    assert_int_equal(naive_len(s->buf, s->len), s->len);
+}
+
+// line_starts says whether some line of |s|'s head starts with |prefix|.
+static int line_starts(const struct scanned *s, const char *prefix) {
+    for (size_t i = 0; i + 1 < s->msg.head_len; i++) {
+        if (s->buf[i] == '\n' && strncmp(s->buf + i + 1, prefix, strlen(prefix)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+// A whole OPTIONS, with its own Via and a forged identity, hidden in an INVITE body.
+static const char k_smuggled[] = "OPTIONS sip:pbx@10.20.30.40 SIP/2.0\r\n"
+                                 "Via: SIP/2.0/TCP 6.6.6.6;branch=z9hG4bK-smuggled\r\n"
+                                 "From: <sip:evil@6.6.6.6>;tag=e\r\nTo: <sip:pbx@10.20.30.40>\r\n"
+                                 "Call-ID: smuggled\r\nCSeq: 1 OPTIONS\r\n"
+                                 "X-TLS-Peer-Name: evil.example\r\nContent-Length: 0\r\n\r\n";
+
+static void test_smuggling_shapes(void **state) {
+    (void)state;
+    static struct scanned in, out;
+    // The tester's four shapes, which a weak parser frames differently, and one it does not.
+    static const char *const shapes[] = {
+        "Content-Length:\r\n %zu\r\n",  // folded onto a second line (SP)
+        "Content-Length:\r\n\t%zu\r\n", // folded with a tab
+        "l:\r\n %zu\r\n",               // compact form, folded
+        "Content-Length : %zu\r\n",     // space before the colon
+        "content-length:   %zu  \r\n",  // odd case and spacing
+    };
+    const size_t num_smuggling = 4;
+    const char *head = "INVITE sip:+15551234567@sbc.example.com SIP/2.0\r\n"
+                       "Via: SIP/2.0/TLS 52.114.1.1:5061;branch=z9hG4bK-smug\r\n"
+                       "Max-Forwards: 70\r\nFrom: <sip:a@carrier.example>;tag=1\r\n"
+                       "To: <sip:+15551234567@sbc.example.com>\r\nCall-ID: smug\r\n"
+                       "CSeq: 1 INVITE\r\nContent-Type: text/plain\r\n";
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        char cl[64], msg[4096];
+        snprintf(cl, sizeof(cl), shapes[i], strlen(k_smuggled));
+        int n = snprintf(msg, sizeof(msg), "%s%s\r\n%s", head, cl, k_smuggled);
+        must_scan(&in, msg, (size_t)n);
+        // tlsgate frames it as one INVITE with the OPTIONS as its body...
+        assert_int_equal(in.msg.body_len, strlen(k_smuggled));
+        // ... but a weak parser given the message as it came would not.
+        if (i < num_smuggling)
+            assert_true(naive_len(in.buf, in.len) != in.len);
+        rewrite_req(&out, &in, &k_prov_flow, "sip.carrier.example");
+        expect_normal_form(&out);
+        assert_true(line_starts(&out, "Content-Length: "));
+        assert_int_equal(out.msg.body_len, strlen(k_smuggled));
+        assert_memory_equal(out.buf + out.msg.head_len, k_smuggled, strlen(k_smuggled));
+        assert_int_equal(tg_sip_count(&out.msg, TG_SIP_H_X_TLS_PEER), 1);
+        assert_string_equal(value_of(&out, TG_SIP_H_X_TLS_PEER, 0), "sip.carrier.example");
+        // The same from the PBX side, and a response: the same normal form.
+        rewrite_req(&out, &in, &k_pbx_flow, NULL);
+        expect_normal_form(&out);
+        assert_int_equal(out.msg.first[TG_SIP_H_X_TLS_PEER], -1);
+    }
+}
+
+static void test_fold_hides_header(void **state) {
+    (void)state;
+    static struct scanned in, out;
+    build(&in,
+          "OPTIONS sip:pbx@example.net SIP/2.0\r\n"
+          "Via: SIP/2.0/TLS 52.114.1.1:5061\r\n ;branch=z9hG4bK-fold\r\n"
+          "X-Foo: a\r\n X-TLS-Peer-Name: evil.example\r\n"
+          "X-Bar: b\r\n\tX-TLS-Peer-Name: evil2.example\r\n"
+          "X-TLS-Peer_Name: evil3.example\r\nX_TLS_PEER_NAME : evil4.example\r\n"
+          "From: <sip:a@carrier.example>;tag=1\r\nTo: <sip:pbx@example.net>\r\n"
+          "Call-ID: fold\r\nCSeq: 1 OPTIONS\r\n"
+          "Subject: one\r\n  two \r\n\t three\r\n",
+          "");
+    rewrite_req(&out, &in, &k_prov_flow, "sip.carrier.example");
+    expect_normal_form(&out);
+    // The folded-in text stays inside the value it was part of, on one line.
+    assert_string_equal(value_of(&out, TG_SIP_H_OTHER, 0), "a X-TLS-Peer-Name: evil.example");
+    assert_non_null(strstr(out.buf, "\r\nX-Foo: a X-TLS-Peer-Name: evil.example\r\n"));
+    assert_non_null(strstr(out.buf, "\r\nX-Bar: b X-TLS-Peer-Name: evil2.example\r\n"));
+    assert_string_equal(value_of(&out, TG_SIP_H_SUBJECT, 0), "one two three");
+    assert_string_equal(value_of(&out, TG_SIP_H_VIA, 1),
+                        "SIP/2.0/TLS 52.114.1.1:5061 ;branch=z9hG4bK-fold");
+    // The only X-TLS-Peer-Name at the start of a line is ours; lookalikes a stack that reads
+    // "_" as "-" would take for it are gone too.
+    assert_false(line_starts(&out, "X-TLS-Peer-Name: evil"));
+    assert_null(strstr(out.buf, "evil3"));
+    assert_null(strstr(out.buf, "evil4"));
+    assert_int_equal(tg_sip_count(&out.msg, TG_SIP_H_X_TLS_PEER), 1);
+    assert_string_equal(value_of(&out, TG_SIP_H_X_TLS_PEER, 0), "sip.carrier.example");
+}
+
+static void test_canonical_names(void **state) {
+    (void)state;
+    static struct scanned in, out;
+    // Compact and odd-case names, two agreeing Content-Length headers.
+    char msg[2048];
+    int n = snprintf(msg, sizeof(msg),
+                     "MESSAGE sip:pbx@example.net SIP/2.0\r\n"
+                     "v : SIP/2.0/TLS 52.114.1.1:5061;branch=z9hG4bK-cn\r\n"
+                     "MAX-forwards: 0010\r\nf: <sip:a@carrier.example>;tag=1\r\n"
+                     "t: <sip:pbx@example.net>\r\ni: cn-1\r\ncseq: 4 MESSAGE\r\n"
+                     "m: <sip:a@192.0.2.7>\r\nc: text/plain\r\nROUTE: <sip:x.example;lr>\r\n"
+                     "k: timer\r\nX-Custom-thing: kept as given\r\nl: 2\r\ncontent-LENGTH: 002\r\n"
+                     "\r\nhi");
+    must_scan(&in, msg, (size_t)n);
+    rewrite_req(&out, &in, &k_prov_flow, NULL);
+    expect_normal_form(&out);
+    static const char *const lines[] = {
+        "\r\nVia: SIP/2.0/TLS 52.114.1.1:5061;branch=z9hG4bK-cn\r\n",
+        "\r\nMax-Forwards: 9\r\n",
+        "\r\nFrom: <sip:a@carrier.example>;tag=1\r\n",
+        "\r\nTo: <sip:pbx@example.net>\r\n",
+        "\r\nCall-ID: cn-1\r\n",
+        "\r\nCSeq: 4 MESSAGE\r\n",
+        "\r\nContact: <sip:a@10.0.0.1:5060;transport=tcp;tg-orig=",
+        "\r\nContent-Type: text/plain\r\n",
+        "\r\nRoute: <sip:x.example;lr>\r\n",
+        "\r\nSupported: timer\r\n",
+        "\r\nX-Custom-thing: kept as given\r\n",
+        "\r\nContent-Length: 2\r\n\r\nhi",
+    };
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        if (strstr(out.buf, lines[i]) == NULL)
+            print_error("no %s in\n%s\n", lines[i], out.buf);
+        assert_non_null(strstr(out.buf, lines[i]));
+    }
+    assert_int_equal(tg_sip_count(&out.msg, TG_SIP_H_MAX_FORWARDS), 1);
+    assert_string_equal(tg_sip_header_name(TG_SIP_H_CONTENT_LENGTH), "Content-Length");
+    assert_null(tg_sip_header_name(TG_SIP_H_OTHER));
+    assert_null(tg_sip_header_name(TG_SIP_H_X_TLS_PEER));
+    assert_null(tg_sip_header_name(TG_SIP_H_NUM));
+}
+
+static void test_duplicate_single_headers(void **state) {
+    (void)state;
+    static struct scanned in;
+    uint8_t buf[4096];
+    size_t n = 1;
+    const char *base = "OPTIONS sip:pbx@example.net SIP/2.0\r\n"
+                       "Via: SIP/2.0/TLS 52.114.1.1;branch=z9hG4bK-dup\r\n";
+    static const char *const dups[] = {
+        "Max-Forwards: 0\r\nMax-Forwards: 70\r\n", // the tester's pair: 400, not 483
+        "Max-Forwards: 70\r\nMax-Forwards: 70\r\n",
+        "Call-ID: a\r\ni: b\r\n",
+        "CSeq: 1 OPTIONS\r\nCSeq: 2 OPTIONS\r\n",
+        "From: <sip:a@b>;tag=1\r\nf: <sip:c@d>;tag=2\r\n",
+        "To: <sip:a@b>\r\nTo: <sip:a@b>\r\n",
+        "Content-Type: text/plain\r\nc: application/sdp\r\n",
+    };
+    for (size_t i = 0; i < sizeof(dups) / sizeof(dups[0]); i++) {
+        char head[1024];
+        snprintf(head, sizeof(head), "%s%s", base, dups[i]);
+        build(&in, head, "");
+        assert_int_equal(tg_sip_rewrite_request(&g_cfg, buf, sizeof(buf), &n, &in.msg,
+                                                (const uint8_t *)in.buf, &k_prov_flow, NULL),
+                         TG_SIP_RW_DUPLICATE);
+        assert_int_equal(n, 0);
+    }
+    assert_int_equal(tg_sip_rw_status(TG_SIP_RW_DUPLICATE), 400);
+    assert_string_equal(tg_sip_rw_name(TG_SIP_RW_DUPLICATE), "duplicate_header");
+    // Headers that may repeat do: Via, Route, Contact, unknown ones.
+    static struct scanned out;
+    char head[1024];
+    snprintf(head, sizeof(head),
+             "%sVia: SIP/2.0/TLS b;branch=z9hG4bK-b\r\nX-A: 1\r\nX-A: 2\r\n"
+             "Contact: <sip:a@192.0.2.1>\r\nContact: <sip:b@192.0.2.2>\r\n",
+             base);
+    build(&in, head, "");
+    rewrite_req(&out, &in, &k_prov_flow, NULL);
+    assert_int_equal(tg_sip_count(&out.msg, TG_SIP_H_CONTACT), 2);
+    // A response with two Call-IDs is dropped.
+    static struct scanned fwd, resp;
+    build(&in, k_pbx_invite, "");
+    rewrite_req(&fwd, &in, &k_pbx_flow, NULL);
+    response_to(&resp, &fwd, "200 OK", "Call-ID: second\r\n", "");
+    struct tg_sip_flow f;
+    assert_int_equal(tg_sip_rewrite_response(&g_cfg, &f, buf, sizeof(buf), &n, &resp.msg,
+                                             (const uint8_t *)resp.buf, TG_SIP_SIDE_PROVIDER),
+                     TG_SIP_RW_DUPLICATE);
+}
+
+// sealed_contact copies the tg-orig value of the first Contact of |s| into |tok|.
+static void sealed_contact(char *tok, size_t cap, const struct scanned *s) {
+    const char *c = value_of(s, TG_SIP_H_CONTACT, 0);
+    const char *p = strstr(c, ";tg-orig=");
+    assert_non_null(p);
+    p += 9;
+    size_t n = strcspn(p, ">;");
+    assert_true(n < cap);
+    memcpy(tok, p, n);
+    tok[n] = '\0';
+}
+
+static void test_tg_orig_sealed(void **state) {
+    (void)state;
+    const char *uri = "sip:pbxuser@10.20.30.40:5060;transport=tcp";
+    char a[512], b[512], c[512];
+    size_t na, nb, nc;
+    // Deterministic per URI and side (registrar bindings stay one), different per side.
+    assert_int_equal(tg_sip_seal_uri(&g_cfg, a, sizeof(a), &na, TG_SIP_SIDE_PROVIDER,
+                                     (const uint8_t *)uri, strlen(uri)),
+                     1);
+    assert_int_equal(tg_sip_seal_uri(&g_cfg, b, sizeof(b), &nb, TG_SIP_SIDE_PROVIDER,
+                                     (const uint8_t *)uri, strlen(uri)),
+                     1);
+    assert_int_equal(tg_sip_seal_uri(&g_cfg, c, sizeof(c), &nc, TG_SIP_SIDE_PBX,
+                                     (const uint8_t *)uri, strlen(uri)),
+                     1);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    assert_true(na != nc || memcmp(a, c, na) != 0);
+    for (size_t i = 0; i < na; i++)
+        assert_non_null(
+            strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", a[i]));
+    uint8_t back[512];
+    size_t n = 0;
+    assert_int_equal(tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, a, na),
+                     1);
+    assert_int_equal(n, strlen(uri));
+    assert_memory_equal(back, uri, n);
+    // Altered anywhere (each character in turn), truncated, extended: refused.
+    for (size_t i = 0; i < na; i++) {
+        char save = a[i];
+        a[i] = save == 'A' ? 'B' : 'A';
+        assert_int_equal(
+            tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, a, na), 0);
+        a[i] = save;
+    }
+    assert_int_equal(
+        tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, a, na - 1), 0);
+    a[na] = 'A';
+    assert_int_equal(
+        tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, a, na + 1), 0);
+    // Toward the other side, under another instance's key, or made by anyone else: refused.
+    assert_int_equal(tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PBX, a, na), 0);
+    struct tg_sip_rw_cfg other;
+    uint8_t k2[16] = {0};
+    assert_int_equal(tg_sip_rw_cfg_init(&other, "sbc.example.com", 5061, "10.0.0.1", 5060, k2), 1);
+    assert_int_equal(tg_sip_open_uri(&other, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, a, na),
+                     0);
+    char forged[512];
+    b64url(forged, "sip:evil@10.9.9.9:5060;transport=udp");
+    assert_int_equal(tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, forged,
+                                     strlen(forged)),
+                     0);
+    assert_int_equal(tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, "", 0),
+                     0);
+    assert_int_equal(
+        tg_sip_open_uri(&g_cfg, back, sizeof(back), &n, TG_SIP_SIDE_PROVIDER, "a=b!", 4), 0);
+    // What cannot be restored is not sealed: not a URI, a byte that cannot stand in one, too
+    // long, no room.
+    assert_int_equal(
+        tg_sip_seal_uri(&g_cfg, c, sizeof(c), &nc, TG_SIP_SIDE_PBX, (const uint8_t *)"sip:a b", 7),
+        0);
+    assert_int_equal(
+        tg_sip_seal_uri(&g_cfg, c, sizeof(c), &nc, TG_SIP_SIDE_PBX, (const uint8_t *)"noscheme", 8),
+        0);
+    assert_int_equal(
+        tg_sip_seal_uri(&g_cfg, c, 10, &nc, TG_SIP_SIDE_PBX, (const uint8_t *)uri, strlen(uri)), 0);
+    static uint8_t big[TG_SIP_SEAL_MAX_URI + 1];
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "sip:", 4);
+    static char bigout[2 * sizeof(big)];
+    assert_int_equal(
+        tg_sip_seal_uri(&g_cfg, bigout, sizeof(bigout), &nc, TG_SIP_SIDE_PBX, big, sizeof(big) - 1),
+        1);
+    assert_int_equal(
+        tg_sip_seal_uri(&g_cfg, bigout, sizeof(bigout), &nc, TG_SIP_SIDE_PBX, big, sizeof(big)), 0);
+}
+
+static void test_forged_tg_orig_refused(void **state) {
+    (void)state;
+    static struct scanned in, out, fwd, resp;
+    uint8_t buf[8192];
+    size_t n = 1;
+    struct tg_sip_flow f;
+    char forged[256], head[2048];
+    b64url(forged, "sip:evil@10.9.9.9:5060;transport=udp?X-Admin=1");
+    const char *rest = "Via: SIP/2.0/TLS 52.114.1.1;branch=z9hG4bK-forge\r\nMax-Forwards: 70\r\n"
+                       "From: <sip:a@carrier.example>;tag=1\r\nTo: <sip:pbx@example.net>;tag=2\r\n"
+                       "Call-ID: forge\r\nCSeq: 2 BYE\r\n";
+#define REQ_RW(r)                                                                                  \
+    tg_sip_rewrite_request(&g_cfg, buf, sizeof(buf), &n, &in.msg, (const uint8_t *)in.buf, (r),    \
+                           "sip.carrier.example")
+    // The provider's own tg-orig in a Contact addressed to us: not restored, refused.
+    snprintf(head, sizeof(head),
+             "INFO sip:pbx@example.net SIP/2.0\r\n%s"
+             "Contact: <sip:x@sbc.example.com:5061;transport=tls;tg-orig=%s>\r\n",
+             rest, forged);
+    build(&in, head, "");
+    assert_int_equal(REQ_RW(&k_prov_flow), TG_SIP_RW_BAD_TG_ORIG);
+    assert_int_equal(n, 0);
+    assert_int_equal(tg_sip_rw_status(TG_SIP_RW_BAD_TG_ORIG), 400);
+    // In the Request-URI.
+    snprintf(head, sizeof(head), "BYE sip:x@sbc.example.com:5061;tg-orig=%s SIP/2.0\r\n%s", forged,
+             rest);
+    build(&in, head, "");
+    assert_int_equal(REQ_RW(&k_prov_flow), TG_SIP_RW_BAD_TG_ORIG);
+    // A real one, altered.
+    build(&in, k_pbx_invite, "");
+    rewrite_req(&fwd, &in, &k_pbx_flow, NULL);
+    char tok[512];
+    sealed_contact(tok, sizeof(tok), &fwd);
+    tok[5] = tok[5] == 'x' ? 'y' : 'x';
+    snprintf(head, sizeof(head), "BYE sip:100@sbc.example.com:5061;tg-orig=%s SIP/2.0\r\n%s", tok,
+             rest);
+    build(&in, head, "");
+    assert_int_equal(REQ_RW(&k_prov_flow), TG_SIP_RW_BAD_TG_ORIG);
+    // A real one, unaltered, but presented by the side it was not sealed toward (the PBX
+    // replaying what tlsgate showed the provider): refused.
+    sealed_contact(tok, sizeof(tok), &fwd);
+    snprintf(head, sizeof(head), "BYE sip:100@sbc.example.com:5061;tg-orig=%s SIP/2.0\r\n%s", tok,
+             rest);
+    build(&in, head, "");
+    assert_int_equal(REQ_RW(&k_pbx_flow), TG_SIP_RW_BAD_TG_ORIG);
+    // ... and by the right side: restored exactly.
+    rewrite_req(&out, &in, &k_prov_flow, NULL);
+    assert_memory_equal(out.buf, "BYE sip:100@192.168.1.10:5060;transport=tcp SIP/2.0\r\n", 53);
+    // A tg-orig on a URI that is not ours is someone else's parameter: left alone.
+    snprintf(head, sizeof(head), "BYE sip:x@elsewhere.example;tg-orig=%s SIP/2.0\r\n%s", forged,
+             rest);
+    build(&in, head, "");
+    rewrite_req(&out, &in, &k_prov_flow, NULL);
+    assert_non_null(strstr(out.buf, forged));
+    // A response carrying a forged one: dropped.
+    snprintf(head, sizeof(head), "Contact: <sip:x@sbc.example.com;tg-orig=%s>\r\n", forged);
+    response_to(&resp, &fwd, "200 OK", head, "");
+    assert_int_equal(tg_sip_rewrite_response(&g_cfg, &f, buf, sizeof(buf), &n, &resp.msg,
+                                             (const uint8_t *)resp.buf, TG_SIP_SIDE_PROVIDER),
+                     TG_SIP_RW_BAD_TG_ORIG);
+    assert_string_equal(tg_sip_rw_name(TG_SIP_RW_BAD_TG_ORIG), "bad_tg_orig");
+    // The provider echoing our sealed Contact in a response gets the original restored.
+    sealed_contact(tok, sizeof(tok), &fwd);
+    snprintf(head, sizeof(head), "Contact: <sip:100@sbc.example.com:5061;tg-orig=%s>;q=1\r\n", tok);
+    response_to(&resp, &fwd, "200 OK", head, "");
+    assert_int_equal(tg_sip_rewrite_response(&g_cfg, &f, buf, sizeof(buf), &n, &resp.msg,
+                                             (const uint8_t *)resp.buf, TG_SIP_SIDE_PROVIDER),
+                     TG_SIP_RW_OK);
+    must_scan(&out, (const char *)buf, n);
+    assert_string_equal(value_of(&out, TG_SIP_H_CONTACT, 0),
+                        "<sip:100@192.168.1.10:5060;transport=tcp>;q=1");
+#undef REQ_RW
+}
+
+static void test_bad_contacts(void **state) {
+    (void)state;
+    static struct scanned in;
+    uint8_t buf[16384];
+    size_t n = 1;
+    const char *base = "INFO sip:pbx@example.net SIP/2.0\r\n"
+                       "Via: SIP/2.0/TLS 52.114.1.1;branch=z9hG4bK-bc\r\n";
+    static const char *const bad[] = {
+        "Contact: <sip:evil@1.2.3.4\r\n",                // no closing angle bracket
+        "Contact: <sip:>\r\n",                           // no host
+        "Contact: \"x\" <sip:a@b.example\r\n ;x=1>\r\n", // a fold inside the URI
+        "Contact: <sip:a@b.example;p=\"q\">\r\n",        // a quote inside the URI
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char head[1024];
+        snprintf(head, sizeof(head), "%s%s", base, bad[i]);
+        build(&in, head, "");
+        assert_int_equal(tg_sip_rewrite_request(&g_cfg, buf, sizeof(buf), &n, &in.msg,
+                                                (const uint8_t *)in.buf, &k_prov_flow, NULL),
+                         TG_SIP_RW_BAD_CONTACT);
+        assert_int_equal(n, 0);
+    }
+    assert_int_equal(tg_sip_rw_status(TG_SIP_RW_BAD_CONTACT), 400);
+    // A URI too long to seal: 513.
+    static char head[8192];
+    int k = snprintf(head, sizeof(head), "%sContact: <sip:", base);
+    memset(head + k, 'a', 5000);
+    snprintf(head + k + 5000, sizeof(head) - (size_t)k - 5000, "@b.example>\r\n");
+    build(&in, head, "");
+    assert_int_equal(tg_sip_rewrite_request(&g_cfg, buf, sizeof(buf), &n, &in.msg,
+                                            (const uint8_t *)in.buf, &k_prov_flow, NULL),
+                     TG_SIP_RW_TOO_LARGE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_pbx_to_provider),
@@ -728,6 +1202,13 @@ int main(void) {
         cmocka_unit_test(test_build_response),
         cmocka_unit_test(test_options_to_us),
         cmocka_unit_test(test_output_limits),
+        cmocka_unit_test(test_smuggling_shapes),
+        cmocka_unit_test(test_fold_hides_header),
+        cmocka_unit_test(test_canonical_names),
+        cmocka_unit_test(test_duplicate_single_headers),
+        cmocka_unit_test(test_tg_orig_sealed),
+        cmocka_unit_test(test_forged_tg_orig_refused),
+        cmocka_unit_test(test_bad_contacts),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -170,10 +170,12 @@ static void test_compact_headers(void **state) {
     }
     const char *names[] = {"cOnTeNt-LeNgTh",         "VIA",          "call-ID",
                            "Record-Route",           "max-forwards", "X-TLS-Peer-Name",
-                           "x-tls-peer-cert-sha256", "X-TLS-Pee",    "Viaa"};
+                           "x-tls-peer-cert-sha256", "X-TLS-Pee",    "Viaa",
+                           "X_TLS_Peer_Name",        "x-tls_peer-"};
     enum tg_sip_hdr ids[] = {TG_SIP_H_CONTENT_LENGTH, TG_SIP_H_VIA,          TG_SIP_H_CALL_ID,
                              TG_SIP_H_RECORD_ROUTE,   TG_SIP_H_MAX_FORWARDS, TG_SIP_H_X_TLS_PEER,
-                             TG_SIP_H_X_TLS_PEER,     TG_SIP_H_OTHER,        TG_SIP_H_OTHER};
+                             TG_SIP_H_X_TLS_PEER,     TG_SIP_H_OTHER,        TG_SIP_H_OTHER,
+                             TG_SIP_H_X_TLS_PEER,     TG_SIP_H_X_TLS_PEER};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         assert_int_equal(tg_sip_header_id((const uint8_t *)names[i], strlen(names[i])), ids[i]);
 
@@ -458,11 +460,83 @@ static void test_header_torture(void **state) {
     // A continuation line right after the start line continues nothing.
     expect_error_str("OPTIONS sip:a SIP/2.0\r\n continued\r\nContent-Length: 0\r\n\r\n",
                      TG_SIP_ERR_HEADER, 400, 1);
+    // A name a weak parser may take for Content-Length (a prefix match, "_" for "-").
+    expect_error_str(REQ "Content-Length-X: 0\r\nContent-Length: 3\r\n\r\nabc", TG_SIP_ERR_HEADER,
+                     400, 1);
+    expect_error_str(REQ "content_length: 0\r\nContent-Length: 3\r\n\r\nabc", TG_SIP_ERR_HEADER,
+                     400, 1);
+    expect_error_str(REQ "Content-Lengthy: 0\r\nContent-Length: 3\r\n\r\nabc", TG_SIP_ERR_HEADER,
+                     400, 1);
     // Whitespace before the colon, tabs and odd spacing in values are legal.
     struct tg_sip_msg m;
     assert_int_equal(scan(&m, REQ "Subject \t :\t\tx  y \t\r\nContent-Length  :   0   \r\n\r\n"),
                      TG_SIP_MESSAGE);
     assert_true(span_is(REQ "Subject \t :\t\tx  y \t\r\n", g_hdrs[1].value, "x  y"));
+}
+
+static void test_control_bytes(void **state) {
+    (void)state;
+    // A control character other than HTAB in a header: 400, and the stream goes on (the
+    // message is framed by its Content-Length and dropped).
+    static const char *const bad[] = {
+        REQ "Subject: a\x0b b\r\nContent-Length: 0\r\n\r\n",      // VT in a value
+        REQ "Subject: a\x1b[2J\r\nContent-Length: 0\r\n\r\n",     // ESC
+        REQ "Subject: a\x7f\r\nContent-Length: 0\r\n\r\n",        // DEL
+        REQ "Subject: a\x01\r\nContent-Length: 0\r\n\r\n",        // SOH
+        REQ "Subject: a\r\n \x0b b\r\nContent-Length: 0\r\n\r\n", // in a continuation line
+        REQ "Max-Forwards: 70\x0c\r\nContent-Length: 0\r\n\r\n",  // FF after a number
+        REQ "X\x0bY: a\r\nContent-Length: 0\r\n\r\n",             // in a name
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_error_str(bad[i], TG_SIP_ERR_CTL, 400, 1);
+    // Next to a CR that is not a line end, and NUL: those keep their own reasons.
+    expect_error_str(REQ "Subject: a\x0b\rb\r\nContent-Length: 0\r\n\r\n", TG_SIP_ERR_HEADER, 400,
+                     1);
+    static const char nul[] = REQ "Subject: \x0b\0\r\nContent-Length: 0\r\n\r\n";
+    expect_error(nul, sizeof(nul) - 1, TG_SIP_ERR_NUL, 400, 1, sizeof(nul) - 1);
+    // In the start line: not SIP, close.
+    expect_error_str("OPTIONS sip:a\x0b@b SIP/2.0\r\nContent-Length: 0\r\n\r\n",
+                     TG_SIP_ERR_START_LINE, 400, 0);
+    // HTAB and bytes above 0x7f (UTF-8) are fine.
+    struct tg_sip_msg m;
+    assert_int_equal(scan(&m, REQ "Subject: a\tb \xc3\xa9t\xc3\xa9\r\nContent-Length: 0\r\n\r\n"),
+                     TG_SIP_MESSAGE);
+    // The partial index still answers: the control character was not in Via/From/To/...
+    static const char answerable[] = REQ "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n"
+                                         "CSeq: 1 OPTIONS\r\nX-Evil: \x0b\r\nl: 0\r\n\r\n";
+    assert_int_equal(scan(&m, answerable), TG_SIP_ERROR);
+    assert_int_equal(m.err, TG_SIP_ERR_CTL);
+    assert_int_equal(m.first[TG_SIP_H_CSEQ], 4);
+}
+
+static void test_smuggling_shapes_framed(void **state) {
+    (void)state;
+    // Content-Length folded onto a second line (SP, HTAB), compact and folded, space before
+    // the colon: each frames the body it declares (and the rewriter writes it out unfolded).
+    static const char *const shapes[] = {
+        "Content-Length:\r\n 12\r\n", "Content-Length:\r\n\t12\r\n",      "l:\r\n 12\r\n",
+        "Content-Length : 12\r\n",    "Content-Length:\r\n \r\n 12 \r\n",
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        char buf[512];
+        int n = snprintf(buf, sizeof(buf), "%s%s\r\nOPTIONS xy\r\n", REQ, shapes[i]);
+        struct tg_sip_msg m;
+        assert_int_equal(scan_n(&m, buf, (size_t)n), TG_SIP_MESSAGE);
+        assert_int_equal(m.body_len, 12);
+        assert_int_equal(m.len, (size_t)n);
+        assert_int_equal(m.num_headers, 2);
+        const struct tg_sip_header *h = &g_hdrs[m.first[TG_SIP_H_CONTENT_LENGTH]];
+        assert_true(span_is(buf, h->value, "12"));
+    }
+    // Content-Length folded with nothing but whitespace after it: empty, refused.
+    expect_error_str(REQ "Content-Length:\r\n \r\n\r\n", TG_SIP_ERR_BAD_CONTENT_LENGTH, 400, 0);
+    // Split across the fold in two arrivals: asks for more, then frames the same.
+    const char *whole = REQ "Content-Length:\r\n 2\r\n\r\nab";
+    size_t cut = strstr(whole, "\r\n 2") - whole + 2;
+    struct tg_sip_msg m;
+    assert_int_equal(scan_n(&m, whole, cut), TG_SIP_NEED_MORE);
+    assert_int_equal(scan(&m, whole), TG_SIP_MESSAGE);
+    assert_int_equal(m.body_len, 2);
 }
 
 static void test_limits(void **state) {
@@ -542,6 +616,7 @@ static void test_names(void **state) {
     for (int e = 0; e < TG_SIP_ERR_NUM; e++)
         assert_string_not_equal(tg_sip_err_name((enum tg_sip_err)e), "unknown");
     assert_string_equal(tg_sip_err_name(TG_SIP_ERR_BODY_TOO_LARGE), "body_too_large");
+    assert_string_equal(tg_sip_err_name(TG_SIP_ERR_CTL), "ctl");
     assert_string_equal(tg_sip_err_name(TG_SIP_ERR_NUM), "unknown");
     assert_string_equal(tg_sip_method_name(TG_SIP_M_OPTIONS), "OPTIONS");
 }
@@ -562,6 +637,8 @@ int main(void) {
         cmocka_unit_test(test_start_line_torture),
         cmocka_unit_test(test_binary_garbage_closes_early),
         cmocka_unit_test(test_header_torture),
+        cmocka_unit_test(test_control_bytes),
+        cmocka_unit_test(test_smuggling_shapes_framed),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_error_keeps_partial_index),
         cmocka_unit_test(test_names),

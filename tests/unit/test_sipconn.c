@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -213,6 +214,193 @@ static void test_ipv6_inside(void **state) {
     assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "Via: SIP/2.0/TCP [fd00::1]:5060;"));
 }
 
+// feed_bytewise hands |text| to |side| one byte at a time, processing after each.
+static enum tg_sipconn_result feed_bytewise(struct env *e, enum tg_sip_side side, const char *text,
+                                            size_t len) {
+    enum tg_sipconn_result r = TG_SIPCONN_IDLE;
+    for (size_t i = 0; i < len; i++) {
+        assert_int_equal(tg_sipconn_feed(e->sc, side, (const uint8_t *)text + i, 1), 1);
+        r = tg_sipconn_process(e->sc, side, &e->io);
+        assert_true(r == TG_SIPCONN_IDLE);
+    }
+    return r;
+}
+
+// naive_next frames the next message of |p| (|n| bytes) as a weak parser does: head to the
+// first CRLFCRLF, body as long as the first line starting "Content-Length:" or "l:" says.
+static size_t naive_next(const char *p, size_t n) {
+    const char *end = memmem(p, n, "\r\n\r\n", 4);
+    assert_non_null(end);
+    size_t head = (size_t)(end - p) + 4, body = 0;
+    for (const char *line = p; line < end;) {
+        const char *eol = memmem(line, (size_t)(end - line) + 2, "\r\n", 2);
+        if (strncasecmp(line, "content-length:", 15) == 0 || strncasecmp(line, "l:", 2) == 0) {
+            const char *v = memchr(line, ':', (size_t)(eol - line)) + 1;
+            while (v < eol && *v == ' ')
+                v++;
+            for (; v < eol && *v >= '0' && *v <= '9'; v++)
+                body = body * 10 + (size_t)(*v - '0');
+            break;
+        }
+        line = eol + 2;
+    }
+    return head + body;
+}
+
+#define SMUGGLED                                                                                   \
+    "OPTIONS sip:pbx@10.20.30.40 SIP/2.0\r\nVia: SIP/2.0/TCP 6.6.6.6;branch=z9hG4bK-smuggled\r\n"  \
+    "From: <sip:evil@6.6.6.6>;tag=e\r\nTo: <sip:pbx@10.20.30.40>\r\nCall-ID: smuggled\r\n"         \
+    "CSeq: 1 OPTIONS\r\nX-TLS-Peer-Name: evil.example\r\nContent-Length: 0\r\n\r\n"
+
+static void test_smuggling_one_message_each(void **state) {
+    struct env *e = *state;
+    static const char *const shapes[] = {"Content-Length:\r\n %zu", "Content-Length:\r\n\t%zu",
+                                         "l:\r\n %zu", "Content-Length : %zu"};
+    const size_t num = sizeof(shapes) / sizeof(shapes[0]);
+    for (size_t i = 0; i < num; i++) {
+        char cl[64], msg[2048];
+        snprintf(cl, sizeof(cl), shapes[i], strlen(SMUGGLED));
+        int n = snprintf(msg, sizeof(msg),
+                         "INVITE sip:pbx@example.net SIP/2.0\r\n"
+                         "Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-s%zu\r\n"
+                         "Max-Forwards: 70\r\nFrom: <sip:a@example.net>;tag=1\r\n"
+                         "To: <sip:b@example.net>\r\nCall-ID: smug-%zu\r\nCSeq: 1 INVITE\r\n"
+                         "X-Foo: a\r\n X-TLS-Peer-Name: evil.example\r\n"
+                         "Content-Type: text/plain\r\n%s\r\n\r\n%s",
+                         i, i, cl, SMUGGLED);
+        feed_bytewise(e, TG_SIP_SIDE_PROVIDER, msg, (size_t)n);
+    }
+    // The PBX, framing as naively as it likes, sees exactly one INVITE per message sent, each
+    // with the smuggled text as its body and only the verified identity.
+    const char *p = e->f.out[TG_SIP_SIDE_PBX];
+    size_t left = e->f.out_len[TG_SIP_SIDE_PBX], count = 0;
+    while (left > 0) {
+        size_t len = naive_next(p, left);
+        assert_true(len <= left);
+        assert_memory_equal(p, "INVITE sip:pbx@example.net SIP/2.0\r\n", 36);
+        const char *body = memmem(p, len, "\r\n\r\n", 4) + 4;
+        assert_int_equal((size_t)(p + len - body), strlen(SMUGGLED));
+        assert_memory_equal(body, SMUGGLED, strlen(SMUGGLED));
+        size_t head = (size_t)(body - p);
+        assert_null(memmem(p, head, "\r\nX-TLS-Peer-Name: evil", 23));
+        assert_non_null(memmem(p, head, "\r\nX-TLS-Peer-Name: sip.carrier.example\r\n", 40));
+        assert_non_null(memmem(p, head, "\r\nX-Foo: a X-TLS-Peer-Name: evil.example\r\n", 42));
+        assert_null(memmem(p, head, "\r\n ", 3));
+        assert_null(memmem(p, head, "\r\n\t", 3));
+        p += len;
+        left -= len;
+        count++;
+    }
+    assert_int_equal(count, num);
+    assert_int_equal(e->ctr.sip_requests[TG_SIP_M_INVITE], num);
+    assert_int_equal(e->ctr.sip_requests[TG_SIP_M_OPTIONS], 0);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PROVIDER], 0);
+}
+
+#define REQ_WITH(extra, id)                                                                        \
+    "INFO sip:pbx@example.net SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-" id       \
+    "\r\nFrom: <sip:a@example.net>;tag=1\r\nTo: <sip:b@example.net>;tag=2\r\nCall-ID: " id         \
+    "\r\nCSeq: 1 INFO\r\n" extra "Content-Length: 0\r\n\r\n"
+
+static void test_refused_on_the_side_it_came_from(void **state) {
+    struct env *e = *state;
+    // A control character in a value: 400, the stream goes on.
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, REQ_WITH("Subject: a\x0b b\r\n", "ctl")),
+                     TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 400 Bad Request\r\n"));
+    assert_int_equal(e->ctr.sip_scan_errors[TG_SIP_ERR_CTL], 1);
+    // Two Max-Forwards: 400 (not 483 for the 0).
+    e->f.out_len[TG_SIP_SIDE_PROVIDER] = 0;
+    assert_int_equal(
+        feed(e, TG_SIP_SIDE_PROVIDER, REQ_WITH("Max-Forwards: 0\r\nMax-Forwards: 70\r\n", "mf2")),
+        TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 400 Bad Request\r\n"));
+    assert_int_equal(e->ctr.sip_rw_errors[TG_SIP_RW_DUPLICATE], 1);
+    // A forged tg-orig (base64url of "sip:evil@10.9.9.9:5060;transport=udp"): 400.
+    e->f.out_len[TG_SIP_SIDE_PROVIDER] = 0;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER,
+                          REQ_WITH("Contact: <sip:x@sbc.example.com:5061;transport=tls;tg-orig="
+                                   "c2lwOmV2aWxAMTAuOS45Ljk6NTA2MDt0cmFuc3BvcnQ9dWRw>\r\n",
+                                   "forged")),
+                     TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 400 Bad Request\r\n"));
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "Call-ID: forged\r\n"));
+    assert_int_equal(e->ctr.sip_rw_errors[TG_SIP_RW_BAD_TG_ORIG], 1);
+    // An ACK with one is dropped, never answered.
+    e->f.out_len[TG_SIP_SIDE_PROVIDER] = 0;
+    assert_int_equal(
+        feed(e, TG_SIP_SIDE_PROVIDER,
+             "ACK sip:x@sbc.example.com:5061;tg-orig=c2lwOmV2aWxAMTAuOS45Ljk SIP/2.0\r\n"
+             "Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-ack\r\n"
+             "From: <sip:a@example.net>;tag=1\r\nTo: <sip:b@example.net>;tag=2\r\n"
+             "Call-ID: ack\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"),
+        TG_SIPCONN_IDLE);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PROVIDER], 0);
+    assert_int_equal(e->ctr.sip_rw_errors[TG_SIP_RW_BAD_TG_ORIG], 2);
+    // The same refusals from the PBX side are answered to the PBX.
+    assert_int_equal(feed(e, TG_SIP_SIDE_PBX, REQ_WITH("X-A: \x7f\r\n", "pbx-ctl")),
+                     TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "SIP/2.0 400 Bad Request\r\n"));
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PROVIDER], 0);
+    // Nothing reached the PBX but tlsgate's answer; the stream still works.
+    assert_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "INFO "));
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, OPTIONS_TO("sip:pbx@example.net", "after")),
+                     TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "Call-ID: after"));
+}
+
+static void test_contact_sealed_and_restored(void **state) {
+    struct env *e = *state;
+    const char *pbx_contact = "sip:pbxuser@10.20.30.40:5060;transport=tcp";
+    char inv[1024];
+    snprintf(inv, sizeof(inv),
+             "INVITE sip:+15550001111@carrier.example SIP/2.0\r\n"
+             "Via: SIP/2.0/TCP 10.1.1.1:5060;branch=z9hG4bK-rt\r\nMax-Forwards: 70\r\n"
+             "From: <sip:100@carrier.example>;tag=p\r\nTo: <sip:+15550001111@carrier.example>\r\n"
+             "Call-ID: rt\r\nCSeq: 1 INVITE\r\nContact: <%s>\r\nContent-Length: 0\r\n\r\n",
+             pbx_contact);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PBX, inv), TG_SIPCONN_IDLE);
+    const char *out = e->f.out[TG_SIP_SIDE_PROVIDER];
+    // Nothing of the PBX's address reaches the provider, as text or base64.
+    assert_null(strstr(out, "10.20.30.40"));
+    assert_null(strstr(out, "MTAuMjAuMzAuNDA")); // base64 of "10.20.30.40" at each alignment
+    assert_null(strstr(out, "EwLjIwLjMwLjQw"));
+    assert_null(strstr(out, "xMC4yMC4zMC40MA"));
+    const char *c =
+        strstr(out, "\r\nContact: <sip:pbxuser@sbc.example.com:5061;transport=tls;tg-orig=");
+    assert_non_null(c);
+    c = strchr(c, '<') + 1;
+    char uri[512];
+    size_t n = strcspn(c, ">");
+    memcpy(uri, c, n);
+    uri[n] = '\0';
+    // The provider's BYE to that Contact reaches the PBX at exactly the URI it gave.
+    char bye[1024];
+    snprintf(bye, sizeof(bye),
+             "BYE %s SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-rtb\r\n"
+             "Max-Forwards: 70\r\nFrom: <sip:+15550001111@carrier.example>;tag=q\r\n"
+             "To: <sip:100@carrier.example>;tag=p\r\nCall-ID: rt\r\nCSeq: 2 BYE\r\n"
+             "Content-Length: 0\r\n\r\n",
+             uri);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, bye), TG_SIPCONN_IDLE);
+    char want[256];
+    snprintf(want, sizeof(want), "BYE %s SIP/2.0\r\n", pbx_contact);
+    assert_memory_equal(e->f.out[TG_SIP_SIDE_PBX], want, strlen(want));
+    // The same URI with one character of its tg-orig changed: refused with 400.
+    char *t = strstr(uri, "tg-orig=") + 10;
+    *t = *t == 'Q' ? 'R' : 'Q';
+    size_t before = e->f.out_len[TG_SIP_SIDE_PBX];
+    snprintf(bye, sizeof(bye),
+             "BYE %s SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK-rtc\r\n"
+             "Max-Forwards: 70\r\nFrom: <sip:+15550001111@carrier.example>;tag=q\r\n"
+             "To: <sip:100@carrier.example>;tag=p\r\nCall-ID: rt\r\nCSeq: 3 BYE\r\n"
+             "Content-Length: 0\r\n\r\n",
+             uri);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, bye), TG_SIPCONN_IDLE);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PBX], before);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PROVIDER], "SIP/2.0 400 Bad Request\r\n"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_request_to_pbx, setup, teardown),
@@ -222,6 +410,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_inside, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smuggling_one_message_each, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_on_the_side_it_came_from, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contact_sealed_and_restored, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
