@@ -400,7 +400,7 @@ static void test_contact_forms(void **state) {
           "");
     rewrite_req(&out, &in, &k_pbx_flow, NULL);
     assert_string_equal(value_of(&out, TG_SIP_H_CONTACT, 0), "*");
-    char list[1024];
+    char list[4096];
     snprintf(list, sizeof(list), "%s", value_of(&out, TG_SIP_H_CONTACT, 1));
     char *second = strstr(list, ">;expires=30, ");
     assert_non_null(second);
