@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,7 +189,146 @@ X509_REQ *tg_certtool_csr_new(EVP_PKEY *key, const char *fqdn) {
     return req;
 }
 
+// pem_label_kind ranks one PEM label (the text between `-----BEGIN ` and `-----`): 3 a
+// private key of any form, 2 a certificate, 1 a certificate request, 0 anything else.
+static int pem_label_kind(const char *label, size_t len) {
+    static const char kKey[] = "PRIVATE KEY";
+    static const char kReq[] = "CERTIFICATE REQUEST";
+    static const char kCert[] = "CERTIFICATE";
+    if (len >= sizeof(kKey) - 1 &&
+        memcmp(label + len - (sizeof(kKey) - 1), kKey, sizeof(kKey) - 1) == 0) {
+        return 3;
+    }
+    if (len >= sizeof(kReq) - 1 &&
+        memcmp(label + len - (sizeof(kReq) - 1), kReq, sizeof(kReq) - 1) == 0) {
+        return 1;
+    }
+    if (len >= sizeof(kCert) - 1 &&
+        memcmp(label + len - (sizeof(kCert) - 1), kCert, sizeof(kCert) - 1) == 0) {
+        return 2;
+    }
+    return 0;
+}
+
+const char *tg_certtool_pem_kind(const uint8_t *data, size_t len) {
+    static const char kBegin[] = "-----BEGIN ";
+    static const char *const kNames[] = {NULL, "a CSR", "a certificate", "a private key"};
+    int best = 0;
+    size_t pos = 0;
+    while (pos + sizeof(kBegin) - 1 <= len) {
+        const uint8_t *hit = memchr(data + pos, '-', len - pos);
+        if (hit == NULL) {
+            break;
+        }
+        pos = (size_t)(hit - data);
+        if (len - pos < sizeof(kBegin) - 1 || memcmp(hit, kBegin, sizeof(kBegin) - 1) != 0) {
+            pos++;
+            continue;
+        }
+        size_t start = pos + sizeof(kBegin) - 1, end = start;
+        while (end < len && end - start < 64 && data[end] != '-' && data[end] != '\n') {
+            end++;
+        }
+        int kind = pem_label_kind((const char *)data + start, end - start);
+        best = kind > best ? kind : best;
+        pos = end;
+    }
+    return kNames[best];
+}
+
 // File helpers ---------------------------------------------------------------------------------
+
+// file_id identifies the file a path names: its device and inode when it exists (symbolic links
+// followed), else the real path of its directory joined with its last component.
+struct file_id {
+    int exists;
+    dev_t dev;
+    ino_t ino;
+    char path[PATH_MAX + NAME_MAX + 2];
+};
+
+static void file_id_of(struct file_id *out, const char *path) {
+    memset(out, 0, sizeof(*out));
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        out->exists = 1;
+        out->dev = st.st_dev;
+        out->ino = st.st_ino;
+        return;
+    }
+    const char *slash = strrchr(path, '/');
+    const char *base = slash != NULL ? slash + 1 : path;
+    char dir[PATH_MAX];
+    char real[PATH_MAX];
+    size_t dir_len = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    if (dir_len >= sizeof(dir)) {
+        snprintf(out->path, sizeof(out->path), "%s", path);
+        return;
+    }
+    memcpy(dir, dir_len > 0 ? path : ".", dir_len > 0 ? dir_len : 1);
+    dir[dir_len > 0 ? dir_len : 1] = '\0';
+    // A directory that cannot be resolved (missing) is compared as written: writing into it
+    // fails anyway.
+    if (base[0] == '\0' || realpath(dir, real) == NULL) {
+        snprintf(out->path, sizeof(out->path), "%s", path);
+        return;
+    }
+    snprintf(out->path, sizeof(out->path), "%s/%s", strcmp(real, "/") == 0 ? "" : real, base);
+}
+
+int tg_certtool_same_file(const char *a, const char *b) {
+    struct file_id ia, ib;
+    file_id_of(&ia, a);
+    file_id_of(&ib, b);
+    if (ia.exists != ib.exists) {
+        return 0;
+    }
+    if (ia.exists) {
+        return ia.dev == ib.dev && ia.ino == ib.ino;
+    }
+    return strcmp(ia.path, ib.path) == 0;
+}
+
+// describe_existing words what replacing the existing |path| would lose, for a refusal:
+// `it holds a private key`, `it holds a CSR`, `it exists (12 bytes, neither a private key nor
+// a CSR)`.
+static void describe_existing(const char *path, const struct stat *lst, char *out, size_t out_len) {
+    if (S_ISLNK(lst->st_mode)) {
+        snprintf(out, out_len, "it is a symbolic link (--force replaces the link, not its target)");
+        return;
+    }
+    if (S_ISDIR(lst->st_mode)) {
+        snprintf(out, out_len, "it is a directory");
+        return;
+    }
+    if (!S_ISREG(lst->st_mode)) {
+        snprintf(out, out_len, "it exists and is not a regular file");
+        return;
+    }
+    uint8_t buf[65536];
+    ssize_t n = -1;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+        do {
+            n = read(fd, buf, sizeof(buf));
+        } while (n < 0 && errno == EINTR);
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    if (n < 0) {
+        snprintf(out, out_len, "it exists (unreadable: %s)", strerror(errno));
+        return;
+    }
+    const char *kind = tg_certtool_pem_kind(buf, (size_t)n);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (kind != NULL) {
+        snprintf(out, out_len, "it holds %s", kind);
+        return;
+    }
+    snprintf(out, out_len, "it exists (%lld bytes, neither a private key nor a CSR)",
+             (long long)lst->st_size);
+}
 
 // write_all writes |len| bytes of |data| to |fd|. Returns 1 on success.
 static int write_all(int fd, const uint8_t *data, size_t len) {
@@ -410,10 +550,6 @@ static int csr_validate(struct csr_opts *o, FILE *err) {
         fprintf(err, "tlsgate: csr: --fqdn '%s' is not a usable DNS name: %s\n", o->fqdn, why);
         return 0;
     }
-    if (strcmp(o->key_out, o->csr_out) == 0) {
-        fprintf(err, "tlsgate: csr: --key-out and --csr-out name the same file\n");
-        return 0;
-    }
     if (o->ec) {
         if (o->bits != 0) {
             fprintf(err, "tlsgate: csr: --ec (P-256) and --key-bits exclude each other\n");
@@ -482,14 +618,32 @@ static void free_secret_bio(BIO *bio) {
     BIO_free(bio);
 }
 
-// refuse_existing reports (without writing anything) an output that exists, so no key is
-// generated for nothing and the first file is not written when the second would be refused.
+// refuse_same_file reports key and CSR outputs that are one file, by identity (a second name
+// through `./`, `..`, a symbolic or a hard link): the CSR would replace the key just made, with
+// or without --force.
+static int refuse_same_file(const struct csr_opts *o, FILE *err) {
+    if (!tg_certtool_same_file(o->key_out, o->csr_out)) {
+        return 0;
+    }
+    fprintf(err,
+            "tlsgate: csr: --key-out %s and --csr-out %s are the same file: the CSR would "
+            "destroy the new private key; give two different files\n",
+            o->key_out, o->csr_out);
+    return 1;
+}
+
+// refuse_existing reports (without writing anything) an output that exists, saying what
+// replacing it would lose, so no key is generated for nothing and the first file is not written
+// when the second would be refused.
 static int refuse_existing(const struct csr_opts *o, FILE *err) {
     const char *paths[2] = {o->key_out, o->csr_out};
     struct stat st;
     for (size_t i = 0; i < 2; i++) {
         if (lstat(paths[i], &st) == 0) {
-            fprintf(err, "tlsgate: csr: %s exists (not replaced; --force replaces it)\n", paths[i]);
+            char what[160];
+            describe_existing(paths[i], &st, what, sizeof(what));
+            fprintf(err, "tlsgate: csr: refusing to overwrite %s: %s; use --force to replace it\n",
+                    paths[i], what);
             return 1;
         }
     }
@@ -533,6 +687,9 @@ int tg_certtool_csr_main(int argc, char **argv, FILE *out, FILE *err) {
     }
     if (!csr_validate(&o, err)) {
         csr_usage(err);
+        return TG_CERTTOOL_USAGE;
+    }
+    if (refuse_same_file(&o, err)) {
         return TG_CERTTOOL_USAGE;
     }
     if (!o.force && refuse_existing(&o, err)) {

@@ -1,12 +1,15 @@
 #include "tlsgate/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <ini.h>
@@ -231,12 +234,14 @@ static int tg_set_user(struct tg_parse_state *st, const struct tg_key *key, cons
                           TG_NAME_MAX - 1);
     }
     memcpy(st->cfg->user, value, len + 1);
+    st->cfg->user_line = st->line;
     return 1;
 }
 
 static int tg_set_admin_listen(struct tg_parse_state *st, const struct tg_key *key,
                                const char *value, char *why, size_t why_len) {
     (void)key;
+    st->cfg->admin_listen_line = st->line;
     return tg_parse_numeric(&st->cfg->admin_listen, value, why, why_len);
 }
 
@@ -441,6 +446,7 @@ static int tg_set_mode(struct tg_parse_state *st, const struct tg_key *key, cons
 static int tg_set_listen(struct tg_parse_state *st, const struct tg_key *key, const char *value,
                          char *why, size_t why_len) {
     (void)key;
+    tg_cur_listener(st)->listen_line = st->line;
     return tg_parse_numeric(&tg_cur_listener(st)->listen, value, why, why_len);
 }
 
@@ -451,6 +457,43 @@ static int tg_set_forward(struct tg_parse_state *st, const struct tg_key *key, c
     if (!tg_parse_numeric(&l->targets[0], value, why, why_len))
         return 0;
     l->num_targets = 1;
+    return 1;
+}
+
+// tg_parse_connect_item parses one `connect` target (|len| bytes at |item|): `HOST:PORT` or
+// `HOST:PORT=NAME`, blanks allowed around the '='. The name the target's certificate must
+// carry goes to |out->expect_name|: NAME when given (the rules of a peer name), else the host
+// when it is a DNS name; a target given by address alone leaves it empty (peer_names).
+static int tg_parse_connect_item(struct tg_target *out, const char *item, size_t len, char *why,
+                                 size_t why_len) {
+    const char *eq = memchr(item, '=', len);
+    size_t hp_len = eq != NULL ? (size_t)(eq - item) : len;
+    const char *hp = tg_trim(item, &hp_len);
+    char text[TG_HOST_MAX + 16];
+    if (hp_len == 0)
+        return tg_set_why(why, why_len, "missing HOST:PORT before '='");
+    if (hp_len >= sizeof(text))
+        return tg_set_why(why, why_len, "too long");
+    memcpy(text, hp, hp_len);
+    text[hp_len] = '\0';
+    if (!tg_parse_hostport(out, text, why, why_len))
+        return 0;
+    if (eq == NULL) {
+        if (!out->resolved) // a DNS name, not an address: the target must prove it
+            memcpy(out->expect_name, out->host, sizeof(out->expect_name));
+        return 1;
+    }
+    size_t name_len = (size_t)(item + len - (eq + 1));
+    const char *name = tg_trim(eq + 1, &name_len);
+    if (name_len == 0)
+        return tg_set_why(why, why_len, "missing name after '='");
+    if (!tg_valid_peer_name(name, name_len)) {
+        char q[TG_QUOTE_MAX + 4];
+        tg_quote(q, sizeof(q), name, name_len);
+        return tg_set_why(why, why_len, "'%s' after '=' is not a peer name", q);
+    }
+    memcpy(out->expect_name, name, name_len);
+    out->expect_name[name_len] = '\0';
     return 1;
 }
 
@@ -467,13 +510,8 @@ static int tg_set_connect(struct tg_parse_state *st, const struct tg_key *key, c
             return tg_set_why(why, why_len, "target %zu is empty", n);
         if (n > TG_MAX_TARGETS)
             return tg_set_why(why, why_len, "more than %d targets", TG_MAX_TARGETS);
-        char text[TG_HOST_MAX + 16];
         char reason[128];
-        if (len >= sizeof(text))
-            return tg_set_why(why, why_len, "target %zu too long", n);
-        memcpy(text, item, len);
-        text[len] = '\0';
-        if (!tg_parse_hostport(&l->targets[l->num_targets], text, reason, sizeof(reason)))
+        if (!tg_parse_connect_item(&l->targets[l->num_targets], item, len, reason, sizeof(reason)))
             return tg_set_why(why, why_len, "target %zu: %s", n, reason);
         l->num_targets = n;
     }
@@ -501,6 +539,7 @@ static const struct tg_key k_global_keys[] = {
     TG_U32("max_handshakes", 0, 1, 1000000, max_handshakes),
     TG_U32("max_handshakes_per_source", 0, 0, 1000000, max_handshakes_per_source),
     TG_U32("new_connections_per_source", 0, 0, 1000000, new_connections_per_source),
+    TG_U32("fd_reserve", 0, 0, 1000000, fd_reserve),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -552,6 +591,9 @@ static const struct tg_key k_outbound_keys[] = {
     TG_LU32("options_failures", 1, 100, options_failures),
     TG_LU32("sip_max_message", 1024, 1048576, sip_max_message),
     TG_LU32("max_connections", 0, 1000000, max_connections),
+    TG_LU32("connect_timeout_ms", 100, 600000, connect_timeout_ms),
+    TG_LU32("failover_timeout_ms", 0, 3600000, failover_timeout_ms),
+    TG_LU32("target_backoff_s", 0, 3600, target_backoff_s),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -695,6 +737,9 @@ static int tg_open_listener(struct tg_parse_state *st, enum tg_section sect, con
     l->options_failures = 2;
     l->keepalive_interval_ms = 30000;
     l->sip_max_message = 65536;
+    l->connect_timeout_ms = 3000;
+    l->failover_timeout_ms = 30000;
+    l->target_backoff_s = 30;
     st->listener = cfg->num_listeners++;
     tg_open_section(st, sect);
     return 1;
@@ -862,6 +907,123 @@ static int tg_handler(void *user, const char *section, const char *name, const c
     return 1;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Listen addresses: one owner per address.
+
+enum tg_overlap { TG_OVERLAP_NONE = 0, TG_OVERLAP_SAME, TG_OVERLAP_WILDCARD };
+
+// tg_sockaddr_bytes returns the address bytes of |ss| (4 for IPv4, 16 for IPv6, in
+// |*out_len|) and its port, or NULL for another family.
+static const uint8_t *tg_sockaddr_bytes(const struct sockaddr_storage *ss, size_t *out_len,
+                                        uint16_t *out_port) {
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        *out_len = 4;
+        *out_port = ntohs(sin->sin_port);
+        return (const uint8_t *)&sin->sin_addr;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        *out_len = 16;
+        *out_port = ntohs(sin6->sin6_port);
+        return (const uint8_t *)&sin6->sin6_addr;
+    }
+    return NULL;
+}
+
+static int tg_all_zero(const uint8_t *p, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] != 0)
+            return 0;
+    }
+    return 1;
+}
+
+// tg_listen_overlap compares two numeric listen addresses as bind(2) sees them: the same
+// family, address and port (TG_OVERLAP_SAME), or the same family and port with one address
+// the wildcard, 0.0.0.0 or [::] (TG_OVERLAP_WILDCARD). IPv6 listeners are V6ONLY, so an IPv4
+// and an IPv6 address never overlap.
+static enum tg_overlap tg_listen_overlap(const struct tg_target *a, const struct tg_target *b) {
+    size_t a_len = 0, b_len = 0;
+    uint16_t a_port = 0, b_port = 0;
+    const uint8_t *a_addr = tg_sockaddr_bytes(&a->addr, &a_len, &a_port);
+    const uint8_t *b_addr = tg_sockaddr_bytes(&b->addr, &b_len, &b_port);
+    if (a_addr == NULL || b_addr == NULL || a->addr.ss_family != b->addr.ss_family ||
+        a_port != b_port)
+        return TG_OVERLAP_NONE;
+    if (memcmp(a_addr, b_addr, a_len) == 0)
+        return TG_OVERLAP_SAME;
+    if (tg_all_zero(a_addr, a_len) || tg_all_zero(b_addr, b_len))
+        return TG_OVERLAP_WILDCARD;
+    return TG_OVERLAP_NONE;
+}
+
+// tg_fail_overlap reports |mine| (the value of |key| at |line|) clashing with |theirs|, which
+// |owner| describes (`the listen address of [inbound a] (line 9)`).
+static int tg_fail_overlap(struct tg_parse_state *st, int line, const char *key,
+                           const struct tg_target *mine, enum tg_overlap ov,
+                           const struct tg_target *theirs, const char *owner) {
+    char a[80], b[80];
+    tg_target_format(mine, a, sizeof(a));
+    tg_target_format(theirs, b, sizeof(b));
+    if (ov == TG_OVERLAP_SAME)
+        return tg_fail(st, line, key, "%s is already %s", a, owner);
+    return tg_fail(st, line, key, "%s overlaps %s, %s", a, b, owner);
+}
+
+static const char *tg_direction_word(enum tg_direction d) {
+    return d == TG_INBOUND ? "inbound" : "outbound";
+}
+
+// tg_check_admin_owner refuses a listener on the admin listen address, reported at whichever
+// of the two `listen` lines comes later (the listener's when the admin's is the default).
+static int tg_check_admin_owner(struct tg_parse_state *st, const struct tg_listener_conf *l) {
+    const struct tg_config *cfg = st->cfg;
+    enum tg_overlap ov = tg_listen_overlap(&l->listen, &cfg->admin_listen);
+    if (!cfg->admin_enabled || ov == TG_OVERLAP_NONE)
+        return 1;
+    char key[160], owner[160];
+    if (cfg->admin_listen_line > l->listen_line) {
+        snprintf(owner, sizeof(owner), "the listen address of [%s %s] (line %d)",
+                 tg_direction_word(l->direction), l->name, l->listen_line);
+        return tg_fail_overlap(st, cfg->admin_listen_line, "admin.listen", &cfg->admin_listen, ov,
+                               &l->listen, owner);
+    }
+    if (cfg->admin_listen_line > 0)
+        snprintf(owner, sizeof(owner), "the admin listen address (line %d)",
+                 cfg->admin_listen_line);
+    else
+        snprintf(owner, sizeof(owner),
+                 "the admin listen address (the default: set admin.listen, or admin.enabled = "
+                 "no)");
+    snprintf(key, sizeof(key), "%s %s.listen", tg_direction_word(l->direction), l->name);
+    return tg_fail_overlap(st, l->listen_line, key, &l->listen, ov, &cfg->admin_listen, owner);
+}
+
+// tg_check_listen_owners refuses two listeners on one address (or a wildcard and a specific
+// address of one family and port), and a listener on the admin's address: each would take a
+// share of the other's connections (SO_REUSEPORT) or fail to bind.
+static int tg_check_listen_owners(struct tg_parse_state *st) {
+    const struct tg_config *cfg = st->cfg;
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const struct tg_listener_conf *l = &cfg->listeners[i];
+        for (size_t j = 0; j < i; j++) {
+            const struct tg_listener_conf *o = &cfg->listeners[j];
+            enum tg_overlap ov = tg_listen_overlap(&l->listen, &o->listen);
+            if (ov == TG_OVERLAP_NONE)
+                continue;
+            char key[160], owner[160];
+            snprintf(key, sizeof(key), "%s %s.listen", tg_direction_word(l->direction), l->name);
+            snprintf(owner, sizeof(owner), "the listen address of [%s %s] (line %d)",
+                     tg_direction_word(o->direction), o->name, o->listen_line);
+            return tg_fail_overlap(st, l->listen_line, key, &l->listen, ov, &o->listen, owner);
+        }
+        if (!tg_check_admin_owner(st, l))
+            return 0;
+    }
+    return 1;
+}
+
 // tg_check_whole reports what only the whole file can show: an absent [tls], no listener.
 static int tg_check_whole(struct tg_parse_state *st) {
     if (!tg_close_section(st))
@@ -874,6 +1036,8 @@ static int tg_check_whole(struct tg_parse_state *st) {
     if (st->cfg->num_listeners == 0)
         return tg_fail(st, 0, "listeners",
                        "at least one [inbound NAME] or [outbound NAME] section required");
+    if (!tg_check_listen_owners(st))
+        return 0;
     // Unauthenticated connections get a budget smaller than the slots, so that a flood of them
     // never takes the slots the provider's authenticated connections need.
     if (st->cfg->max_handshakes == 0)
@@ -891,6 +1055,7 @@ void tg_config_init(struct tg_config *cfg) {
     cfg->max_handshakes = 0; // 0 until loaded: max_connections / 2 (tg_config_load)
     cfg->max_handshakes_per_source = 128;
     cfg->new_connections_per_source = 256;
+    cfg->fd_reserve = 64;
     cfg->log_level = TG_LOG_INFO;
     cfg->drain_timeout_ms = 10000;
     cfg->buffer_size = 65536;
@@ -1019,4 +1184,238 @@ int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len) {
         }
     }
     return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Differences between two configurations (what a reload cannot apply).
+
+struct tg_diff {
+    char (*names)[TG_CONFIG_DIFF_NAME_MAX];
+    size_t max_names;
+    size_t num; // differences found, written or not
+};
+
+static void tg_diff_add(struct tg_diff *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void tg_diff_add(struct tg_diff *d, const char *fmt, ...) {
+    if (d->num < d->max_names) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->names[d->num], TG_CONFIG_DIFF_NAME_MAX, fmt, ap);
+        va_end(ap);
+    }
+    d->num++;
+}
+
+// tg_same_sockaddr compares two numeric addresses: family, address and port.
+static int tg_same_sockaddr(const struct tg_target *a, const struct tg_target *b) {
+    return tg_listen_overlap(a, b) == TG_OVERLAP_SAME;
+}
+
+// tg_numeric_host parses |host| as a numeric IPv4 or IPv6 address into |out| (16 bytes) and
+// returns its family, or AF_UNSPEC for a DNS name.
+static int tg_numeric_host(const char *host, uint8_t out[16]) {
+    if (inet_pton(AF_INET, host, out) == 1)
+        return AF_INET;
+    if (inet_pton(AF_INET6, host, out) == 1)
+        return AF_INET6;
+    return AF_UNSPEC;
+}
+
+// tg_same_target compares two targets as configured, without resolving anything: the port, the
+// name the peer must carry, and the host as an address when both are numeric, else as a DNS
+// name (case-insensitive).
+// A target of the configuration in service may have been resolved; its name still counts.
+static int tg_same_target(const struct tg_target *a, const struct tg_target *b) {
+    if (a->port != b->port || strcmp(a->expect_name, b->expect_name) != 0)
+        return 0;
+    uint8_t a_addr[16] = {0}, b_addr[16] = {0};
+    int a_family = tg_numeric_host(a->host, a_addr);
+    int b_family = tg_numeric_host(b->host, b_addr);
+    if (a_family != b_family)
+        return 0;
+    if (a_family == AF_UNSPEC)
+        return strcasecmp(a->host, b->host) == 0;
+    return memcmp(a_addr, b_addr, a_family == AF_INET ? 4 : 16) == 0;
+}
+
+static int tg_same_cidr(const struct tg_cidr *a, const struct tg_cidr *b) {
+    return a->family == b->family && a->prefix == b->prefix &&
+           memcmp(a->addr, b->addr, a->family == AF_INET ? 4 : 16) == 0;
+}
+
+// tg_same_allow compares the [admin] allow lists as sets.
+static int tg_same_allow(const struct tg_config *a, const struct tg_config *b) {
+    if (a->num_admin_allow != b->num_admin_allow)
+        return 0;
+    for (size_t i = 0; i < a->num_admin_allow; i++) {
+        size_t j = 0;
+        while (j < b->num_admin_allow && !tg_same_cidr(&a->admin_allow[i], &b->admin_allow[j]))
+            j++;
+        if (j == b->num_admin_allow)
+            return 0;
+    }
+    return 1;
+}
+
+// tg_same_hosts compares the [admin] hosts lists as sets of names (case-insensitive).
+static int tg_same_hosts(const struct tg_config *a, const struct tg_config *b) {
+    if (a->num_admin_hosts != b->num_admin_hosts)
+        return 0;
+    for (size_t i = 0; i < a->num_admin_hosts; i++) {
+        size_t j = 0;
+        while (j < b->num_admin_hosts && strcasecmp(a->admin_hosts[i], b->admin_hosts[j]) != 0)
+            j++;
+        if (j == b->num_admin_hosts)
+            return 0;
+    }
+    return 1;
+}
+
+static void tg_diff_global(struct tg_diff *d, const struct tg_config *a,
+                           const struct tg_config *b) {
+    static const struct {
+        const char *name;
+        size_t off;
+    } k_u32[] = {
+        {"max_connections", offsetof(struct tg_config, max_connections)},
+        {"drain_timeout_ms", offsetof(struct tg_config, drain_timeout_ms)},
+        {"buffer_size", offsetof(struct tg_config, buffer_size)},
+        {"max_handshakes", offsetof(struct tg_config, max_handshakes)},
+        {"max_handshakes_per_source", offsetof(struct tg_config, max_handshakes_per_source)},
+        {"new_connections_per_source", offsetof(struct tg_config, new_connections_per_source)},
+    };
+    if (a->workers != b->workers)
+        tg_diff_add(d, "global.workers");
+    for (size_t i = 0; i < sizeof(k_u32) / sizeof(k_u32[0]); i++) {
+        uint32_t va, vb;
+        memcpy(&va, (const char *)a + k_u32[i].off, sizeof(va));
+        memcpy(&vb, (const char *)b + k_u32[i].off, sizeof(vb));
+        if (va != vb)
+            tg_diff_add(d, "global.%s", k_u32[i].name);
+    }
+    if (a->log_level != b->log_level)
+        tg_diff_add(d, "global.log_level");
+    if (strcmp(a->user, b->user) != 0)
+        tg_diff_add(d, "global.user");
+}
+
+static void tg_diff_admin(struct tg_diff *d, const struct tg_config *a, const struct tg_config *b) {
+    if (a->admin_enabled != b->admin_enabled)
+        tg_diff_add(d, "admin.enabled");
+    if (!tg_same_sockaddr(&a->admin_listen, &b->admin_listen))
+        tg_diff_add(d, "admin.listen");
+    if (!tg_same_allow(a, b))
+        tg_diff_add(d, "admin.allow");
+    if (!tg_same_hosts(a, b))
+        tg_diff_add(d, "admin.hosts");
+    if (strcmp(a->admin_token_file, b->admin_token_file) != 0)
+        tg_diff_add(d, "admin.token_file");
+}
+
+// tg_diff_tls names the [tls] keys that the workers read from the configuration in service
+// rather than from the generation a reload builds.
+static void tg_diff_tls(struct tg_diff *d, const struct tg_config *a, const struct tg_config *b) {
+    if (strcmp(a->fqdn, b->fqdn) != 0)
+        tg_diff_add(d, "tls.fqdn");
+    if (a->handshake_timeout_ms != b->handshake_timeout_ms)
+        tg_diff_add(d, "tls.handshake_timeout_ms");
+    if (a->idle_timeout_ms != b->idle_timeout_ms)
+        tg_diff_add(d, "tls.idle_timeout_ms");
+}
+
+static const struct tg_listener_conf *tg_find_listener(const struct tg_config *cfg,
+                                                       const struct tg_listener_conf *l) {
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const struct tg_listener_conf *o = &cfg->listeners[i];
+        if (o->direction == l->direction && strcmp(o->name, l->name) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+static int tg_same_targets(const struct tg_listener_conf *a, const struct tg_listener_conf *b) {
+    if (a->num_targets != b->num_targets)
+        return 0;
+    for (size_t i = 0; i < a->num_targets; i++) {
+        if (!tg_same_target(&a->targets[i], &b->targets[i]))
+            return 0;
+    }
+    return 1;
+}
+
+// tg_diff_listener names the keys of one listener (present in both) that differ.
+static void tg_diff_listener(struct tg_diff *d, const struct tg_listener_conf *a,
+                             const struct tg_listener_conf *b) {
+    static const struct {
+        const char *name;
+        size_t off;
+        int outbound_only;
+    } k_u32[] = {
+        {"keepalive_interval_ms", offsetof(struct tg_listener_conf, keepalive_interval_ms), 0},
+        {"options_interval_s", offsetof(struct tg_listener_conf, options_interval_s), 1},
+        {"options_failures", offsetof(struct tg_listener_conf, options_failures), 1},
+        {"sip_max_message", offsetof(struct tg_listener_conf, sip_max_message), 0},
+        {"max_connections", offsetof(struct tg_listener_conf, max_connections), 0},
+    };
+    const char *dir = tg_direction_word(a->direction);
+    if (!tg_same_sockaddr(&a->listen, &b->listen))
+        tg_diff_add(d, "%s %s.listen", dir, a->name);
+    if (!tg_same_targets(a, b))
+        tg_diff_add(d, "%s %s.%s", dir, a->name,
+                    a->direction == TG_INBOUND ? "forward" : "connect");
+    if (a->mode != b->mode)
+        tg_diff_add(d, "%s %s.mode", dir, a->name);
+    for (size_t i = 0; i < sizeof(k_u32) / sizeof(k_u32[0]); i++) {
+        uint32_t va, vb;
+        memcpy(&va, (const char *)a + k_u32[i].off, sizeof(va));
+        memcpy(&vb, (const char *)b + k_u32[i].off, sizeof(vb));
+        if (va != vb && (!k_u32[i].outbound_only || a->direction == TG_OUTBOUND))
+            tg_diff_add(d, "%s %s.%s", dir, a->name, k_u32[i].name);
+    }
+}
+
+// tg_diff_listeners names listeners removed, changed and added, and a new order of those in
+// both (the first inbound sip listener gives outbound sip mode its port).
+static void tg_diff_listeners(struct tg_diff *d, const struct tg_config *a,
+                              const struct tg_config *b) {
+    for (size_t i = 0; i < a->num_listeners; i++) {
+        const struct tg_listener_conf *l = &a->listeners[i];
+        const struct tg_listener_conf *o = tg_find_listener(b, l);
+        if (o == NULL)
+            tg_diff_add(d, "%s %s (removed)", tg_direction_word(l->direction), l->name);
+        else
+            tg_diff_listener(d, l, o);
+    }
+    for (size_t i = 0; i < b->num_listeners; i++) {
+        const struct tg_listener_conf *l = &b->listeners[i];
+        if (tg_find_listener(a, l) == NULL)
+            tg_diff_add(d, "%s %s (added)", tg_direction_word(l->direction), l->name);
+    }
+    // Walk the listeners present in both, in each file's order: any mismatch is a new order.
+    size_t j = 0;
+    for (size_t i = 0; i < a->num_listeners; i++) {
+        const struct tg_listener_conf *l = &a->listeners[i];
+        if (tg_find_listener(b, l) == NULL)
+            continue;
+        while (j < b->num_listeners && tg_find_listener(a, &b->listeners[j]) == NULL)
+            j++;
+        if (j == b->num_listeners || b->listeners[j].direction != l->direction ||
+            strcmp(b->listeners[j].name, l->name) != 0) {
+            tg_diff_add(d, "listeners (order)");
+            return;
+        }
+        j++;
+    }
+}
+
+size_t tg_config_diff(const struct tg_config *cur, const struct tg_config *next,
+                      char out_names[][TG_CONFIG_DIFF_NAME_MAX], size_t max_names) {
+    struct tg_diff d = {.names = out_names, .max_names = out_names != NULL ? max_names : 0};
+    tg_diff_global(&d, cur, next);
+    tg_diff_admin(&d, cur, next);
+    tg_diff_tls(&d, cur, next);
+    tg_diff_listeners(&d, cur, next);
+    return d.num;
 }

@@ -39,6 +39,7 @@ int tg_conns_init(struct tg_conns *cs, struct tg_loop *loop, const struct tg_con
     cs->sip_key = sip_key;
     cs->tls_qsize = cfg->buffer_size + TLS_SLACK;
     tg_tlane_init(&cs->hs_lane, cfg->handshake_timeout_ms);
+    tg_tlane_init(&cs->attempt_lane, 0);
     tg_tlane_init(&cs->idle_lane, cfg->idle_timeout_ms);
     tg_bufcache_init(&cs->bc, cfg->buffer_size, cs->tls_qsize);
     tg_verifier_init(&cs->verifier, peers);
@@ -132,6 +133,7 @@ static void guard_release(struct tg_conns *cs, struct tg_conn *c) {
         return;
     c->flags &= ~TG_F_GUARDED;
     tg_guard_release_handshake(cs->guard, c->guard_bucket);
+    cs->hs_inflight--;
 }
 
 static void conn_free(struct tg_conns *cs, struct tg_conn *c) {
@@ -248,11 +250,18 @@ static void record_handshake(struct tg_conns *cs, struct tg_conn *c, enum tg_ver
 
 int tg_conn_start_tls(struct tg_conns *cs, struct tg_conn *c, int server) {
     const struct tg_listener_conf *lc = tg_conn_lconf(cs, c);
-    const char *sni = server ? NULL : lc->targets[c->target].host;
+    const struct tg_target *t = server ? NULL : &lc->targets[c->target];
+    // A target with a name (its DNS host or `=NAME`) must prove that name, and is asked for it
+    // by SNI; one given by address alone is held to peer_names (and gets no SNI).
+    c->tio.expect_name = t != NULL && t->expect_name[0] != '\0' ? t->expect_name : NULL;
+    const char *sni = c->tio.expect_name != NULL ? c->tio.expect_name : t != NULL ? t->host : NULL;
     if (!tg_tlsio_init(&c->tio, &cs->tlsenv, server ? cs->server_ctx : cs->client_ctx, server, sni))
         return 0;
     c->state = TG_CS_HANDSHAKE;
-    tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
+    if (server)
+        tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
+    else // one attempt of the outbound chain: its own deadline, within the chain's
+        tg_upstream_arm_attempt(cs, c, cs->cfg->handshake_timeout_ms);
     return 1;
 }
 
@@ -271,6 +280,7 @@ static void handshake_done(struct tg_conns *cs, struct tg_conn *c) {
     }
     record_handshake(cs, c, TG_VERDICT_OK, NULL);
     guard_release(cs, c); // authenticated: no longer counts against the handshake budget
+    tg_upstream_verified(cs, c);
     c->state = TG_CS_OPEN;
     // Inbound, the backend is connected now: until it answers, the connection stays under the
     // handshake timeout (a backend that never accepts must not hold it until idle_timeout_ms);
@@ -300,8 +310,19 @@ static void handshake_done(struct tg_conns *cs, struct tg_conn *c) {
 void tg_conn_handshake_failed(struct tg_conns *cs, struct tg_conn *c, enum tg_verdict v,
                               const char *detail) {
     record_handshake(cs, c, v, detail);
+    tg_upstream_handshake_failed(cs, c, tg_verdict_name(v));
     if (tg_upstream_may_retry(cs, c)) {
         c->flags |= TG_F_RETRY;
+        if (tg_bufq_len(&c->tio.out) > 0 && (c->flags & TG_F_TLS_UP) && !c->tio.eof &&
+            !c->tio.out_busy) {
+            // The target gets the alert that says why (bad_certificate, ...) before we move
+            // on: the send goes out, the receive is cancelled, then tg_conn_reap retries. The
+            // attempt's deadline bounds it.
+            submit_send(cs, c, 1);
+            if ((c->flags & TG_F_TLS_RECV) && !(c->flags & TG_F_TLS_RECV_CANCEL))
+                cancel_recv(cs, c, 1);
+            return;
+        }
         if (c->inflight > 0)
             tg_loop_cancel_fd(cs->loop, c->tio.fd);
         return; // tg_conn_reap retries once the last completion for this socket has arrived
@@ -688,6 +709,12 @@ static void on_send(struct tg_conns *cs, struct tg_conn *c, int tls, int res) {
     if (res < 0) {
         TG_DEBUG("send_error", "conn=w%u-%u side=%s error=\"%s\"", cs->worker_id, c->tio.seq,
                  tls ? "tls" : "plain", strerror(-res));
+        if (tls && c->state == TG_CS_HANDSHAKE) {
+            // Reset before our flight got out: a failed handshake (outbound: next target).
+            c->tio.eof = 1;
+            tg_conn_handshake_failed(cs, c, TG_VERDICT_PEER_CLOSED, strerror(-res));
+            return;
+        }
         if (tls)
             tg_conn_close(cs, c, "send_error");
         else
@@ -751,6 +778,20 @@ static void refuse(struct tg_conns *cs, uint32_t listener, int fd, enum tg_rejec
     close(fd);
 }
 
+// conn_evict frees the slot of a handshake in progress at once, so the newcomer that evicted
+// it finds both a budget share and a slot. Its only operation in flight is a receive (a victim
+// has no send in flight): cancelled by user_data, its late completion carries the old
+// generation and the loop drops it (returning the buffer). The peer gets a reset.
+static void conn_evict(struct tg_conns *cs, struct tg_conn *c) {
+    if (c->flags & TG_F_TLS_RECV)
+        tg_loop_cancel_ud(cs->loop, tg_conn_ud(cs, c, TG_CONN_OP_RECV_TLS), 0);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->tio.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    c->state = TG_CS_CLOSING;
+    c->inflight = 0;
+    conn_free(cs, c);
+}
+
 // evict_oldest closes this worker's oldest inbound handshake in progress when it has been
 // waiting long enough that a real peer would have finished (min(1 s, handshake_timeout / 4)):
 // under a flood of silent connections the newest comer gets the slot, and the provider's
@@ -761,7 +802,7 @@ static int evict_oldest(struct tg_conns *cs) {
     unsigned looked = 0;
     for (struct tg_timer *t = cs->hs_lane.head; t != NULL && looked < 16; t = t->next, looked++) {
         struct tg_conn *c = tg_timer_owner(t, struct tg_conn, timer);
-        if (!(c->flags & TG_F_GUARDED) || c->state != TG_CS_HANDSHAKE)
+        if (!(c->flags & TG_F_GUARDED) || c->state != TG_CS_HANDSHAKE || c->tio.out_busy)
             continue;
         uint32_t started = t->deadline - hs;
         if (!tg_time_reached(cs->loop->now, started + min_age))
@@ -769,9 +810,7 @@ static int evict_oldest(struct tg_conns *cs) {
         tg_counter_add(&cs->ctr[c->tio.listener].hs_evicted, 1);
         TG_INFO("handshake_evicted", "conn=w%u-%u listener=%s age_ms=%u", cs->worker_id, c->tio.seq,
                 tg_conn_lconf(cs, c)->name, cs->loop->now - started);
-        guard_release(cs, c);
-        tg_conn_close(cs, c, "evicted");
-        tg_conn_reap(cs, c);
+        conn_evict(cs, c);
         return 1;
     }
     return 0;
@@ -784,10 +823,11 @@ static int admit(struct tg_conns *cs, uint32_t listener, int fd, uint16_t *out_b
         enum tg_reject_reason r;
         const char *name;
     } k_why[] = {
+        [TG_ADMIT_FD_LIMIT] = {TG_REJECT_FD_LIMIT, "fd_limit"},
         [TG_ADMIT_LISTENER_MAX] = {TG_REJECT_LISTENER_MAX, "listener_max_connections"},
-        [TG_ADMIT_HANDSHAKES] = {TG_REJECT_HANDSHAKES, "max_handshakes"},
-        [TG_ADMIT_SOURCE_HANDSHAKES] = {TG_REJECT_SOURCE_HANDSHAKES, "max_handshakes_per_source"},
-        [TG_ADMIT_SOURCE_RATE] = {TG_REJECT_SOURCE_RATE, "new_connections_per_source"},
+        [TG_ADMIT_HANDSHAKES] = {TG_REJECT_HANDSHAKES, "handshakes_in_progress"},
+        [TG_ADMIT_SOURCE_HANDSHAKES] = {TG_REJECT_SOURCE_HANDSHAKES, "source_handshakes"},
+        [TG_ADMIT_SOURCE_RATE] = {TG_REJECT_SOURCE_RATE, "source_rate"},
     };
     if (cs->guard == NULL)
         return 1;
@@ -804,10 +844,16 @@ static int admit(struct tg_conns *cs, uint32_t listener, int fd, uint16_t *out_b
     *out_bucket = tg_guard_bucket(cs->guard, known ? (const struct sockaddr *)&ss : NULL);
     uint32_t now_s = cs->loop->now / 1000;
     a = tg_guard_admit_handshake(cs->guard, *out_bucket, now_s);
-    if (a == TG_ADMIT_HANDSHAKES && evict_oldest(cs))
-        a = tg_guard_admit_handshake(cs->guard, *out_bucket, now_s);
-    if (a == TG_ADMIT_OK)
+    // This worker's share of the unauthenticated budget: when it is full, the worker's own
+    // oldest stale handshake makes room (every worker can, whatever the others hold).
+    if (a == TG_ADMIT_OK && cs->hs_inflight >= cs->hs_budget && !evict_oldest(cs)) {
+        tg_guard_release_handshake(cs->guard, *out_bucket);
+        a = TG_ADMIT_HANDSHAKES;
+    }
+    if (a == TG_ADMIT_OK) {
+        cs->hs_inflight++;
         return 1;
+    }
     tg_guard_release_conn(cs->guard, listener);
     refuse(cs, listener, fd, k_why[a].r, k_why[a].name);
     return 0;
@@ -823,8 +869,10 @@ void tg_conn_accepted(struct tg_conns *cs, uint32_t listener, int fd) {
     if (c == NULL) {
         if (cs->guard != NULL) {
             tg_guard_release_conn(cs->guard, listener);
-            if (lc->direction == TG_INBOUND)
+            if (lc->direction == TG_INBOUND) {
                 tg_guard_release_handshake(cs->guard, bucket);
+                cs->hs_inflight--;
+            }
         }
         refuse(cs, listener, fd, TG_REJECT_MAX_CONNECTIONS, "max_connections");
         return;
@@ -864,10 +912,10 @@ void tg_conn_accepted(struct tg_conns *cs, uint32_t listener, int fd) {
     } else {
         c->plain_fd = fd;
         c->flags |= TG_F_PLAIN_UP;
-        c->target = tg_upstream_pick(cs, c->tio.listener, 0);
+        tg_upstream_first(cs, c);
         c->state = TG_CS_CONNECTING;
-        // The handshake timeout covers connecting too.
-        tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
+        c->chain_start = cs->loop->now;
+        tg_upstream_arm_attempt(cs, c, lc->connect_timeout_ms);
         tg_upstream_connect(cs, c);
     }
     tg_conn_reap(cs, c);
@@ -875,6 +923,11 @@ void tg_conn_accepted(struct tg_conns *cs, uint32_t listener, int fd) {
 
 void tg_conns_expire(struct tg_conns *cs) {
     struct tg_timer *t;
+    while ((t = tg_tlane_pop_expired(&cs->attempt_lane, cs->loop->now)) != NULL) {
+        struct tg_conn *c = tg_timer_owner(t, struct tg_conn, timer);
+        tg_upstream_attempt_expired(cs, c);
+        tg_conn_reap(cs, c);
+    }
     while ((t = tg_tlane_pop_expired(&cs->hs_lane, cs->loop->now)) != NULL) {
         struct tg_conn *c = tg_timer_owner(t, struct tg_conn, timer);
         if (c->state == TG_CS_OPEN && !(c->flags & (TG_F_PLAIN_UP | TG_F_FATAL_FLUSH)) &&

@@ -20,6 +20,16 @@
 #include "tlsgate/verify.h"
 
 #define CA_SUBJECTS_MAX 64
+// NOT_APPLIED_MAX bounds the settings a reload names as not applied; more are counted.
+#define NOT_APPLIED_MAX 32
+
+// not_applied is what a reload read but could not apply (tg_config_diff): the first names and
+// how many there were in all.
+struct not_applied {
+    char names[NOT_APPLIED_MAX][TG_CONFIG_DIFF_NAME_MAX];
+    size_t num_names; // written in |names|
+    size_t total;     // found, possibly more than NOT_APPLIED_MAX
+};
 
 // A generation as /status describes it, next to the contexts it was built into.
 struct generation {
@@ -51,6 +61,7 @@ struct tg_control {
     int last_reload_ok;
     char last_reload_trigger[16];
     char last_reload_reason[1024];
+    struct not_applied last_reload_not_applied; // empty after a failed reload
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -79,6 +90,39 @@ static void sb_str(struct sbuf *b, const char *s) {
     char esc[1024];
     tg_json_escape(esc, sizeof(esc), s);
     sb_printf(b, "\"%s\"", esc);
+}
+
+// sb_names appends |na| as a JSON array of strings, keeping |reserve| bytes of the buffer free
+// for what follows: names that do not fit, and those past NOT_APPLIED_MAX, become one last
+// item `N more`.
+static void sb_names(struct sbuf *b, const struct not_applied *na, size_t reserve) {
+    sb_printf(b, "[");
+    size_t i = 0;
+    for (; i < na->num_names; i++) {
+        // A name needs at most twice its length escaped, quotes and a comma; `"N more"` 32.
+        if (b->len + 2 * strlen(na->names[i]) + 4 + 32 + reserve >= b->cap)
+            break;
+        sb_printf(b, "%s", i ? "," : "");
+        sb_str(b, na->names[i]);
+    }
+    if (i < na->total)
+        sb_printf(b, "%s\"%zu more\"", i ? "," : "", na->total - i);
+    sb_printf(b, "]");
+}
+
+// join_names writes the names of |na| comma-separated into |out| for a log line; names that
+// do not fit, and those past NOT_APPLIED_MAX, become one last item `N more`.
+static void join_names(const struct not_applied *na, char *out, size_t out_len) {
+    struct sbuf b = {.p = out, .len = 0, .cap = out_len};
+    out[0] = '\0';
+    size_t i = 0;
+    for (; i < na->num_names; i++) {
+        if (b.len + strlen(na->names[i]) + 1 + 32 >= b.cap)
+            break;
+        sb_printf(&b, "%s%s", i ? "," : "", na->names[i]);
+    }
+    if (i < na->total)
+        sb_printf(&b, "%s%zu more", i ? "," : "", na->total - i);
 }
 
 static void iso_time(int64_t t, char *out, size_t out_len) {
@@ -241,8 +285,10 @@ void tg_control_free(struct tg_control *c) {
 }
 
 // build_generation loads the configuration file again and builds a generation from its [tls]
-// section. Returns NULL with the reason in |why|.
-static struct generation *build_generation(struct tg_control *c, char *why, size_t why_len) {
+// section. Returns NULL with the reason in |why|. On success |out_na| names the settings the
+// file changed that the generation does not carry (they take a restart).
+static struct generation *build_generation(struct tg_control *c, struct not_applied *out_na,
+                                           char *why, size_t why_len) {
     struct tg_config cfg;
     char err[1024];
     struct generation *g = NULL;
@@ -282,10 +328,8 @@ static struct generation *build_generation(struct tg_control *c, char *why, size
         g = NULL;
         goto out;
     }
-    if (cfg.num_listeners != c->cfg->num_listeners || cfg.workers != c->cfg->workers ||
-        cfg.buffer_size != c->cfg->buffer_size)
-        TG_WARN("reload_partial", "reason=\"listeners, workers and [global] settings take effect "
-                                  "at the next restart; a reload applies [tls]\"");
+    out_na->total = tg_config_diff(c->cfg, &cfg, out_na->names, NOT_APPLIED_MAX);
+    out_na->num_names = out_na->total < NOT_APPLIED_MAX ? out_na->total : NOT_APPLIED_MAX;
 out:
     tg_config_cleanup(&cfg);
     return g;
@@ -294,7 +338,9 @@ out:
 int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json, size_t out_len) {
     char why[1024] = "";
     pthread_mutex_lock(&c->lock);
-    struct generation *g = build_generation(c, why, sizeof(why));
+    struct not_applied *na = &c->last_reload_not_applied;
+    memset(na, 0, sizeof(*na));
+    struct generation *g = build_generation(c, na, why, sizeof(why));
     int ok = g != NULL;
     if (ok && c->publish != NULL && !c->publish(c->publish_arg, g->tls->server, g->tls->client)) {
         // Workers already switched keep the new generation: it passed every rule.
@@ -310,18 +356,32 @@ int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json,
         c->reloads_ok++;
         generation_free(c->gen);
         c->gen = g;
-        TG_INFO("reload", "trigger=%s result=ok cert=%s serial=%s subject=\"%s\"", trigger,
-                g->cert_path, g->serial, g->subject);
-        if (out_json != NULL) {
-            char na[32];
-            iso_time(g->not_after, na, sizeof(na));
-            snprintf(out_json, out_len,
-                     "{\"result\":\"ok\",\"trigger\":\"%s\",\"serial\":\"%s\","
-                     "\"not_after\":\"%s\"}\n",
-                     trigger, g->serial, na);
+        TG_INFO("reload", "trigger=%s result=ok cert=%s serial=%s subject=\"%s\" not_applied=%zu",
+                trigger, g->cert_path, g->serial, g->subject, na->total);
+        if (na->total > 0) {
+            char names[1024]; // a log line holds 2048 bytes
+            join_names(na, names, sizeof(names));
+            TG_WARN("reload_partial",
+                    "trigger=%s not_applied=\"%s\" reason=\"a reload applies [tls] certificate, "
+                    "key, ca, peer_names, min_key_bits, min_version and ciphers; these settings "
+                    "take effect at the next restart\"",
+                    trigger, names);
+        }
+        if (out_json != NULL && out_len > 0) {
+            char not_after[32];
+            iso_time(g->not_after, not_after, sizeof(not_after));
+            struct sbuf b = {.p = out_json, .len = 0, .cap = out_len};
+            out_json[0] = '\0';
+            sb_printf(&b,
+                      "{\"result\":\"ok\",\"trigger\":\"%s\",\"serial\":\"%s\","
+                      "\"not_after\":\"%s\",\"not_applied\":",
+                      trigger, g->serial, not_after);
+            sb_names(&b, na, 3);
+            sb_printf(&b, "}\n");
         }
     } else {
         c->reloads_failed++;
+        memset(na, 0, sizeof(*na));
         if (g != NULL && c->gen != g)
             generation_free(g);
         tg_json_escape(esc, sizeof(esc), why);
@@ -400,6 +460,8 @@ size_t tg_control_status_json(struct tg_control *c, char *buf, size_t len) {
         sb_printf(&b, "{\"time\":\"%s\",\"trigger\":\"%s\",\"result\":\"%s\",\"reason\":", t,
                   c->last_reload_trigger, c->last_reload_ok ? "ok" : "failed");
         sb_str(&b, c->last_reload_reason);
+        sb_printf(&b, ",\"not_applied\":");
+        sb_names(&b, &c->last_reload_not_applied, 2);
         sb_printf(&b, "}");
     }
     pthread_mutex_unlock(&c->lock);

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <openssl/rand.h>
@@ -13,8 +14,13 @@ struct tg_guard *tg_guard_new(const struct tg_config *cfg) {
     struct tg_guard *g = calloc(1, sizeof(*g));
     if (g == NULL)
         return NULL;
-    g->max_handshakes = cfg->max_handshakes;
     g->max_per_source = cfg->max_handshakes_per_source;
+    g->fd_reserve = cfg->fd_reserve;
+    struct rlimit rl;
+    g->fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                          rl.rlim_cur < UINT32_MAX
+                      ? (uint32_t)rl.rlim_cur
+                      : 0;
     g->rate_per_source = cfg->new_connections_per_source;
     RAND_bytes((uint8_t *)g->key, sizeof(g->key));
     g->num_listeners = cfg->num_listeners;
@@ -70,18 +76,29 @@ uint16_t tg_guard_bucket(const struct tg_guard *g, const struct sockaddr *sa) {
 enum tg_admit tg_guard_admit_conn(struct tg_guard *g, size_t listener) {
     if (listener >= g->num_listeners)
         return TG_ADMIT_OK;
+    // Two descriptors per connection (its socket and the far side's), and fd_reserve kept for
+    // the admin server, the control thread and reloads: the data plane never exhausts them.
+    uint32_t all = atomic_fetch_add_explicit(&g->conns, 1, memory_order_relaxed);
+    if (g->fd_limit != 0 && g->fd_reserve != 0 &&
+        2ull * (all + 1) + g->fd_reserve > (uint64_t)g->fd_limit) {
+        atomic_fetch_sub_explicit(&g->conns, 1, memory_order_relaxed);
+        return TG_ADMIT_FD_LIMIT;
+    }
     uint32_t max = g->listener_max[listener];
     uint32_t n = atomic_fetch_add_explicit(&g->listener_conns[listener], 1, memory_order_relaxed);
     if (max != 0 && n >= max) {
         atomic_fetch_sub_explicit(&g->listener_conns[listener], 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&g->conns, 1, memory_order_relaxed);
         return TG_ADMIT_LISTENER_MAX;
     }
     return TG_ADMIT_OK;
 }
 
 void tg_guard_release_conn(struct tg_guard *g, size_t listener) {
-    if (listener < g->num_listeners)
-        atomic_fetch_sub_explicit(&g->listener_conns[listener], 1, memory_order_relaxed);
+    if (listener >= g->num_listeners)
+        return;
+    atomic_fetch_sub_explicit(&g->listener_conns[listener], 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&g->conns, 1, memory_order_relaxed);
 }
 
 // over_rate counts one attempt in |b|'s current second; returns 1 when it is beyond the rate.
@@ -105,17 +122,10 @@ enum tg_admit tg_guard_admit_handshake(struct tg_guard *g, uint16_t bucket, uint
         atomic_fetch_sub_explicit(&b->handshakes, 1, memory_order_relaxed);
         return TG_ADMIT_SOURCE_HANDSHAKES;
     }
-    uint32_t all = atomic_fetch_add_explicit(&g->handshakes, 1, memory_order_relaxed);
-    if (g->max_handshakes != 0 && all >= g->max_handshakes) {
-        atomic_fetch_sub_explicit(&g->handshakes, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&b->handshakes, 1, memory_order_relaxed);
-        return TG_ADMIT_HANDSHAKES;
-    }
     return TG_ADMIT_OK;
 }
 
 void tg_guard_release_handshake(struct tg_guard *g, uint16_t bucket) {
     atomic_fetch_sub_explicit(&g->buckets[bucket % TG_GUARD_BUCKETS].handshakes, 1,
                               memory_order_relaxed);
-    atomic_fetch_sub_explicit(&g->handshakes, 1, memory_order_relaxed);
 }

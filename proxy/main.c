@@ -25,6 +25,7 @@
 #include "tlsgate/metrics.h"
 #include "tlsgate/policy.h"
 #include "tlsgate/tls.h"
+#include "tlsgate/upstream.h"
 #include "tlsgate/verify.h"
 #include "tlsgate/version.h"
 #include "tlsgate/worker.h"
@@ -96,6 +97,31 @@ static int check_own_certificate(const struct tg_config *cfg, const struct tg_tl
     return fails;
 }
 
+// check_user looks up `[global] user` (when set), so that `check` refuses what `run` would and
+// both name the line: 0 with `FILE:LINE: global.user: why` in |err| when there is no such user.
+// A user with uid 0 drops nothing: `check` says so on stderr; `run` logs user_root
+// (drop_privileges).
+static int check_user(const struct tg_config *cfg, int print, char *err, size_t err_len) {
+    if (cfg->user[0] == '\0')
+        return 1;
+    errno = 0;
+    const struct passwd *pw = getpwnam(cfg->user);
+    if (pw == NULL) {
+        int e = errno;
+        if (e == 0 || e == ENOENT || e == ESRCH || e == EBADF || e == EPERM)
+            return tg_set_why(err, err_len, "%s:%d: global.user: no such user '%s' on this system",
+                              cfg->path, cfg->user_line, cfg->user);
+        return tg_set_why(err, err_len, "%s:%d: global.user: cannot look up user '%s': %s",
+                          cfg->path, cfg->user_line, cfg->user, strerror(e));
+    }
+    if (pw->pw_uid == 0 && print)
+        fprintf(stderr,
+                "%s:%d: global.user: warning: '%s' is uid 0: tlsgate keeps running as root "
+                "(no privileges are dropped)\n",
+                cfg->path, cfg->user_line, cfg->user);
+    return 1;
+}
+
 // load prepares config and TLS; returns an exit code (EXIT_OK on success).
 static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *tls, int print) {
     char err[1024];
@@ -109,6 +135,10 @@ static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *t
         return EXIT_USAGE;
     }
     tg_log_set_level(cfg->log_level);
+    if (!check_user(cfg, print, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_POLICY;
+    }
     if (cfg->admin_enabled && !tg_admin_check_config(cfg, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err); // the admin token file: missing, unsafe or malformed
         return EXIT_POLICY;
@@ -175,6 +205,13 @@ static int drop_privileges(const char *user) {
         TG_ERROR("user_unknown", "user=%s", user);
         return 0;
     }
+    if (pw->pw_uid == 0) {
+        TG_WARN("user_root",
+                "user=%s uid=0 reason=\"the configured user is root: no privileges "
+                "are dropped, tlsgate keeps running as root\"",
+                user);
+        return 1;
+    }
     if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
         TG_ERROR("drop_privileges_failed", "user=%s error=\"%s\"", user, strerror(errno));
@@ -239,6 +276,8 @@ static int cmd_run(const struct options *o) {
         kinds[l] = cfg.listeners[l].direction == TG_INBOUND ? "inbound" : "outbound";
     }
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
+    if (metrics != NULL)
+        tg_upstream_init_health(metrics, &cfg);
     struct tg_peers *peers = tg_peers_new(num_workers);
     struct tg_guard *guard = tg_guard_new(&cfg);
     struct tg_runtime rt = {.cfg = &cfg,
@@ -281,6 +320,14 @@ static int cmd_run(const struct options *o) {
     // Every worker's sockets are bound before any privilege is dropped.
     for (size_t i = 0; i < num_workers * cfg.num_listeners; i++)
         fds[i] = -1;
+    // One owner per address: SO_REUSEPORT would let us share a port another process (another
+    // tlsgate) holds, each taking part of the connections. Probe each address without it first.
+    for (size_t l = 0; l < cfg.num_listeners; l++) {
+        if (!tg_listen_probe(&cfg.listeners[l].listen, err, sizeof(err))) {
+            TG_ERROR("listen_failed", "listener=%s reason=\"%s\"", cfg.listeners[l].name, err);
+            goto out;
+        }
+    }
     for (unsigned w = 0; w < num_workers; w++) {
         for (size_t l = 0; l < cfg.num_listeners; l++) {
             int fd = tg_listen_open(&cfg.listeners[l].listen, err, sizeof(err));

@@ -1,5 +1,7 @@
 #include "tlsgate/metrics.h"
 
+#include "tlsgate/loop.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,9 +99,13 @@ static uint64_t sum(const struct tg_metrics *m, size_t listener, size_t offset) 
 
 #define FIELD(f) offsetof(struct tg_listener_counters, f)
 
-static const char *const k_reject_names[TG_REJECT_NUM] = {
-    "max_connections",        "draining",          "listener_max_connections",
-    "handshakes_in_progress", "source_handshakes", "source_rate"};
+static const char *const k_reject_names[TG_REJECT_NUM] = {"max_connections",
+                                                          "draining",
+                                                          "listener_max_connections",
+                                                          "handshakes_in_progress",
+                                                          "source_handshakes",
+                                                          "source_rate",
+                                                          "fd_limit"};
 
 // The method label of each tg_sip_method: PUBLISH is counted as "other" to keep the set small.
 static const char *sip_method_label(int method) {
@@ -168,8 +174,33 @@ static void render_sip(const struct tg_metrics *m, struct out *o) {
     }
 }
 
-// render_targets writes the OPTIONS verdict of each probed connect target.
+// tg_target_is_up says whether a connect target is taken by new connections now: not marked
+// down by its OPTIONS probe, and not within the back-off of a failed attempt.
+int tg_target_is_up(const struct tg_target_health *h, uint32_t now_ms) {
+    if (atomic_load_explicit(&h->state, memory_order_relaxed) == TG_TARGET_DOWN)
+        return 0;
+    if (!atomic_load_explicit(&h->passive_down, memory_order_relaxed))
+        return 1;
+    // Wrap-safe for back-offs under 24 days (target_backoff_s is at most an hour).
+    return (int32_t)(now_ms - atomic_load_explicit(&h->down_until, memory_order_relaxed)) >= 0;
+}
+
+// render_targets writes the health of each connect target: tlsgate_target_up for every
+// outbound target, and the OPTIONS verdict of each probed one.
 static void render_targets(const struct tg_metrics *m, struct out *o) {
+    uint32_t now_ms = tg_loop_now_ms();
+    out_printf(o, "# HELP tlsgate_target_up Connect target taken by new connections (1) or "
+                  "skipped after a failure or a failed OPTIONS probe (0).\n"
+                  "# TYPE tlsgate_target_up gauge\n");
+    for (size_t l = 0; l < m->num_listeners; l++) {
+        for (size_t t = 0; t < TG_METRICS_MAX_TARGETS; t++) {
+            const struct tg_target_health *h = &m->targets[l * TG_METRICS_MAX_TARGETS + t];
+            if (!h->named)
+                continue;
+            out_printf(o, "tlsgate_target_up{listener=\"%s\",target=\"%s\"} %d\n",
+                       m->listener_names[l], h->name, tg_target_is_up(h, now_ms));
+        }
+    }
     out_printf(o, "# HELP tlsgate_sip_target_up Connect target answering OPTIONS (1) or marked "
                   "down (0).\n# TYPE tlsgate_sip_target_up gauge\n");
     for (size_t l = 0; l < m->num_listeners; l++) {

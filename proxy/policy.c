@@ -573,12 +573,13 @@ static enum tg_verdict peer_chain(const struct tg_policy *p, X509 *leaf, STACK_O
     return TG_VERDICT_UNTRUSTED;
 }
 
-// peer_cn finds the peer name the subject CN equals. Every CN entry is tried (a subject may
-// carry several); one that equals a peer name exactly wins. Returns TG_VERDICT_OK with
-// |*out_name| set, else CN_CASE_MISMATCH when some CN equals a peer name once case is ignored,
-// else CN_MISMATCH (no CN, or none matches).
-static enum tg_verdict peer_cn(const struct tg_policy *p, X509 *leaf, const char **out_name,
-                               char *detail, size_t detail_len) {
+// peer_cn finds the name of |names| (|num_names| of them) the subject CN equals. Every CN entry
+// is tried (a subject may carry several); one that equals a name exactly wins. Returns
+// TG_VERDICT_OK with |*out_name| set, else CN_CASE_MISMATCH when some CN equals a name once case
+// is ignored, else CN_MISMATCH (no CN, or none matches). |bound| says the one name is a
+// target's own (tg_policy_check_peer_name), which the detail then names.
+static enum tg_verdict peer_cn(const char *const *names, size_t num_names, int bound, X509 *leaf,
+                               const char **out_name, char *detail, size_t detail_len) {
     const X509_NAME *subject = X509_get_subject_name(leaf);
     int seen = 0;
     int case_only = 0;
@@ -588,10 +589,10 @@ static enum tg_verdict peer_cn(const struct tg_policy *p, X509 *leaf, const char
         if (!cn_utf8(subject, idx, &cn, &cn_len)) {
             continue;
         }
-        for (size_t i = 0; i < p->num_names; i++) {
-            enum name_match m = match_name(cn, cn_len, p->names[i]);
+        for (size_t i = 0; i < num_names; i++) {
+            enum name_match m = match_name(cn, cn_len, names[i]);
             if (m == NAME_EXACT) {
-                *out_name = p->names[i];
+                *out_name = names[i];
                 OPENSSL_free(cn);
                 return TG_VERDICT_OK;
             }
@@ -599,15 +600,20 @@ static enum tg_verdict peer_cn(const struct tg_policy *p, X509 *leaf, const char
                 case_only = 1;
                 char shown[TG_DETAIL_ESCAPED_MAX];
                 escape_bytes(shown, cn, cn_len);
-                set_detail(detail, detail_len, "CN '%s' differs from peer name '%s' only in case",
-                           shown, p->names[i]);
+                set_detail(detail, detail_len, "CN '%s' differs from %s '%s' only in case", shown,
+                           bound ? "target name" : "peer name", names[i]);
             }
         }
         if (!seen && !case_only) {
             char shown[TG_DETAIL_ESCAPED_MAX];
             escape_bytes(shown, cn, cn_len);
-            set_detail(detail, detail_len, "CN '%s' is none of the %zu peer name(s)", shown,
-                       p->num_names);
+            if (bound) {
+                set_detail(detail, detail_len, "CN '%s' is not the target name '%s'", shown,
+                           names[0]);
+            } else {
+                set_detail(detail, detail_len, "CN '%s' is none of the %zu peer name(s)", shown,
+                           num_names);
+            }
         }
         seen = 1;
         OPENSSL_free(cn);
@@ -733,8 +739,8 @@ static enum tg_verdict peer_purpose(X509 *leaf, enum tg_peer_role role, char *de
 }
 
 static enum tg_verdict check_peer(const struct tg_policy *p, enum tg_peer_role role, X509 *leaf,
-                                  STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
-                                  char *detail, size_t detail_len) {
+                                  STACK_OF(X509) *untrusted, int64_t now, const char *only_name,
+                                  const char **out_name, char *detail, size_t detail_len) {
     if (leaf == NULL) {
         set_detail(detail, detail_len, "no certificate");
         return TG_VERDICT_NO_CERTIFICATE;
@@ -763,8 +769,16 @@ static enum tg_verdict check_peer(const struct tg_policy *p, enum tg_peer_role r
     if (v != TG_VERDICT_OK) {
         return v;
     }
+    // The names the peer may carry: the one a target is bound to, else the peer_names list.
+    // An empty name is bound to nothing (it would match an empty CN).
+    if (only_name != NULL && only_name[0] == '\0') {
+        set_detail(detail, detail_len, "empty target name");
+        return TG_VERDICT_CN_MISMATCH;
+    }
+    const char *const *names = only_name != NULL ? &only_name : (const char *const *)p->names;
+    size_t num_names = only_name != NULL ? 1 : p->num_names;
     const char *name = NULL;
-    v = peer_cn(p, leaf, &name, detail, detail_len);
+    v = peer_cn(names, num_names, only_name != NULL, leaf, &name, detail, detail_len);
     if (v != TG_VERDICT_OK) {
         return v;
     }
@@ -779,16 +793,25 @@ static enum tg_verdict check_peer(const struct tg_policy *p, enum tg_peer_role r
     return TG_VERDICT_OK;
 }
 
-enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, enum tg_peer_role role, X509 *leaf,
-                                     STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
-                                     char *detail, size_t detail_len) {
+enum tg_verdict tg_policy_check_peer_name(const struct tg_policy *p, enum tg_peer_role role,
+                                          X509 *leaf, STACK_OF(X509) *untrusted, int64_t now,
+                                          const char *only_name, const char **out_name,
+                                          char *detail, size_t detail_len) {
     if (out_name != NULL) {
         *out_name = NULL;
     }
     ERR_set_mark();
-    enum tg_verdict v = check_peer(p, role, leaf, untrusted, now, out_name, detail, detail_len);
+    enum tg_verdict v =
+        check_peer(p, role, leaf, untrusted, now, only_name, out_name, detail, detail_len);
     ERR_pop_to_mark();
     return v;
+}
+
+enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, enum tg_peer_role role, X509 *leaf,
+                                     STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
+                                     char *detail, size_t detail_len) {
+    return tg_policy_check_peer_name(p, role, leaf, untrusted, now, NULL, out_name, detail,
+                                     detail_len);
 }
 
 // Own certificate ----------------------------------------------------------------------------

@@ -186,7 +186,8 @@ static void open_conn(struct tg_conns *cs, size_t l, size_t t) {
     c->state = TG_CS_CONNECTING;
     p->conn = tg_conn_slot(cs, c);
     p->gen = tg_conn_gen(cs, c);
-    tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now); // covers connecting too
+    c->chain_start = cs->loop->now;
+    tg_upstream_arm_attempt(cs, c, tg_conn_lconf(cs, c)->connect_timeout_ms);
     tg_upstream_connect(cs, c);
     tg_conn_reap(cs, c);
 }

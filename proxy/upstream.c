@@ -14,14 +14,144 @@
 #include "tlsgate/probes.h"
 #include "tlsgate/sipglue.h"
 
-uint8_t tg_upstream_pick(const struct tg_conns *cs, uint16_t listener, unsigned from) {
-    const struct tg_listener_conf *lc = &cs->cfg->listeners[listener];
-    if (!tg_probes_listener_probed(lc))
-        return (uint8_t)from;
-    for (size_t t = from; t < lc->num_targets; t++)
-        if (!tg_probes_target_down(cs->metrics, listener, t))
-            return (uint8_t)t;
-    return (uint8_t)from;
+static struct tg_target_health *health(const struct tg_metrics *m, size_t listener, size_t t) {
+    return &m->targets[listener * TG_METRICS_MAX_TARGETS + t];
+}
+
+void tg_upstream_init_health(struct tg_metrics *m, const struct tg_config *cfg) {
+    for (size_t l = 0; l < cfg->num_listeners; l++) {
+        const struct tg_listener_conf *lc = &cfg->listeners[l];
+        if (lc->direction != TG_OUTBOUND)
+            continue;
+        for (size_t t = 0; t < lc->num_targets && t < TG_METRICS_MAX_TARGETS; t++) {
+            struct tg_target_health *h = health(m, l, t);
+            const struct tg_target *tt = &lc->targets[t];
+            snprintf(h->name, sizeof(h->name), strchr(tt->host, ':') ? "[%s]:%u" : "%s:%u",
+                     tt->host, tt->port);
+            h->named = 1;
+        }
+    }
+}
+
+// next_target returns the target the next attempt of |c| goes to: the first one in the
+// configured order that this connection has not tried and that is up; else the first one not
+// tried (a target in back-off is still better than giving up); -1 when every target was tried.
+static int next_target(const struct tg_conns *cs, const struct tg_conn *c) {
+    const struct tg_listener_conf *lc = tg_conn_lconf(cs, c);
+    for (size_t t = 0; t < lc->num_targets; t++)
+        if (!(c->tried & (1u << t)) &&
+            tg_target_is_up(health(cs->metrics, c->tio.listener, t), cs->loop->now))
+            return (int)t;
+    for (size_t t = 0; t < lc->num_targets; t++)
+        if (!(c->tried & (1u << t)))
+            return (int)t;
+    return -1;
+}
+
+int tg_upstream_first(struct tg_conns *cs, struct tg_conn *c) {
+    c->tried = 0;
+    int t = next_target(cs, c);
+    if (t < 0)
+        return 0;
+    c->target = (uint8_t)t;
+    c->tried |= (uint8_t)(1u << t);
+    return 1;
+}
+
+// advance moves |c| to its next target; returns 0 when none is left.
+static int advance(struct tg_conns *cs, struct tg_conn *c) {
+    int t = next_target(cs, c);
+    if (t < 0)
+        return 0;
+    c->target = (uint8_t)t;
+    c->tried |= (uint8_t)(1u << t);
+    return 1;
+}
+
+// target_failed marks the target of |c| down for its listener's back-off: new connections skip
+// it until then. The first worker to mark it logs the change.
+static void target_failed(struct tg_conns *cs, struct tg_conn *c, const char *why) {
+    const struct tg_listener_conf *lc = tg_conn_lconf(cs, c);
+    if (lc->direction != TG_OUTBOUND || lc->target_backoff_s == 0)
+        return;
+    struct tg_target_health *h = health(cs->metrics, c->tio.listener, c->target);
+    uint32_t until = cs->loop->now + lc->target_backoff_s * 1000u;
+    atomic_store_explicit(&h->down_until, until != 0 ? until : 1, memory_order_relaxed);
+    uint8_t was = 0;
+    if (atomic_compare_exchange_strong_explicit(&h->passive_down, &was, 1, memory_order_relaxed,
+                                                memory_order_relaxed))
+        TG_WARN("target_down", "listener=%s target=%s backoff_s=%u why=%s", lc->name, h->name,
+                lc->target_backoff_s, why);
+}
+
+// target_ok marks the target of |c| up again after a completed handshake.
+static void target_ok(struct tg_conns *cs, struct tg_conn *c) {
+    const struct tg_listener_conf *lc = tg_conn_lconf(cs, c);
+    struct tg_target_health *h = health(cs->metrics, c->tio.listener, c->target);
+    uint8_t was = 1;
+    if (atomic_compare_exchange_strong_explicit(&h->passive_down, &was, 0, memory_order_relaxed,
+                                                memory_order_relaxed))
+        TG_INFO("target_up", "listener=%s target=%s", lc->name, h->name);
+}
+
+void tg_upstream_arm_attempt(struct tg_conns *cs, struct tg_conn *c, uint32_t phase_ms) {
+    const struct tg_listener_conf *lc = tg_conn_lconf(cs, c);
+    uint32_t deadline = cs->loop->now + phase_ms;
+    if (lc->failover_timeout_ms > 0 && !(c->flags & TG_F_PROBE)) {
+        uint32_t end = c->chain_start + lc->failover_timeout_ms;
+        if (tg_time_reached(deadline, end))
+            deadline = end;
+    }
+    tg_timer_arm_at(&cs->attempt_lane, &c->timer, deadline);
+}
+
+void tg_upstream_verified(struct tg_conns *cs, struct tg_conn *c) {
+    if (!tg_conn_inbound(cs, c))
+        target_ok(cs, c);
+}
+
+// chain_over says whether the operator's bound on the whole chain of attempts has passed.
+static int chain_over(const struct tg_conns *cs, const struct tg_conn *c) {
+    uint32_t total = tg_conn_lconf(cs, c)->failover_timeout_ms;
+    return total > 0 && tg_time_reached(cs->loop->now, c->chain_start + total);
+}
+
+void tg_upstream_attempt_expired(struct tg_conns *cs, struct tg_conn *c) {
+    const struct tg_listener_conf *lc = tg_conn_lconf(cs, c);
+    char target[80];
+    tg_target_format(&lc->targets[c->target], target, sizeof(target));
+    if (c->flags & TG_F_RETRY) {
+        // Already failing over, waiting for the last completions (an alert being sent): stop.
+        if (c->tio.fd >= 0)
+            tg_loop_cancel_fd(cs->loop, c->tio.fd);
+        tg_upstream_arm_attempt(cs, c, lc->connect_timeout_ms);
+        return;
+    }
+    if (c->state == TG_CS_CONNECTING) {
+        tg_counter_add(&cs->ctr[c->tio.listener].upstream_connect_errors, 1);
+        TG_WARN("connect_failed",
+                "conn=w%u-%u listener=%s target=%s error=\"no answer within "
+                "connect_timeout_ms\"",
+                cs->worker_id, c->tio.seq, lc->name, target);
+        c->connect_failures++;
+        target_failed(cs, c, "connect_timeout");
+        if (c->flags & TG_F_PROBE) {
+            tg_conn_close(cs, c, "options_connect_timeout");
+            return;
+        }
+        if (!chain_over(cs, c) && tg_upstream_may_retry(cs, c)) {
+            c->flags |= TG_F_RETRY;
+            tg_loop_cancel_fd(cs->loop, c->tio.fd); // the connect: tg_conn_reap retries
+            return;
+        }
+        if (c->connect_failures == lc->num_targets)
+            tg_counter_add(&cs->ctr[c->tio.listener].handshakes[TG_VERDICT_CONNECT_FAILED], 1);
+        tg_conn_close(cs, c, chain_over(cs, c) ? "failover_timeout" : "no_target_reachable");
+        return;
+    }
+    // Silent in the handshake: a failed handshake of this target (counted as a timeout), which
+    // fails over like any other.
+    tg_conn_handshake_failed(cs, c, TG_VERDICT_TIMEOUT, "handshake_timeout_ms elapsed");
 }
 
 void tg_upstream_connect(struct tg_conns *cs, struct tg_conn *c) {
@@ -67,10 +197,11 @@ static void connect_failed(struct tg_conns *cs, struct tg_conn *c, int res) {
         return;
     }
     c->connect_failures++;
-    if ((size_t)c->target + 1 < lc->num_targets) {
+    target_failed(cs, c, "connect_failed");
+    if (!chain_over(cs, c) && advance(cs, c)) {
         close(c->tio.fd);
         c->tio.fd = -1;
-        c->target = tg_upstream_pick(cs, c->tio.listener, c->target + 1u);
+        tg_upstream_arm_attempt(cs, c, lc->connect_timeout_ms);
         tg_upstream_connect(cs, c);
         return;
     }
@@ -80,7 +211,9 @@ static void connect_failed(struct tg_conns *cs, struct tg_conn *c, int res) {
 }
 
 void tg_upstream_on_connect(struct tg_conns *cs, struct tg_conn *c, int res) {
-    if (c->state == TG_CS_CLOSING)
+    // Closing, or failing over already (the attempt timed out and its connect was cancelled):
+    // tg_conn_reap moves on once this last completion is in.
+    if (c->state == TG_CS_CLOSING || (c->flags & TG_F_RETRY))
         return;
     if (res < 0) {
         connect_failed(cs, c, res);
@@ -104,8 +237,13 @@ void tg_upstream_on_connect(struct tg_conns *cs, struct tg_conn *c, int res) {
 }
 
 int tg_upstream_may_retry(const struct tg_conns *cs, const struct tg_conn *c) {
-    return !tg_conn_inbound(cs, c) && !(c->flags & TG_F_PROBE) &&
-           (size_t)c->target + 1 < tg_conn_lconf(cs, c)->num_targets;
+    return !tg_conn_inbound(cs, c) && !(c->flags & TG_F_PROBE) && next_target(cs, c) >= 0 &&
+           !chain_over(cs, c);
+}
+
+void tg_upstream_handshake_failed(struct tg_conns *cs, struct tg_conn *c, const char *why) {
+    if (!tg_conn_inbound(cs, c))
+        target_failed(cs, c, why);
 }
 
 void tg_upstream_retry(struct tg_conns *cs, struct tg_conn *c) {
@@ -114,8 +252,11 @@ void tg_upstream_retry(struct tg_conns *cs, struct tg_conn *c) {
     tg_tlsio_drop(&c->tio);
     tg_bufq_reset(&c->pend_tls, &cs->bc);
     c->flags &= ~(TG_F_RETRY | TG_F_TLS_UP | TG_F_TLS_RECV | TG_F_TLS_RECV_CANCEL);
-    c->target = tg_upstream_pick(cs, c->tio.listener, c->target + 1u);
+    if (!advance(cs, c)) { // cannot happen: tg_upstream_may_retry said there was one
+        tg_conn_close(cs, c, "no_target_left");
+        return;
+    }
     c->state = TG_CS_CONNECTING;
-    tg_timer_cancel(&c->timer);
+    tg_upstream_arm_attempt(cs, c, tg_conn_lconf(cs, c)->connect_timeout_ms);
     tg_upstream_connect(cs, c);
 }

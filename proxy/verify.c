@@ -31,14 +31,23 @@ void tg_verifier_cleanup(struct tg_verifier *v) {
         entry_clear(&v->cache[i]);
 }
 
-static struct tg_vcache_entry *cache_find(struct tg_verifier *v, const SSL *ssl, int64_t now) {
+// same_expect reports whether two checks were bound to the same name (NULL: peer_names).
+static int same_expect(const char *a, const char *b) {
+    if (a == NULL || b == NULL)
+        return a == b;
+    return a == b || strcmp(a, b) == 0;
+}
+
+static struct tg_vcache_entry *cache_find(struct tg_verifier *v, const SSL *ssl, int64_t now,
+                                          const char *expect) {
     const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(ssl);
     size_t n = certs != NULL ? sk_CRYPTO_BUFFER_num(certs) : 0;
     if (n == 0 || n > TG_VCACHE_CHAIN_MAX)
         return NULL;
     for (unsigned i = 0; i < TG_VCACHE_SIZE; i++) {
         struct tg_vcache_entry *e = &v->cache[i];
-        if (e->ctx != SSL_get_SSL_CTX(ssl) || e->num_certs != n || now >= e->valid_until)
+        if (e->ctx != SSL_get_SSL_CTX(ssl) || e->num_certs != n || now >= e->valid_until ||
+            !same_expect(e->expect, expect))
             continue;
         size_t k = 0;
         while (k < n && e->certs[k] == sk_CRYPTO_BUFFER_value(certs, k))
@@ -57,7 +66,7 @@ static int64_t asn1_epoch(const ASN1_TIME *t) {
 }
 
 static struct tg_vcache_entry *cache_add(struct tg_verifier *v, const SSL *ssl, int64_t now,
-                                         const char *name, X509 *leaf) {
+                                         const char *expect, const char *name, X509 *leaf) {
     const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(ssl);
     size_t n = certs != NULL ? sk_CRYPTO_BUFFER_num(certs) : 0;
     if (n == 0 || n > TG_VCACHE_CHAIN_MAX)
@@ -75,6 +84,7 @@ static struct tg_vcache_entry *cache_add(struct tg_verifier *v, const SSL *ssl, 
     }
     e->num_certs = (uint8_t)n;
     e->name = name;
+    e->expect = expect;
     return e;
 }
 
@@ -100,12 +110,14 @@ static void clamp_session(SSL *ssl, int64_t now, int64_t not_after) {
         SSL_SESSION_set_timeout(s, (uint32_t)left);
 }
 
-// check_chain runs the policy (or the cache) over the peer's chain of |ssl|.
+// check_chain runs the policy (or the cache) over the peer's chain of |ssl|, holding it to
+// t->expect_name when the connection has one (a target reached by name), else peer_names.
 static enum tg_verdict check_chain(struct tg_tlsio *t, SSL *ssl, int64_t now, char *detail,
                                    size_t detail_len) {
     struct tg_verifier *v = t->env != NULL ? t->env->verifier : NULL;
     unsigned wid = t->env != NULL ? t->env->worker_id : 0;
-    struct tg_vcache_entry *hit = v != NULL ? cache_find(v, ssl, now) : NULL;
+    const char *expect = t->expect_name;
+    struct tg_vcache_entry *hit = v != NULL ? cache_find(v, ssl, now, expect) : NULL;
     if (hit != NULL) {
         if (v->peers != NULL)
             tg_peer_ring_seen(v->peers, &hit->peer_handle, hit->name, hit->issuer, hit->not_after,
@@ -124,11 +136,12 @@ static enum tg_verdict check_chain(struct tg_tlsio *t, SSL *ssl, int64_t now, ch
     } else {
         const char *name = NULL;
         enum tg_peer_role role = SSL_is_server(ssl) ? TG_PEER_CLIENT : TG_PEER_SERVER;
-        verdict = tg_policy_check_peer(tg_tls_policy(ssl), role, leaf, chain, now, &name, detail,
-                                       detail_len);
+        verdict = tg_policy_check_peer_name(tg_tls_policy(ssl), role, leaf, chain, now, expect,
+                                            &name, detail, detail_len);
         if (verdict == TG_VERDICT_OK) {
             t->peer_name = name;
-            struct tg_vcache_entry *e = v != NULL ? cache_add(v, ssl, now, name, leaf) : NULL;
+            struct tg_vcache_entry *e =
+                v != NULL ? cache_add(v, ssl, now, expect, name, leaf) : NULL;
             if (e != NULL && v->peers != NULL)
                 e->peer_handle = tg_peer_ring_note(v->peers, name, e->issuer, e->not_after, now);
             clamp_session(ssl, now, asn1_epoch(X509_get0_notAfter(leaf)));

@@ -127,7 +127,9 @@ static void accept_succeeded(struct tg_worker *w, uint32_t listener) {
     TG_INFO("accept_resumed", "worker=%u listener=%s error=\"%s\" failures=%u paused_ms=%u", w->id,
             w->rt->cfg->listeners[listener].name, strerror(p->error), p->failures,
             w->loop.now - p->since);
-    memset(p, 0, sizeof(*p));
+    // The episode ends; the accept's own state (armed, a cancel in flight) stays.
+    p->until = p->backoff = p->since = p->failures = 0;
+    p->error = 0;
 }
 
 // resume_accepts re-arms the listeners whose back-off has passed.
@@ -269,6 +271,9 @@ static int setup(struct tg_worker *w) {
         snprintf(w->init_err, w->init_err_len, "out of memory");
         return 0;
     }
+    // The unauthenticated budget, shared out: each worker evicts within its own share.
+    uint32_t share = rt->cfg->max_handshakes / (rt->num_workers > 0 ? rt->num_workers : 1);
+    w->conns.hs_budget = share > 0 ? share : 1;
     struct tg_kind_ops k;
     tg_conns_kind(&w->conns, &k);
     tg_loop_set_kind(&w->loop, TG_KIND_CONN, &k);
@@ -302,6 +307,33 @@ static void *worker_main(void *arg) {
     }
     TG_INFO("worker_stopped", "worker=%u", w->id);
     return NULL;
+}
+
+int tg_listen_probe(const struct tg_target *addr, char *err, size_t err_len) {
+    char where[80];
+    tg_target_format(addr, where, sizeof(where));
+    int fd = socket(addr->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, err_len, "%s: socket: %s", where, strerror(errno));
+        return 0;
+    }
+    // As tg_listen_open, less SO_REUSEPORT: a socket already on the address, whoever holds it
+    // and with whatever options, makes this bind fail. SO_REUSEADDR only lets connections of
+    // an earlier run in TIME_WAIT pass.
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (addr->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    int ok = bind(fd, (const struct sockaddr *)&addr->addr, addr->addr_len) == 0;
+    int error = errno;
+    close(fd);
+    if (ok)
+        return 1;
+    if (error == EADDRINUSE)
+        snprintf(err, err_len, "%s: address already in use by another process", where);
+    else
+        snprintf(err, err_len, "%s: bind: %s", where, strerror(error));
+    return 0;
 }
 
 int tg_listen_open(const struct tg_target *addr, char *err, size_t err_len) {

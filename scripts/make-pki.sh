@@ -13,6 +13,8 @@
 #   provider.pem / provider.key     upstream provider server cert, CN=SAN=sip.provider.test,
 #                                   EKU serverAuth+clientAuth, signed by ca
 #   wrongname.pem / wrongname.key   CN=SAN=evil.provider.test, EKU serverAuth+clientAuth, by ca
+#   localhost.pem / localhost.key   CN=SAN=localhost, EKU serverAuth+clientAuth, by ca (a target
+#                                   reached as `connect = localhost:PORT` proves that name)
 # Certificates made for another purpose (EC P-256, signed by ca, refused by the peer policy):
 #   codesign.pem / codesign.key     CN=SAN=sip.um.example.net, EKU codeSigning only
 #   serveronly.pem / serveronly.key CN=SAN=sip.um.example.net, EKU serverAuth only (no clientAuth)
@@ -96,6 +98,7 @@ leaf client-ec "$provider_id" ec "clientAuth, serverAuth"
 leaf wrongcase "Sip.um.example.net" rsa "clientAuth, serverAuth"
 leaf provider "sip.provider.test" rsa "serverAuth, clientAuth"
 leaf wrongname "evil.provider.test" rsa "serverAuth, clientAuth"
+leaf localhost "localhost" rsa "serverAuth, clientAuth"
 
 # Self-signed certificate carrying the provider identity (not issued by the CA).
 newkey selfsigned rsa

@@ -2,6 +2,7 @@
 #define TLSGATE_CERTTOOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <openssl/base.h>
@@ -16,7 +17,8 @@
 enum tg_certtool_exit {
     TG_CERTTOOL_OK = 0,    // csr: both files written; cert-check: no rule FAILed
     TG_CERTTOOL_FAIL = 1,  // csr: a file exists or cannot be written; cert-check: a rule FAILed
-    TG_CERTTOOL_USAGE = 2, // bad arguments, or (cert-check) an input file that cannot be read
+    TG_CERTTOOL_USAGE = 2, // bad arguments (csr: key and CSR outputs that are one file), or
+                           // (cert-check) an input file that cannot be read
 };
 
 // TG_CERTTOOL_CN_MAX is the longest CN X.509 allows (RFC 5280 ub-common-name), and so the
@@ -41,12 +43,25 @@ EVP_PKEY *tg_certtool_key_new(int ec, unsigned rsa_bits);
 // pass tg_certtool_check_fqdn. The caller owns the request. NULL on failure.
 X509_REQ *tg_certtool_csr_new(EVP_PKEY *key, const char *fqdn);
 
+// tg_certtool_pem_kind names the most valuable PEM object in the |len| bytes at |data|, for a
+// refusal to overwrite them: "a private key" (any `-----BEGIN ...PRIVATE KEY-----` block), else
+// "a certificate", else "a CSR"; NULL when there is no such block. No I/O.
+const char *tg_certtool_pem_kind(const uint8_t *data, size_t len);
+
+// tg_certtool_same_file returns 1 when the paths |a| and |b| name one file: for files that exist,
+// the same device and inode (symbolic links followed, hard links included); for files that do
+// not exist yet, the same real path of the directory and the same last component. It reads the
+// file system but changes nothing.
+int tg_certtool_same_file(const char *a, const char *b);
+
 // tg_certtool_csr_main runs `tlsgate csr` with the |argc| arguments at |argv| (those after the
 // word "csr"): --fqdn NAME, --key-bits 2048|3072|4096 (1024 with --allow-weak), --ec,
 // --key-out FILE, --csr-out FILE, --force, --allow-weak. The key file is created with mode 0600
 // (open with O_CREAT|O_EXCL) and the CSR with mode 0644; an existing file is never replaced
-// without --force (then it is replaced atomically by rename). Reports go to |out|, errors and
-// warnings to |err|. Returns a tg_certtool_exit code.
+// without --force (then it is replaced atomically by rename), and the refusal says what it holds
+// (a private key, a CSR, ...). Key and CSR outputs that are one file (tg_certtool_same_file) are
+// a usage error, --force or not. Reports go to |out|, errors and warnings to |err|. Returns a
+// tg_certtool_exit code.
 int tg_certtool_csr_main(int argc, char **argv, FILE *out, FILE *err);
 
 // tg_certtool_cert_check_main runs `tlsgate cert-check` with the |argc| arguments at |argv|

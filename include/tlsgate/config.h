@@ -25,6 +25,7 @@ struct tg_listener_conf {
     enum tg_mode mode;
     int line;                // line of the section header, for messages
     struct tg_target listen; // numeric, resolved by the loader
+    int listen_line;         // line of the `listen` key, for messages
     // inbound: exactly one (`forward`); outbound: the `connect` list, tried in order.
     struct tg_target targets[TG_MAX_TARGETS];
     size_t num_targets;
@@ -34,6 +35,12 @@ struct tg_listener_conf {
     uint32_t keepalive_interval_ms; // CRLFCRLF ping on a provider side idle this long; 0 = off
     uint32_t sip_max_message;       // bytes, head + body of one message (65536)
     uint32_t max_connections;       // this listener's own cap; 0 = only the global one
+    // outbound only: the connect of one attempt (3000), the whole chain of attempts over the
+    // targets (30000; 0 = each attempt bounded alone), how long a target that failed is
+    // skipped by new connections (30; 0 = never skipped)
+    uint32_t connect_timeout_ms;
+    uint32_t failover_timeout_ms;
+    uint32_t target_backoff_s;
 };
 
 struct tg_config {
@@ -44,6 +51,7 @@ struct tg_config {
     uint32_t max_connections;    // whole process, default 10000
     enum tg_log_level log_level; // default info
     char user[TG_NAME_MAX];      // empty: keep the current user
+    int user_line;               // line of the `user` key (0: absent), for messages
     uint32_t drain_timeout_ms;   // default 10000
     uint32_t buffer_size;        // bytes queued per direction per connection, default 65536
     // Admission of inbound connections, before any cryptography (guard.h):
@@ -51,10 +59,12 @@ struct tg_config {
                                          // process; default max_connections / 2
     uint32_t max_handshakes_per_source;  // ... from one source address (IPv6: /64); 0 = no cap
     uint32_t new_connections_per_source; // accepted per second from one source; 0 = no cap
+    uint32_t fd_reserve;                 // descriptors the data plane leaves free (64); 0 = none
 
     // [admin]
     int admin_enabled;             // default 1
     struct tg_target admin_listen; // default 127.0.0.1:9900
+    int admin_listen_line;         // line of the `listen` key (0: the default), for messages
     // Source networks allowed to connect; none: any. Required with a non-loopback listen.
     struct tg_cidr admin_allow[TG_ADMIN_MAX_ALLOW];
     size_t num_admin_allow;
@@ -104,5 +114,22 @@ int tg_config_parse(struct tg_config *cfg, const char *name, const char *data, s
 // tg_config_resolve resolves every unresolved target with getaddrinfo (blocking; call at
 // startup). Returns 1 on success, 0 with `FILE:LINE: key: cannot resolve HOST: why` in |err|.
 int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len);
+
+// TG_CONFIG_DIFF_NAME_MAX bounds one name written by tg_config_diff, NUL included.
+#define TG_CONFIG_DIFF_NAME_MAX 128
+
+// tg_config_diff compares the configuration in service |cur| with a newly loaded |next|, setting
+// by setting on parsed values (addresses as addresses, DNS names case-insensitively and
+// unresolved, lists as sets where order means nothing, defaults filled in), and names each
+// setting that differs and that a reload does not apply: every key outside [tls] and the [tls]
+// keys the workers read from the configuration in service (fqdn, handshake_timeout_ms,
+// idle_timeout_ms). A reload applies the other [tls] keys (cert, key, ca, peer_names,
+// min_key_bits, min_version, ciphers), so they are not compared. Names read `global.log_level`,
+// `admin.listen`, `tls.fqdn`, `inbound NAME.listen`, `outbound NAME.connect`,
+// `inbound NAME (added)`, `outbound NAME (removed)` and `listeners (order)`. The first
+// |max_names| names go to |out_names| (may be NULL when |max_names| is 0). Returns the number
+// of differences, which may exceed |max_names|; 0 when a reload applies everything.
+size_t tg_config_diff(const struct tg_config *cur, const struct tg_config *next,
+                      char out_names[][TG_CONFIG_DIFF_NAME_MAX], size_t max_names);
 
 #endif // TLSGATE_CONFIG_H

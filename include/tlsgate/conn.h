@@ -79,6 +79,8 @@ struct tg_conn {
     uint8_t inflight; // submitted operations whose last completion has not arrived
     uint8_t connect_failures;
     uint16_t guard_bucket; // the admission bucket of its source address (TG_F_GUARDED)
+    uint32_t chain_start;  // ms: outbound, when the first attempt started
+    uint8_t tried;         // outbound: targets this connection has tried (bit per target)
 };
 
 _Static_assert(TG_MAX_TARGETS <= 256, "targets fit tg_conn.target");
@@ -94,10 +96,11 @@ struct tg_conns {
     unsigned worker_id;
     struct tg_slab slab; // of struct tg_conn
     uint32_t next_seq;
-    struct tg_tlane hs_lane;   // handshake_timeout_ms (connecting included)
-    struct tg_tlane idle_lane; // idle_timeout_ms (0: never)
-    struct tg_bufcache bc;     // queues of buffer_size and of tls_qsize bytes
-    uint32_t tls_qsize;        // allocation of a ciphertext queue: buffer_size + slack
+    struct tg_tlane hs_lane;      // handshake_timeout_ms: inbound handshakes and backend connects
+    struct tg_tlane attempt_lane; // outbound attempts: explicit deadlines (upstream.c)
+    struct tg_tlane idle_lane;    // idle_timeout_ms (0: never)
+    struct tg_bufcache bc;        // queues of buffer_size and of tls_qsize bytes
+    uint32_t tls_qsize;           // allocation of a ciphertext queue: buffer_size + slack
     struct tg_tlsenv tlsenv;
     struct tg_verifier verifier;
     SSL_CTX *server_ctx; // the generation new connections start on (one reference)
@@ -112,6 +115,8 @@ struct tg_conns {
     uint32_t num_nobufs;      // connections flagged TG_F_NOBUFS
     struct tg_probes *probes; // worker 0 with probed listeners; else NULL
     struct tg_guard *guard;   // admission control shared by the workers (may be NULL)
+    uint32_t hs_budget;       // this worker's share of max_handshakes
+    uint32_t hs_inflight;     // inbound handshakes in progress holding a share
     int draining;
 };
 

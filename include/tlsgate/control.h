@@ -38,8 +38,12 @@ void tg_control_free(struct tg_control *c);
 // tg_control_reload re-reads the configuration file, builds a new generation, runs every rule
 // on our certificate, and publishes it to the workers only if it passes: new handshakes then
 // present the new certificate; open connections keep theirs. A failed reload changes nothing.
+// A successful one names every setting the file changed that only a restart applies
+// (tg_config_diff against the configuration in service): `not_applied` in the JSON result and
+// in /status's last_reload, and a `reload_partial` warning in the log.
 // |trigger| names the cause in the log ("SIGHUP", "admin"). |out_json| (may be NULL) receives a
-// one-line JSON result. Returns 1 when the new generation was published.
+// one-line JSON result, cut to fit |out_len| (names that do not fit are counted, `"N more"`).
+// Returns 1 when the new generation was published.
 int tg_control_reload(struct tg_control *c, const char *trigger, char *out_json, size_t out_len);
 
 // tg_control_tick runs periodic checks: expiry warnings at 30, 7 and 1 days left.
@@ -47,7 +51,7 @@ void tg_control_tick(struct tg_control *c);
 
 // tg_control_status_json appends to |buf| (at most |len| bytes, NUL-terminated) the
 // control's part of /status, as JSON members without the surrounding braces:
-// "certificate":{...},"ca":{...},"last_reload":{...}. Returns the length.
+// "certificate":{...},"ca":{...},"last_reload":{...,"not_applied":[...]}. Returns the length.
 size_t tg_control_status_json(struct tg_control *c, char *buf, size_t len);
 
 // tg_control_metrics appends Prometheus lines for reloads and certificate expiry.

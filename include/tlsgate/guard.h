@@ -13,10 +13,12 @@ struct sockaddr;
 // and shared by every worker without a lock (relaxed atomics on counters).
 //
 // - Per listener: its own `max_connections` (0: only the global cap).
-// - Unauthenticated budget: inbound connections whose handshake has not completed, at most
-//   `max_handshakes` in the whole process (default max_connections / 2), so that a flood of
-//   silent or slow TCP connections never holds the slots the provider's authenticated
-//   connections need. When it is full a worker may evict its oldest handshake in progress.
+// - Descriptors: two per connection, and `fd_reserve` kept free for the admin server, the
+//   control thread and reloads, so the data plane never exhausts them (EMFILE would also stop
+//   the admin server, whose library then busy-waits).
+// - The unauthenticated budget (`max_handshakes`) is not here: each worker keeps its share
+//   (conn.c), so that the worker a newcomer lands on can always evict its own oldest stale
+//   handshake to admit it.
 // - Per source address (IPv4 address, IPv6 /64; IPv4-mapped addresses count as IPv4): at most
 //   `max_handshakes_per_source` handshakes in progress and `new_connections_per_source` new
 //   connections per second. Sources are kept in TG_GUARD_BUCKETS buckets under a keyed hash
@@ -32,11 +34,12 @@ struct tg_guard_bucket {
 };
 
 struct tg_guard {
-    uint32_t max_handshakes;
     uint32_t max_per_source;
     uint32_t rate_per_source;
+    uint32_t fd_limit;   // RLIMIT_NOFILE when the guard was made (0: unknown or unlimited)
+    uint32_t fd_reserve; // 0: no reservation
     uint64_t key[2];
-    _Atomic uint32_t handshakes;
+    _Atomic uint32_t conns; // connections counted, all listeners
     size_t num_listeners;
     const uint32_t *listener_max;     // [listener]; 0 = no cap of its own
     _Atomic uint32_t *listener_conns; // [listener]
@@ -46,6 +49,7 @@ struct tg_guard {
 // tg_admit is the answer to a new connection.
 enum tg_admit {
     TG_ADMIT_OK = 0,
+    TG_ADMIT_FD_LIMIT,
     TG_ADMIT_LISTENER_MAX,
     TG_ADMIT_HANDSHAKES,
     TG_ADMIT_SOURCE_HANDSHAKES,
@@ -61,14 +65,14 @@ void tg_guard_free(struct tg_guard *g);
 uint16_t tg_guard_bucket(const struct tg_guard *g, const struct sockaddr *sa);
 
 // tg_guard_admit_conn counts a new connection on |listener|: TG_ADMIT_OK (counted; release it
-// with tg_guard_release_conn) or TG_ADMIT_LISTENER_MAX.
+// with tg_guard_release_conn), TG_ADMIT_FD_LIMIT or TG_ADMIT_LISTENER_MAX.
 enum tg_admit tg_guard_admit_conn(struct tg_guard *g, size_t listener);
 void tg_guard_release_conn(struct tg_guard *g, size_t listener);
 
 // tg_guard_admit_handshake counts a new unauthenticated inbound connection from |bucket| at
 // second |now_s|: TG_ADMIT_OK (counted; release it with tg_guard_release_handshake when it
-// authenticates or ends) or the limit it hit (nothing counted). The per-source rate counts
-// every attempt, admitted or not.
+// authenticates or ends) or the per-source limit it hit (nothing counted). The per-source rate
+// counts every attempt, admitted or not.
 enum tg_admit tg_guard_admit_handshake(struct tg_guard *g, uint16_t bucket, uint32_t now_s);
 void tg_guard_release_handshake(struct tg_guard *g, uint16_t bucket);
 

@@ -32,6 +32,7 @@ enum tg_reject_reason {
     TG_REJECT_HANDSHAKES,        // max_handshakes in progress (unauthenticated budget)
     TG_REJECT_SOURCE_HANDSHAKES, // max_handshakes_per_source in progress from this address
     TG_REJECT_SOURCE_RATE,       // new_connections_per_source in this second from this address
+    TG_REJECT_FD_LIMIT,          // the descriptor limit less fd_reserve
     TG_REJECT_NUM
 };
 
@@ -64,9 +65,20 @@ struct tg_listener_counters {
 enum tg_target_state { TG_TARGET_UNPROBED = 0, TG_TARGET_UP, TG_TARGET_DOWN };
 
 struct tg_target_health {
-    _Atomic uint8_t state; // enum tg_target_state
+    _Atomic uint8_t state; // enum tg_target_state: the OPTIONS verdict (probed SIP listeners)
     char name[80];         // `HOST:PORT` as configured
+    // Passive health of every outbound target (upstream.c): a failed attempt marks the target
+    // down until |down_until| (monotonic ms, tg_loop_now_ms); new connections skip it until
+    // then, the first connection after that probes it back. Written by any worker.
+    _Atomic uint8_t passive_down;
+    _Atomic uint32_t down_until;
+    uint8_t named; // |name| is set: the target exists (written once, before the workers)
 };
+
+// tg_target_is_up says whether target |h| is taken by new connections at |now_ms| (the
+// monotonic clock of tg_loop_now_ms; neither marked down by OPTIONS nor within a failure's
+// back-off).
+int tg_target_is_up(const struct tg_target_health *h, uint32_t now_ms);
 
 // tg_metrics holds every worker's counters for every listener.
 struct tg_metrics {

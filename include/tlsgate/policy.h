@@ -91,6 +91,19 @@ enum tg_verdict tg_policy_check_peer(const struct tg_policy *p, enum tg_peer_rol
                                      STACK_OF(X509) *untrusted, int64_t now, const char **out_name,
                                      char *detail, size_t detail_len);
 
+// tg_policy_check_peer_name is tg_policy_check_peer with the name rule bound to |only_name|
+// instead of the policy's peer names: a target reached by name must prove that name. The
+// subject CN must equal |only_name| and a DNS SAN must too, exact and case-sensitive, with the
+// same verdicts (cn_mismatch, cn_case_mismatch, san_missing, san_mismatch, san_case_mismatch);
+// an empty |only_name| matches nothing (cn_mismatch). Every other rule, and their order, is
+// tg_policy_check_peer's. |only_name| NULL means the peer names: tg_policy_check_peer. On OK,
+// |*out_name| (if not NULL) is |only_name| itself (owned by the caller) or, for NULL, the peer
+// name that matched (owned by |p|).
+enum tg_verdict tg_policy_check_peer_name(const struct tg_policy *p, enum tg_peer_role role,
+                                          X509 *leaf, STACK_OF(X509) *untrusted, int64_t now,
+                                          const char *only_name, const char **out_name,
+                                          char *detail, size_t detail_len);
+
 // Rules over our own certificate, as PASS / WARN / FAIL lines.
 enum tg_rule_status { TG_RULE_PASS = 0, TG_RULE_WARN, TG_RULE_FAIL };
 

@@ -18,6 +18,10 @@
 // tg_target is one `HOST:PORT`: the text as configured and, once resolved, its address.
 struct tg_target {
     char host[TG_HOST_MAX]; // without brackets for IPv6
+    // `connect` only: the name the target's certificate must carry (CN and a DNS SAN), also
+    // sent as SNI: `=NAME` when configured, else |host| when it is a DNS name. Empty (a target
+    // given by address alone, and every other kind of target): the [tls] peer_names.
+    char expect_name[TG_HOST_MAX];
     uint16_t port;
     int resolved; // 1 once |addr| holds an address
     struct sockaddr_storage addr;

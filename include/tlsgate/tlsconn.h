@@ -34,9 +34,13 @@ struct tg_tlsio {
     const struct tg_tlsenv *env;
     const uint8_t *in; // ciphertext BoringSSL may read now
     uint32_t in_len;
+    // outbound: the one name the peer must carry (a target's DNS host or `=NAME`; borrowed
+    // from the configuration, which outlives the connection); NULL: the policy's peer_names
+    const char *expect_name;
     struct tg_bufq out;    // ciphertext waiting to be sent
     const char *peer_name; // the verified peer name (borrowed from the policy of the SSL's
-                           // context, which the SSL keeps alive), NULL before verification
+                           // context, which the SSL keeps alive, or |expect_name|), NULL
+                           // before verification
     uint32_t seq;          // connection id within the worker
     int fd;                // the socket the records travel on (-1 when none): log lines only
     uint16_t listener;

@@ -9,10 +9,32 @@
 // handshake), the provider targets of an outbound one (connected before it), and failover
 // from a target that refused, reset or failed the handshake to the next one that is not down.
 
-// tg_upstream_pick returns the first target of |listener| from |from| on that is not marked
-// down by the OPTIONS prober, or |from| when all of them are (they are then still tried in
-// order).
-uint8_t tg_upstream_pick(const struct tg_conns *cs, uint16_t listener, unsigned from);
+// tg_upstream_init_health names the targets of every outbound listener in the metrics' target
+// table (before the workers start).
+void tg_upstream_init_health(struct tg_metrics *m, const struct tg_config *cfg);
+
+// tg_upstream_arm_attempt (re-)arms the deadline of the current attempt of an outbound
+// connection: |phase_ms| from now (connect_timeout_ms while connecting, handshake_timeout_ms in
+// the handshake), never past the end of the whole chain (failover_timeout_ms from its start).
+void tg_upstream_arm_attempt(struct tg_conns *cs, struct tg_conn *c, uint32_t phase_ms);
+
+// tg_upstream_attempt_expired handles an attempt whose deadline passed: a connect or a
+// handshake that got no answer fails over to the next target like a refusal would, or ends the
+// connection when none is left or the chain's time is up.
+void tg_upstream_attempt_expired(struct tg_conns *cs, struct tg_conn *c);
+
+// tg_upstream_verified marks the target of an outbound connection up after its handshake.
+void tg_upstream_verified(struct tg_conns *cs, struct tg_conn *c);
+
+// tg_upstream_handshake_failed marks the target of a failed outbound handshake down.
+void tg_upstream_handshake_failed(struct tg_conns *cs, struct tg_conn *c, const char *why);
+
+// tg_upstream_first chooses the first target of a new outbound connection: the first in the
+// configured order that is neither marked down by the OPTIONS prober nor within the back-off
+// of a failure (else the first). Later attempts take the next target not tried yet, preferring
+// targets that are up; a connection tries each target at most once. Returns 0 when the
+// listener has no target.
+int tg_upstream_first(struct tg_conns *cs, struct tg_conn *c);
 
 // tg_upstream_connect opens the far-side socket of |c| toward its current target.
 void tg_upstream_connect(struct tg_conns *cs, struct tg_conn *c);

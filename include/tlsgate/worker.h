@@ -28,6 +28,14 @@ struct tg_runtime {
 // takes no lock: a new generation arrives through an atomic mailbox and a wake-up.
 struct tg_worker;
 
+// tg_listen_probe tells whether |addr| is free for us: it binds a socket without SO_REUSEPORT
+// (SO_REUSEADDR and, for IPv6, V6ONLY as tg_listen_open sets them) and closes it again. Call it
+// before tg_listen_open, whose SO_REUSEPORT would let a second process on the same address
+// share its connections unnoticed. Returns 1 when the bind succeeded; 0 with `ADDR: address
+// already in use by another process` (EADDRINUSE: the kernel decides, wildcard and specific
+// addresses included) or `ADDR: bind: why` in |err|.
+int tg_listen_probe(const struct tg_target *addr, char *err, size_t err_len);
+
 // tg_listen_open creates a bound, listening TCP socket for |addr| with SO_REUSEPORT set, so
 // that every worker can hold its own socket on the same address. Returns the fd, or -1 with
 // a reason in |err|.

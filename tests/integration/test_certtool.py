@@ -9,6 +9,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -228,6 +229,52 @@ class CsrTest(h.TestCase):
         self.assertNotEqual(key.read_text(), "precious\n")
         self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
         self.assert_csr(str(csr), FQDN)
+
+    def test_same_file_refused_with_or_without_force(self):
+        """--key-out same.key --csr-out ./same.key --force used to leave only the CSR: the new
+        private key was destroyed. Outputs that are one file are refused, spelled any way."""
+        d = h.workdir() / "csr-same"
+        d.mkdir(exist_ok=True)
+        (d / "sub").mkdir(exist_ok=True)
+        cases = [("same.key", "./same.key"), ("same.key", "sub/../same.key"),
+                 ("same.key", str(d / "same.key"))]
+        for key, csr in cases:
+            for force in ([], ["--force"]):
+                with self.subTest(key=key, csr=csr, force=force):
+                    r = subprocess.run([h.TLSGATE, "csr", "--fqdn", FQDN, "--ec", "--key-out",
+                                        key, "--csr-out", csr, *force], cwd=d,
+                                       capture_output=True, text=True, timeout=h.t(60))
+                    self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                    self.assertIn("are the same file", r.stderr)
+                    self.assertFalse((d / "same.key").exists())
+        # Existing files: a hard link or a symbolic link to the key is the key.
+        r = tlsgate("csr", "--fqdn", FQDN, "--ec", "--key-out", d / "k.key", "--csr-out",
+                    d / "k.csr")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        key_text = (d / "k.key").read_text()
+        os.link(d / "k.key", d / "hard.key")
+        os.symlink(d / "k.key", d / "sym.key")
+        for other in ("hard.key", "sym.key"):
+            with self.subTest(other=other):
+                r = tlsgate("csr", "--fqdn", FQDN, "--ec", "--key-out", d / "k.key",
+                            "--csr-out", d / other, "--force")
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertIn("are the same file", r.stderr)
+                self.assertEqual((d / "k.key").read_text(), key_text)
+                self.assertEqual(stat.S_IMODE(os.stat(d / "k.key").st_mode), 0o600)
+        # Without --force, the refusal says what would be lost.
+        r = tlsgate("csr", "--fqdn", FQDN, "--ec", "--key-out", d / "k.key", "--csr-out",
+                    d / "new.csr")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"refusing to overwrite {d / 'k.key'}: it holds a private key; use --force",
+                      r.stderr)
+        r = tlsgate("csr", "--fqdn", FQDN, "--ec", "--key-out", d / "new.key", "--csr-out",
+                    d / "k.csr")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"refusing to overwrite {d / 'k.csr'}: it holds a CSR; use --force",
+                      r.stderr)
+        self.assertFalse((d / "new.key").exists())
+        self.assertFalse((d / "new.csr").exists())
 
     def test_weak_keys(self):
         if h.OPENSSL is None:

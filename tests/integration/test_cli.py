@@ -2,6 +2,7 @@
 """Command line: `tlsgate check` exit codes and messages, `tlsgate version`, and `tlsgate run`
 refusing bad configurations without starting."""
 
+import os
 import re
 import socket
 
@@ -125,6 +126,158 @@ class CheckTest(h.TestCase):
         r = tlsgate("check", "-c", path)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertNotIn("sip mode is not available", r.stderr)
+
+
+def listen_line(path, section):
+    """The line number of `listen` in |section| of the configuration at |path|."""
+    current = None
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("["):
+            current = line.strip("[] ")
+        elif current == section and line.startswith("listen ="):
+            return n
+    raise KeyError(section)
+
+
+class OwnershipCheckTest(h.TestCase):
+    """`check` (and the loader, so `run` too) refuses two listeners of ours on one address."""
+
+    def assert_refused(self, cfg, section, message):
+        path = h.write_config(cfg)
+        for cmd in ("check", "run"):
+            with self.subTest(cmd=cmd, section=section):
+                r = tlsgate(cmd, "-c", path, timeout=15)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                line = listen_line(path, section)
+                self.assertEqual(r.stderr.strip(), f"{path}:{line}: {message}")
+                self.assertNotIn("event=started", r.stderr)
+        return path
+
+    def test_same_address_twice(self):
+        cfg = good_config()
+        addr = cfg["inbound provider"]["listen"]
+        cfg["inbound second"] = {"listen": addr, "forward": cfg["inbound provider"]["forward"]}
+        path = h.write_config(cfg)
+        first = listen_line(path, "inbound provider")
+        self.assert_refused(cfg, "inbound second",
+                            f"inbound second.listen: {addr} is already the listen address of "
+                            f"[inbound provider] (line {first})")
+
+    def test_wildcard_and_specific(self):
+        cfg = good_config()
+        port = h.split_addr(cfg["inbound provider"]["listen"])[1]
+        cfg["outbound pbx"]["listen"] = f"0.0.0.0:{port}"
+        path = h.write_config(cfg)
+        first = listen_line(path, "inbound provider")
+        self.assert_refused(cfg, "outbound pbx",
+                            f"outbound pbx.listen: 0.0.0.0:{port} overlaps 127.0.0.1:{port}, "
+                            f"the listen address of [inbound provider] (line {first})")
+
+    def test_admin_address(self):
+        cfg = good_config()
+        admin = cfg["admin"]["listen"]
+        cfg["outbound pbx"]["listen"] = admin
+        path = h.write_config(cfg)
+        self.assert_refused(cfg, "outbound pbx",
+                            f"outbound pbx.listen: {admin} is already the admin listen address "
+                            f"(line {listen_line(path, 'admin')})")
+
+
+class PortOwnerTest(h.TestCase):
+    """`run` refuses an address another process listens on, even one with SO_REUSEPORT that
+    would let our SO_REUSEPORT sockets share it (and take part of its connections)."""
+
+    def run_refused(self, cfg, listener, addr):
+        path = h.write_config(cfg)
+        r = tlsgate("run", "-c", path, timeout=15)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'event=listen_failed listener={listener} reason="{addr}: address already '
+                      f'in use by another process"', r.stderr)
+        self.assertNotIn("event=started", r.stderr)
+        self.assertTrue(h.connect_refused(cfg["admin"]["listen"]))
+        return r
+
+    def test_second_tlsgate_refused(self):
+        with h.Echo() as echo:
+            cfg = h.base_config()
+            cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            with h.Proxy(cfg) as px:
+                second = {name: dict(keys) for name, keys in px.sections.items()}
+                second["admin"]["listen"] = f"127.0.0.1:{h.free_port()}"
+                self.run_refused(second, "provider", px.addr("provider"))
+                # The first one still has every connection.
+                r = h.tg_client(px.addr("provider"), "--bulk", "10000", timeout=30)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_foreign_reuseport_listener_refused(self):
+        for foreign_host, ours in (("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1")):
+            with self.subTest(foreign=foreign_host, ours=ours), socket.socket() as other:
+                other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                other.bind((foreign_host, 0))
+                other.listen(8)
+                port = other.getsockname()[1]
+                cfg = good_config()
+                cfg["inbound provider"]["listen"] = f"{ours}:{port}"
+                self.run_refused(cfg, "provider", f"{ours}:{port}")
+
+    def test_ipv6_foreign_listener_refused(self):
+        why = h.ipv6_available()
+        if why is not None:
+            self.skipTest(why)
+        with socket.socket(socket.AF_INET6) as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            other.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            other.bind(("::1", 0))
+            other.listen(8)
+            port = other.getsockname()[1]
+            cfg = good_config()
+            cfg["inbound provider"]["listen"] = f"[::1]:{port}"
+            self.run_refused(cfg, "provider", f"[::1]:{port}")
+            # The IPv4 side of the same port is another address (our IPv6 sockets are V6ONLY):
+            # that one starts.
+            cfg["inbound provider"]["listen"] = f"127.0.0.1:{port}"
+            del cfg["outbound pbx"]
+            cfg["admin"]["listen"] = f"127.0.0.1:{h.AUTO}"
+            with h.Proxy(cfg) as px:
+                self.assertTrue(px.log_lines("event=listening", "listener=provider"))
+
+
+class UserTest(h.TestCase):
+    """`[global] user`: looked up by `check` and `run` alike, with the line of the key."""
+
+    def test_unknown_user_refused_by_check_and_run(self):
+        cfg = good_config()
+        cfg["global"]["user"] = "no-such-user-tg"
+        path = h.write_config(cfg)
+        line = next(n for n, l in enumerate(path.read_text().splitlines(), 1)
+                    if l.startswith("user ="))
+        for cmd in ("check", "run"):
+            with self.subTest(cmd=cmd):
+                r = tlsgate(cmd, "-c", path, timeout=15)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(f"{path}:{line}: global.user: no such user 'no-such-user-tg' on "
+                              f"this system", r.stderr)
+                self.assertNotIn("event=started", r.stderr)
+                self.assertNotIn("PASS", r.stdout)
+
+    def test_root_drops_nothing(self):
+        cfg = good_config()
+        cfg["global"]["user"] = "root"
+        path = h.write_config(cfg)
+        r = tlsgate("check", "-c", path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, re.escape(str(path)) + r":\d+: global\.user: warning: 'root' "
+                         r"is uid 0: tlsgate keeps running as root")
+        if os.geteuid() != 0:
+            self.skipTest("the run half needs root")
+        cfg["admin"]["listen"] = f"127.0.0.1:{h.AUTO}"
+        cfg["inbound provider"]["listen"] = f"127.0.0.1:{h.AUTO}"
+        del cfg["outbound pbx"]
+        with h.Proxy(cfg) as px:
+            line = px.wait_log("event=user_root")[0]
+            self.assertIn("level=warn", line)
+            self.assertIn("no privileges are dropped", line)
+            self.assertFalse(px.log_lines("event=privileges_dropped"))
 
 
 class CommandTest(h.TestCase):

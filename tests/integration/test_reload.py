@@ -184,6 +184,105 @@ class ReloadTest(h.TestCase):
                 self.assertIn(("tlsgate_cert_expiry_seconds",
                                frozenset({("cert", cert)})), m)
 
+    def test_reload_names_what_it_cannot_apply(self):
+        """listen, connect and log_level changed: the reload applies the new [tls] and names
+        each of the others, in the POST answer, the log and /status, and by SIGHUP too."""
+        p = h.pki()
+        work = h.workdir() / "reload-partial"
+        work.mkdir(exist_ok=True)
+        cert, key = str(work / "sbc.pem"), str(work / "sbc.key")
+        shutil.copyfile(p.cert("server"), cert)
+        shutil.copyfile(p.key("server"), key)
+        os.chmod(key, 0o600)
+        new_cert, new_key = make_server_cert(p, "partial")
+        with h.Echo() as echo:
+            cfg = h.base_config(cert=cert, key=key)
+            cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}",
+                                   "connect": f"127.0.0.1:{h.closed_port()}"}
+            with h.Proxy(cfg) as px:
+                addr = px.addr("provider")
+                self.assertEqual(served_der(addr), der_of(cert))
+                status = px.status()
+                self.assertIsNone(status["last_reload"])
+
+                # Nothing changed: ok, nothing named, no warning.
+                code, body = post_reload(px)
+                self.assertEqual(code, 200, body)
+                self.assertEqual(body["not_applied"], [])
+                self.assertFalse(px.log_lines("event=reload_partial"))
+
+                changed = {name: dict(keys) for name, keys in px.sections.items()}
+                changed["inbound provider"]["listen"] = f"127.0.0.1:{h.free_port()}"
+                changed["outbound pbx"]["connect"] = f"127.0.0.1:{h.closed_port()}"
+                changed["global"]["log_level"] = "debug"
+                px.config_path.write_text(h._ini(changed))
+                replace_by_rename(new_key, key)
+                replace_by_rename(new_cert, cert)
+                want = ["global.log_level", "inbound provider.listen", "outbound pbx.connect"]
+
+                code, body = post_reload(px)
+                self.assertEqual(code, 200, body)
+                self.assertEqual(body["result"], "ok")
+                self.assertEqual(sorted(body["not_applied"]), want, body)
+                line = px.wait_log("event=reload_partial", "trigger=admin")[-1]
+                self.assertIn("level=warn", line)
+                self.assertEqual(sorted(h.kv(line)["not_applied"].split(",")), want, line)
+                last = px.status()["last_reload"]
+                self.assertEqual((last["result"], last["trigger"]), ("ok", "admin"))
+                self.assertEqual(sorted(last["not_applied"]), want, last)
+                # The new [tls] is in service, on the listen address of the startup.
+                self.assertEqual(served_der(addr), der_of(new_cert))
+                self.assertTrue(h.connect_refused(changed["inbound provider"]["listen"]))
+
+                # SIGHUP: the same names, since the running listeners are still the old ones.
+                px.proc.send_signal(signal.SIGHUP)
+                px.wait_metric("tlsgate_reloads_total", lambda v: v == 3, result="ok")
+                line = px.wait_log("event=reload_partial", "trigger=SIGHUP")[-1]
+                self.assertEqual(sorted(h.kv(line)["not_applied"].split(",")), want, line)
+                last = px.status()["last_reload"]
+                self.assertEqual(last["trigger"], "SIGHUP")
+                self.assertEqual(sorted(last["not_applied"]), want, last)
+
+                # A failed reload names nothing: nothing of it was applied, and it says why.
+                replace_by_rename(p.cert("selfsigned"), cert)
+                replace_by_rename(p.key("selfsigned"), key)
+                code, body = post_reload(px)
+                self.assertEqual(code, 422, body)
+                self.assertNotIn("not_applied", body)
+                last = px.status()["last_reload"]
+                self.assertEqual((last["result"], last["not_applied"]), ("failed", []))
+                self.assertEqual(served_der(addr), der_of(new_cert))
+
+    def test_many_changes_are_counted(self):
+        """More changes than the answer and the log line hold: the first are named, the rest
+        counted, and the JSON and the log line stay whole."""
+        with h.Echo() as echo:
+            cfg = h.base_config()
+            names = [f"l{i:02d}-" + "x" * 59 for i in range(40)]  # 63 characters each
+            for name in names:
+                cfg[f"inbound {name}"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            with h.Proxy(cfg) as px:
+                fewer = {k: v for k, v in px.sections.items() if not k.startswith("inbound l")
+                         or k == f"inbound {names[0]}"}
+                px.config_path.write_text(h._ini(fewer))
+                code, body = post_reload(px)
+                self.assertEqual(code, 200, body)
+                listed = body["not_applied"]
+                self.assertRegex(listed[-1], r"^\d+ more$")
+                shown = listed[:-1]
+                self.assertTrue(shown, body)
+                self.assertEqual(len(shown) + int(listed[-1].split()[0]), 39)
+                for item in shown:
+                    self.assertRegex(item, r"^inbound l\d\d-x+ \(removed\)$")
+                line = px.wait_log("event=reload_partial")[-1]
+                items = h.kv(line)["not_applied"].split(",")
+                self.assertRegex(items[-1], r"^\d+ more$")
+                self.assertEqual(len(items) - 1 + int(items[-1].split()[0]), 39)
+                self.assertIn('reason="', line)
+                status = px.status()["last_reload"]["not_applied"]
+                self.assertEqual(len(status) - 1 + int(status[-1].split()[0]), 39)
+
     def test_expiry_warning_and_metric(self):
         """A certificate with 5 days left starts (a WARN, not a FAIL), logs the 30- and 7-day
         warnings at once, and /metrics shows the seconds left."""

@@ -325,7 +325,9 @@ static void test_csr_cmd_no_overwrite_and_force(void **state) {
     chmod(key, 0644);
     struct run r = CSR("--fqdn", FQDN, "--key-out", key, "--csr-out", csr);
     assert_int_equal(r.rc, TG_CERTTOOL_FAIL);
-    assert_non_null(strstr(r.err, "exists"));
+    assert_non_null(strstr(r.err, "refusing to overwrite"));
+    assert_non_null(strstr(r.err, "exists (8 bytes, neither a private key nor a CSR)"));
+    assert_non_null(strstr(r.err, "use --force"));
     run_free(&r);
     char *text = read_all(key);
     assert_string_equal(text, "old key\n");
@@ -351,6 +353,127 @@ static void test_csr_cmd_no_overwrite_and_force(void **state) {
     assert_int_equal(r.rc, TG_CERTTOOL_OK);
     run_free(&r);
     assert_csr_files(key, csr, FQDN, EVP_PKEY_EC, 256);
+}
+
+// The refusal to overwrite says what the file holds: a key made earlier, or its CSR.
+static void test_csr_cmd_refusal_names_contents(void **state) {
+    (void)state;
+    char key[512], csr[512], other_key[512], other_csr[512], msg[1200];
+    path_in(key, sizeof(key), "named.key");
+    path_in(csr, sizeof(csr), "named.csr");
+    path_in(other_key, sizeof(other_key), "named2.key");
+    path_in(other_csr, sizeof(other_csr), "named2.csr");
+    struct run r = CSR("--fqdn", FQDN, "--ec", "--key-out", key, "--csr-out", csr);
+    assert_int_equal(r.rc, TG_CERTTOOL_OK);
+    run_free(&r);
+
+    r = CSR("--fqdn", FQDN, "--ec", "--key-out", key, "--csr-out", other_csr);
+    assert_int_equal(r.rc, TG_CERTTOOL_FAIL);
+    snprintf(msg, sizeof(msg),
+             "tlsgate: csr: refusing to overwrite %s: it holds a private key; use --force to "
+             "replace it\n",
+             key);
+    assert_string_equal(r.err, msg);
+    run_free(&r);
+
+    r = CSR("--fqdn", FQDN, "--ec", "--key-out", other_key, "--csr-out", csr);
+    assert_int_equal(r.rc, TG_CERTTOOL_FAIL);
+    snprintf(msg, sizeof(msg),
+             "tlsgate: csr: refusing to overwrite %s: it holds a CSR; use --force to replace it\n",
+             csr);
+    assert_string_equal(r.err, msg);
+    run_free(&r);
+    assert_int_not_equal(access(other_key, F_OK), 0);
+    assert_int_not_equal(access(other_csr, F_OK), 0);
+}
+
+// Key and CSR outputs that are one file are refused with or without --force, whatever the
+// spelling; the files already there are left as they were.
+static void test_csr_cmd_same_file(void **state) {
+    (void)state;
+    char key[512], csr[512], dotted[600], sym[512], hard[512], sub[512], via_sub[600];
+    path_in(key, sizeof(key), "same.key");
+    path_in(csr, sizeof(csr), "same.csr");
+    snprintf(dotted, sizeof(dotted), "%s/./same.key", fx.dir);
+    path_in(sub, sizeof(sub), "sub");
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(via_sub, sizeof(via_sub), "%s/sub/../same.key", fx.dir);
+    const char *const spellings[] = {key, dotted, via_sub};
+    for (size_t force = 0; force < 2; force++) {
+        for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+            struct run r =
+                force ? CSR("--fqdn", FQDN, "--ec", "--key-out", key, "--csr-out", spellings[i],
+                            "--force")
+                      : CSR("--fqdn", FQDN, "--ec", "--key-out", key, "--csr-out", spellings[i]);
+            if (r.rc != TG_CERTTOOL_USAGE)
+                fail_msg("force %zu spelling %zu: rc %d: %s", force, i, r.rc, r.err);
+            assert_non_null(strstr(r.err, "are the same file"));
+            run_free(&r);
+            assert_int_not_equal(access(key, F_OK), 0); // nothing written
+        }
+    }
+
+    // Existing files: a hard link and a symbolic link to the key are the key.
+    struct run r = CSR("--fqdn", FQDN, "--ec", "--key-out", key, "--csr-out", csr);
+    assert_int_equal(r.rc, TG_CERTTOOL_OK);
+    run_free(&r);
+    char *before = read_all(key);
+    path_in(hard, sizeof(hard), "same-hard.key");
+    path_in(sym, sizeof(sym), "same-link.key");
+    assert_int_equal(link(key, hard), 0);
+    assert_int_equal(symlink(key, sym), 0);
+    r = CSR("--fqdn", FQDN, "--ec", "--key-out", key, "--csr-out", hard, "--force");
+    assert_int_equal(r.rc, TG_CERTTOOL_USAGE);
+    run_free(&r);
+    r = CSR("--fqdn", FQDN, "--ec", "--key-out", sym, "--csr-out", key, "--force");
+    assert_int_equal(r.rc, TG_CERTTOOL_USAGE);
+    run_free(&r);
+    char *after = read_all(key);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    assert_int_equal(file_mode(key), 0600);
+
+    // Two different files in one directory are fine, spelled either way.
+    assert_int_equal(tg_certtool_same_file(key, csr), 0);
+    assert_int_equal(tg_certtool_same_file(dotted, key), 1);
+    assert_int_equal(tg_certtool_same_file(hard, sym), 1);
+    assert_int_equal(tg_certtool_same_file("no-such-dir/a", "no-such-dir/b"), 0);
+    assert_int_equal(tg_certtool_same_file("relative.key", "./relative.key"), 1);
+}
+
+static void test_pem_kind(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *want;
+    } kCases[] = {
+        {"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", "a private key"},
+        {"-----BEGIN RSA PRIVATE KEY-----\n", "a private key"},
+        {"-----BEGIN EC PRIVATE KEY-----\n", "a private key"},
+        {"-----BEGIN ENCRYPTED PRIVATE KEY-----\n", "a private key"},
+        {"-----BEGIN CERTIFICATE REQUEST-----\n", "a CSR"},
+        {"-----BEGIN NEW CERTIFICATE REQUEST-----\n", "a CSR"},
+        {"-----BEGIN CERTIFICATE-----\n", "a certificate"},
+        // The most valuable block wins, wherever it is.
+        {"-----BEGIN CERTIFICATE-----\nx\n-----BEGIN PRIVATE KEY-----\n", "a private key"},
+        {"junk\n-----BEGIN CERTIFICATE REQUEST-----\n", "a CSR"},
+        // Negative cases: no PEM block, a broken header, a label of no interest.
+        {"", NULL},
+        {"precious\n", NULL},
+        {"-----BEGIN ", NULL},
+        {"----BEGIN PRIVATE KEY-----\n", NULL},
+        {"-----BEGIN PUBLIC KEY-----\n", NULL},
+        {"-----BEGIN X509 CRL-----\n", NULL},
+        {"-----END PRIVATE KEY-----\n", NULL},
+    };
+    for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); i++) {
+        const char *got =
+            tg_certtool_pem_kind((const uint8_t *)kCases[i].text, strlen(kCases[i].text));
+        if (kCases[i].want == NULL ? got != NULL : got == NULL || strcmp(got, kCases[i].want) != 0)
+            fail_msg("case %zu: got %s, want %s", i, got ? got : "NULL",
+                     kCases[i].want ? kCases[i].want : "NULL");
+    }
 }
 
 static void test_csr_cmd_weak_keys(void **state) {
@@ -387,7 +510,6 @@ static void test_csr_cmd_usage(void **state) {
         CSR("--key-out", key, "--csr-out", csr),
         CSR("--fqdn", FQDN, "--csr-out", csr),
         CSR("--fqdn", FQDN, "--key-out", key),
-        CSR("--fqdn", FQDN, "--key-out", key, "--csr-out", key),
         CSR("--fqdn", "sbc", "--key-out", key, "--csr-out", csr),
         CSR("--fqdn", "*.example.com", "--key-out", key, "--csr-out", csr),
         CSR("--fqdn", FQDN, "--key-bits", "2000", "--key-out", key, "--csr-out", csr),
@@ -735,6 +857,9 @@ int main(void) {
         cmocka_unit_test(test_csr_new),
         cmocka_unit_test(test_csr_cmd_sizes),
         cmocka_unit_test(test_csr_cmd_no_overwrite_and_force),
+        cmocka_unit_test(test_csr_cmd_refusal_names_contents),
+        cmocka_unit_test(test_csr_cmd_same_file),
+        cmocka_unit_test(test_pem_kind),
         cmocka_unit_test(test_csr_cmd_weak_keys),
         cmocka_unit_test(test_csr_cmd_usage),
         cmocka_unit_test(test_csr_cmd_unwritable),

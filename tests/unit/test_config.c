@@ -502,6 +502,87 @@ static void test_too_many_targets(void **state) {
                  "t.conf:9: outbound b.connect: target 2 is empty");
 }
 
+// Names bound to targets: `connect = HOST:PORT=NAME`.
+#define OUTBOUND_B TLS_SECTION "[outbound b]\nlisten = 127.0.0.1:5062\n"
+
+static void test_connect_names(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, OUTBOUND_B "connect = 192.0.2.7:5061=sip.carrier.example, "
+                               "carrier-lb.example.net:5061=sip.carrier.example, "
+                               "sip.example-carrier.net:5061,198.51.100.7:5061, "
+                               "[::1]:5061=name.v6.example, [2001:db8::5]:5061 = Peer_3\n");
+    const struct tg_listener_conf *l = &cfg.listeners[0];
+    assert_int_equal(l->num_targets, 6);
+    // An address with a name: the name is what the certificate must carry (and the SNI).
+    assert_target(&l->targets[0], "192.0.2.7", 5061, 1, "192.0.2.7:5061");
+    assert_string_equal(l->targets[0].expect_name, "sip.carrier.example");
+    // A host name with another name: the explicit one wins.
+    assert_target(&l->targets[1], "carrier-lb.example.net", 5061, 0, "carrier-lb.example.net:5061");
+    assert_string_equal(l->targets[1].expect_name, "sip.carrier.example");
+    // A host name alone binds to itself.
+    assert_string_equal(l->targets[2].host, "sip.example-carrier.net");
+    assert_string_equal(l->targets[2].expect_name, "sip.example-carrier.net");
+    // An address alone: peer_names (empty).
+    assert_target(&l->targets[3], "198.51.100.7", 5061, 1, "198.51.100.7:5061");
+    assert_string_equal(l->targets[3].expect_name, "");
+    assert_target(&l->targets[4], "::1", 5061, 1, "[::1]:5061");
+    assert_string_equal(l->targets[4].expect_name, "name.v6.example");
+    // Blanks around '=' go; the name keeps its case (matched exactly, as peer_names).
+    assert_target(&l->targets[5], "2001:db8::5", 5061, 1, "[2001:db8::5]:5061");
+    assert_string_equal(l->targets[5].expect_name, "Peer_3");
+    tg_config_cleanup(&cfg);
+
+    // A name may use every character a peer name may, up to TG_HOST_MAX - 1 of them.
+    expect_ok(&cfg, OUTBOUND_B "connect = [::1]:5061=*.wild:card/x=y\n");
+    assert_string_equal(cfg.listeners[0].targets[0].expect_name, "*.wild:card/x=y");
+    tg_config_cleanup(&cfg);
+
+    // forward (inbound) and listen never carry a name.
+    expect_ok(&cfg, MINIMAL);
+    assert_string_equal(cfg.listeners[0].targets[0].expect_name, "");
+    tg_config_cleanup(&cfg);
+}
+
+static void test_connect_names_bad(void **state) {
+    (void)state;
+    expect_error(OUTBOUND_B "connect = 192.0.2.7:5061=\n",
+                 "t.conf:9: outbound b.connect: target 1: missing name after '='");
+    expect_error(OUTBOUND_B "connect = 192.0.2.7:5061 = \t, 192.0.2.8:5061\n",
+                 "t.conf:9: outbound b.connect: target 1: missing name after '='");
+    expect_error(OUTBOUND_B "connect = [::1]:5061=\n",
+                 "t.conf:9: outbound b.connect: target 1: missing name after '='");
+    expect_error(OUTBOUND_B "connect = 192.0.2.7:5061, 192.0.2.8:5061=sip carrier.example\n",
+                 "t.conf:9: outbound b.connect: target 2: 'sip carrier.example' after '=' is "
+                 "not a peer name");
+    expect_error(OUTBOUND_B "connect = 192.0.2.7:5061=sip.\xc3\xa9xample\n",
+                 "t.conf:9: outbound b.connect: target 1: 'sip.??xample' after '=' is not a "
+                 "peer name");
+    expect_error(OUTBOUND_B "connect = 192.0.2.7:5061=sip\x7f\n",
+                 "t.conf:9: outbound b.connect: target 1: 'sip?' after '=' is not a peer name");
+    expect_error(OUTBOUND_B "connect = =sip.carrier.example\n",
+                 "t.conf:9: outbound b.connect: target 1: missing HOST:PORT before '='");
+    // The address part is checked as before.
+    expect_error(OUTBOUND_B "connect = 192.0.2.7=sip.carrier.example\n",
+                 "t.conf:9: outbound b.connect: target 1: missing port: expected HOST:PORT");
+    expect_error(OUTBOUND_B "connect = 192.0.2.7:50a=sip.carrier.example\n",
+                 "t.conf:9: outbound b.connect: target 1: bad port '50a': expected 1..65535");
+    expect_error(OUTBOUND_B "connect = [::1]=name\n",
+                 "t.conf:9: outbound b.connect: target 1: missing port: expected [ADDR]:PORT");
+    expect_error(OUTBOUND_B "connect = [::1]x5061=name\n",
+                 "t.conf:9: outbound b.connect: target 1: expected ':' after ']'");
+    expect_error(OUTBOUND_B "connect = ::1:5061=name\n",
+                 "t.conf:9: outbound b.connect: target 1: IPv6 address must be in brackets: "
+                 "[ADDR]:PORT");
+    expect_error(OUTBOUND_B "connect = [::zz]:5061=name\n",
+                 "t.conf:9: outbound b.connect: target 1: bad IPv6 address '::zz'");
+    expect_error(OUTBOUND_B "connect = bad_host!:5061=name\n",
+                 "t.conf:9: outbound b.connect: target 1: bad host name 'bad_host!'");
+    // A name is for connect targets only.
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5060=x\n",
+                 "t.conf:9: inbound a.forward: bad port '5060=x': expected 1..65535");
+}
+
 static void test_overlong_line(void **state) {
     (void)state;
     // 199 characters fit (Debian's inih: INI_MAX_LINE 200, with the NUL); 200 do not.
@@ -955,6 +1036,218 @@ static void test_admin_off_loopback(void **state) {
     tg_config_cleanup(&cfg);
 }
 
+// ---------------------------------------------------------------------------------------------
+// One owner per listen address.
+
+static void test_listen_owners(void **state) {
+    (void)state;
+    // The same address twice, reported at the second listen line, naming the first.
+    expect_error(MINIMAL "[inbound b]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5060\n",
+                 "t.conf:11: inbound b.listen: 0.0.0.0:5061 is already the listen address of "
+                 "[inbound carrier] (line 8)");
+    // A specific address under a wildcard of the same family and port, across directions.
+    expect_error(MINIMAL "[outbound b]\nlisten = 127.0.0.1:5061\nconnect = 192.0.2.1:5061\n",
+                 "t.conf:11: outbound b.listen: 127.0.0.1:5061 overlaps 0.0.0.0:5061, the listen "
+                 "address of [inbound carrier] (line 8)");
+    expect_error(TLS_SECTION "[inbound a]\nforward = 192.0.2.10:5060\nlisten = 127.0.0.1:5070\n"
+                             "[inbound b]\nlisten = 0.0.0.0:5070\nforward = 192.0.2.10:5060\n",
+                 "t.conf:11: inbound b.listen: 0.0.0.0:5070 overlaps 127.0.0.1:5070, the listen "
+                 "address of [inbound a] (line 9)");
+    // IPv6: the same address written two ways, and the IPv6 wildcard.
+    expect_error(TLS_SECTION "[inbound a]\nlisten = [::1]:5061\nforward = 192.0.2.10:5060\n"
+                             "[inbound b]\nlisten = [0:0::1]:5061\nforward = 192.0.2.10:5060\n",
+                 "t.conf:11: inbound b.listen: [::1]:5061 is already the listen address of "
+                 "[inbound a] (line 8)");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = [2001:db8::1]:5061\nforward = 192.0.2.10:5060\n"
+                             "[inbound b]\nlisten = [::]:5061\nforward = 192.0.2.10:5060\n",
+                 "t.conf:11: inbound b.listen: [::]:5061 overlaps [2001:db8::1]:5061, the listen "
+                 "address of [inbound a] (line 8)");
+
+    // Not conflicts: other port, other specific address, other family (IPv6 is V6ONLY).
+    static const char *const k_fine[] = {
+        "0.0.0.0:5062",
+        "[::]:5061",
+        "[::1]:5061",
+    };
+    for (size_t i = 0; i < sizeof(k_fine) / sizeof(k_fine[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text),
+                 MINIMAL "[inbound b]\nlisten = %s\nforward = 192.0.2.10:5060\n", k_fine[i]);
+        struct tg_config cfg;
+        expect_ok(&cfg, text);
+        tg_config_cleanup(&cfg);
+    }
+    struct tg_config cfg;
+    expect_ok(&cfg,
+              TLS_SECTION "[inbound a]\nlisten = 127.0.0.1:5061\nforward = 192.0.2.10:5060\n"
+                          "[inbound b]\nlisten = 127.0.0.2:5061\nforward = 192.0.2.10:5060\n");
+    assert_int_equal(cfg.listeners[0].listen_line, 8);
+    assert_int_equal(cfg.listeners[1].listen_line, 11);
+    tg_config_cleanup(&cfg);
+}
+
+static void test_listen_owners_admin(void **state) {
+    (void)state;
+    // [admin] after the listener: reported at admin.listen.
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 127.0.0.1:9901\nforward = 192.0.2.10:5060\n"
+                             "[admin]\nlisten = 127.0.0.1:9901\n",
+                 "t.conf:11: admin.listen: 127.0.0.1:9901 is already the listen address of "
+                 "[inbound a] (line 8)");
+    // [admin] first: reported at the listener's listen line.
+    expect_error("[admin]\nlisten = 127.0.0.1:9901\n" TLS_SECTION
+                 "[inbound a]\nlisten = 127.0.0.1:9901\nforward = 192.0.2.10:5060\n",
+                 "t.conf:10: inbound a.listen: 127.0.0.1:9901 is already the admin listen "
+                 "address (line 2)");
+    // The default admin address counts too, wildcards included.
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 127.0.0.1:9900\nforward = 192.0.2.10:5060\n",
+                 "t.conf:8: inbound a.listen: 127.0.0.1:9900 is already the admin listen address "
+                 "(the default: set admin.listen, or admin.enabled = no)");
+    expect_error(TLS_SECTION "[outbound a]\nlisten = 0.0.0.0:9900\nconnect = 192.0.2.1:5061\n",
+                 "t.conf:8: outbound a.listen: 0.0.0.0:9900 overlaps 127.0.0.1:9900, the admin "
+                 "listen address (the default: set admin.listen, or admin.enabled = no)");
+    // With the admin disabled, its address is free; the key lines are kept.
+    struct tg_config cfg;
+    expect_ok(&cfg, "[admin]\nenabled = no\n" TLS_SECTION
+                    "[inbound a]\nlisten = 127.0.0.1:9900\nforward = 192.0.2.10:5060\n");
+    assert_int_equal(cfg.admin_listen_line, 0);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, "[global]\nuser = tlsgate\n[admin]\nlisten = 127.0.0.1:9901\n" MINIMAL);
+    assert_int_equal(cfg.user_line, 2);
+    assert_int_equal(cfg.admin_listen_line, 4);
+    tg_config_cleanup(&cfg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tg_config_diff: what a reload cannot apply.
+
+#define DIFF_BASE                                                                                  \
+    "[global]\nlog_level = info\n"                                                                 \
+    "[admin]\nallow = 127.0.0.1/32, ::1/128\nhosts = Admin.example.net, b.example\n"               \
+    "[tls]\ncert = /c.pem\nkey = /k.pem\nca = /ca.pem\nfqdn = sbc.example.com\n"                   \
+    "peer_names = sip.example-carrier.net\n"                                                       \
+    "[inbound provider]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5060\n"                       \
+    "[outbound pbx]\nlisten = 127.0.0.1:5062\n"
+
+// diff_texts parses |a| and |b| and returns tg_config_diff's count, the names in |names|.
+static size_t diff_texts(const char *a, const char *b, char names[][TG_CONFIG_DIFF_NAME_MAX],
+                         size_t max_names) {
+    struct tg_config ca, cb;
+    expect_ok(&ca, a);
+    expect_ok(&cb, b);
+    size_t n = tg_config_diff(&ca, &cb, names, max_names);
+    tg_config_cleanup(&ca);
+    tg_config_cleanup(&cb);
+    return n;
+}
+
+static void expect_diff(const char *a, const char *b, const char *const *want, size_t num_want) {
+    char names[16][TG_CONFIG_DIFF_NAME_MAX];
+    size_t n = diff_texts(a, b, names, 16);
+    for (size_t i = 0; i < n && i < num_want; i++)
+        assert_string_equal(names[i], want[i]);
+    if (n != num_want)
+        fail_msg("%zu differences, want %zu (first: %s)", n, num_want, n > 0 ? names[0] : "-");
+}
+
+static void test_config_diff(void **state) {
+    (void)state;
+    static const char a[] = DIFF_BASE "connect = sip.example.net:5061, [::1]:5061\n";
+    // Nothing, or only what a reload applies ([tls] files, names and TLS settings), or only
+    // spelling: no difference.
+    expect_diff(a, a, NULL, 0);
+    expect_diff(a,
+                "[global]\nlog_level = info\nworkers = auto\n"
+                "[admin]\nallow = ::1/128,127.0.0.1\nhosts = b.example, admin.EXAMPLE.net\n"
+                "[tls]\ncert = /c2.pem\nkey = /k2.pem\nca = /ca2.pem\nfqdn = sbc.example.com\n"
+                "peer_names = other.example\nmin_version = 1.3\nmin_key_bits = 3072\n"
+                "ciphers = ECDHE-RSA-AES128-GCM-SHA256\n"
+                "[inbound provider]\nforward = 192.0.2.10:5060\nlisten = 0.0.0.0:5061\nmode = tcp\n"
+                "[outbound pbx]\nlisten = 127.0.0.1:5062\n"
+                "connect = sip.example.net:5061, [0:0:0::1]:5061\n",
+                NULL, 0);
+    // A DNS name is compared case-insensitively as a host, but the name a target must carry
+    // (the host itself when no `=NAME` is given) is exact.
+    expect_diff(DIFF_BASE "connect = sip.example.net:5061=peer.example\n",
+                DIFF_BASE "connect = SIP.Example.NET:5061=peer.example\n", NULL, 0);
+    static const char *const want_case[] = {"outbound pbx.connect"};
+    expect_diff(a, DIFF_BASE "connect = SIP.Example.NET:5061, [::1]:5061\n", want_case, 1);
+
+    // The changes of the issue: listen, connect, log_level; and the [tls] keys the workers
+    // read from the startup configuration.
+    static const char *const want1[] = {"global.log_level", "tls.fqdn", "tls.idle_timeout_ms",
+                                        "inbound provider.listen", "outbound pbx.connect"};
+    expect_diff(a,
+                "[global]\nlog_level = debug\n"
+                "[admin]\nallow = 127.0.0.1/32, ::1/128\nhosts = Admin.example.net, b.example\n"
+                "[tls]\ncert = /c.pem\nkey = /k.pem\nca = /ca.pem\nfqdn = sbc2.example.com\n"
+                "peer_names = sip.example-carrier.net\nidle_timeout_ms = 1000\n"
+                "[inbound provider]\nlisten = 0.0.0.0:5063\nforward = 192.0.2.10:5060\n"
+                "[outbound pbx]\nlisten = 127.0.0.1:5062\n"
+                "connect = sip.example.net:5061, [::2]:5061\n",
+                want1, 5);
+
+    // [global], [admin] and per-listener keys; a target's expected name; a new port.
+    static const char *const want2[] = {"global.max_connections",
+                                        "global.max_handshakes",
+                                        "global.user",
+                                        "admin.listen",
+                                        "admin.allow",
+                                        "admin.hosts",
+                                        "inbound provider.forward",
+                                        "inbound provider.mode",
+                                        "outbound pbx.connect",
+                                        "outbound pbx.options_interval_s"};
+    expect_diff(a,
+                "[global]\nlog_level = info\nmax_connections = 100\nuser = tlsgate\n"
+                "[admin]\nlisten = 127.0.0.1:9901\nallow = 127.0.0.1/32\n"
+                "hosts = Admin.example.net\n"
+                "[tls]\ncert = /c.pem\nkey = /k.pem\nca = /ca.pem\nfqdn = sbc.example.com\n"
+                "peer_names = sip.example-carrier.net\n"
+                "[inbound provider]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5070\n"
+                "mode = sip\n"
+                "[outbound pbx]\nlisten = 127.0.0.1:5062\noptions_interval_s = 30\n"
+                "connect = sip.example.net:5061=peer.example, [::1]:5061\n",
+                want2, 10);
+
+    // Listeners added, removed, turned around, and reordered.
+    static const char *const want3[] = {"inbound provider (removed)", "inbound pbx2 (added)",
+                                        "outbound provider (added)"};
+    expect_diff(a,
+                "[tls]\ncert = /c.pem\nkey = /k.pem\nca = /ca.pem\nfqdn = sbc.example.com\n"
+                "peer_names = sip.example-carrier.net\n"
+                "[admin]\nallow = 127.0.0.1/32, ::1/128\nhosts = Admin.example.net, b.example\n"
+                "[outbound pbx]\nlisten = 127.0.0.1:5062\n"
+                "connect = sip.example.net:5061, [::1]:5061\n"
+                "[inbound pbx2]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5060\n"
+                "[outbound provider]\nlisten = 127.0.0.1:5064\nconnect = 192.0.2.1:5061\n",
+                want3, 3);
+    char names[16][TG_CONFIG_DIFF_NAME_MAX];
+    static const char b3[] =
+        "[tls]\ncert = /c.pem\nkey = /k.pem\nca = /ca.pem\nfqdn = sbc.example.com\n"
+        "peer_names = sip.example-carrier.net\n"
+        "[admin]\nallow = 127.0.0.1/32, ::1/128\nhosts = Admin.example.net, b.example\n"
+        "[outbound pbx]\nlisten = 127.0.0.1:5062\nconnect = sip.example.net:5061, [::1]:5061\n"
+        "[inbound provider]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5060\n";
+    static const char *const want_order[] = {"listeners (order)"};
+    expect_diff(a, b3, want_order, 1);
+    static const char b4[] =
+        "[tls]\ncert = /c.pem\nkey = /k.pem\nca = /ca.pem\nfqdn = sbc.example.com\n"
+        "peer_names = sip.example-carrier.net\n"
+        "[admin]\nallow = 127.0.0.1/32, ::1/128\nhosts = Admin.example.net, b.example\n"
+        "[outbound provider]\nlisten = 0.0.0.0:5061\nconnect = 192.0.2.1:5061\n"
+        "[outbound pbx]\nlisten = 127.0.0.1:5062\nconnect = sip.example.net:5061, [::1]:5061\n"
+        "[inbound extra]\nlisten = 0.0.0.0:5065\nforward = 192.0.2.10:5060\n";
+    static const char *const want4[] = {"inbound provider (removed)", "outbound provider (added)",
+                                        "inbound extra (added)"};
+    expect_diff(a, b4, want4, 3);
+
+    // More differences than room: all counted, the first written; none written with no room.
+    size_t n = diff_texts(a, b4, names, 2);
+    assert_int_equal(n, 3);
+    assert_string_equal(names[1], "outbound provider (added)");
+    assert_int_equal(diff_texts(a, b4, NULL, 0), 3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_file),
@@ -979,6 +1272,8 @@ int main(void) {
         cmocka_unit_test(test_line_without_equals),
         cmocka_unit_test(test_key_outside_section),
         cmocka_unit_test(test_too_many_targets),
+        cmocka_unit_test(test_connect_names),
+        cmocka_unit_test(test_connect_names_bad),
         cmocka_unit_test(test_overlong_line),
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_empty_peer_name),
@@ -994,6 +1289,9 @@ int main(void) {
         cmocka_unit_test(test_admin_keys),
         cmocka_unit_test(test_admin_bad_values),
         cmocka_unit_test(test_admin_off_loopback),
+        cmocka_unit_test(test_listen_owners),
+        cmocka_unit_test(test_listen_owners_admin),
+        cmocka_unit_test(test_config_diff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,18 +63,29 @@ static void test_listener_cap(void **state) {
     done(g, cfg);
 }
 
-static void test_global_budget(void **state) {
+static void test_fd_reserve(void **state) {
     (void)state;
-    struct tg_config *cfg = config(4, 0, 0);
+    struct tg_config *cfg = config(100, 0, 0);
+    cfg->fd_reserve = 64;
     struct tg_guard *g = tg_guard_new(cfg);
-    for (uint16_t b = 0; b < 4; b++)
-        assert_int_equal(tg_guard_admit_handshake(g, b, 1), TG_ADMIT_OK);
-    assert_int_equal(tg_guard_admit_handshake(g, 9, 1), TG_ADMIT_HANDSHAKES);
-    // The refused attempt left no count behind in its bucket.
-    assert_int_equal(atomic_load(&g->buckets[9].handshakes), 0);
-    tg_guard_release_handshake(g, 2);
-    assert_int_equal(tg_guard_admit_handshake(g, 9, 1), TG_ADMIT_OK);
-    assert_int_equal(atomic_load(&g->handshakes), 4);
+    g->fd_limit = 256; // two descriptors a connection, 64 kept: (256 - 64) / 2 = 96
+    for (int i = 0; i < 96; i++)
+        assert_int_equal(tg_guard_admit_conn(g, 1), TG_ADMIT_OK);
+    assert_int_equal(tg_guard_admit_conn(g, 1), TG_ADMIT_FD_LIMIT);
+    assert_int_equal(tg_guard_admit_conn(g, 0), TG_ADMIT_FD_LIMIT); // every listener
+    tg_guard_release_conn(g, 1);
+    assert_int_equal(tg_guard_admit_conn(g, 0), TG_ADMIT_OK);
+    assert_int_equal(atomic_load(&g->conns), 96);
+    // A listener refusal gives the descriptor count back too.
+    assert_int_equal(tg_guard_admit_conn(g, 0), TG_ADMIT_FD_LIMIT);
+    done(g, cfg);
+    // No reserve: no limit from descriptors.
+    cfg = config(100, 0, 0);
+    cfg->fd_reserve = 0;
+    g = tg_guard_new(cfg);
+    g->fd_limit = 16;
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(tg_guard_admit_conn(g, 1), TG_ADMIT_OK);
     done(g, cfg);
 }
 
@@ -86,7 +97,7 @@ static void test_per_source_in_progress(void **state) {
     assert_int_equal(tg_guard_admit_handshake(g, 5, 1), TG_ADMIT_OK);
     assert_int_equal(tg_guard_admit_handshake(g, 5, 1), TG_ADMIT_SOURCE_HANDSHAKES);
     assert_int_equal(tg_guard_admit_handshake(g, 6, 1), TG_ADMIT_OK); // another source
-    assert_int_equal(atomic_load(&g->handshakes), 3);
+    assert_int_equal(atomic_load(&g->buckets[5].handshakes), 2);
     tg_guard_release_handshake(g, 5);
     assert_int_equal(tg_guard_admit_handshake(g, 5, 1), TG_ADMIT_OK);
     done(g, cfg);
@@ -104,7 +115,7 @@ static void test_per_source_rate(void **state) {
     assert_int_equal(tg_guard_admit_handshake(g, 8, 100), TG_ADMIT_OK); // another source
     // A new second starts a new count.
     assert_int_equal(tg_guard_admit_handshake(g, 7, 101), TG_ADMIT_OK);
-    assert_int_equal(atomic_load(&g->handshakes), 2);
+    assert_int_equal(atomic_load(&g->buckets[7].handshakes), 1);
     done(g, cfg);
 }
 
@@ -166,7 +177,7 @@ static void test_buckets(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_listener_cap),
-        cmocka_unit_test(test_global_budget),
+        cmocka_unit_test(test_fd_reserve),
         cmocka_unit_test(test_per_source_in_progress),
         cmocka_unit_test(test_per_source_rate),
         cmocka_unit_test(test_no_limits),

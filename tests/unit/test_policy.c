@@ -413,6 +413,161 @@ static void test_peer_san_second_entry_ok(void **state) {
     X509_free(leaf);
 }
 
+// Names bound to a target (tg_policy_check_peer_name) -------------------------------------------
+
+#define TARGET "sip.carrier.example"
+
+// check_name checks |leaf| as a TLS server's (an outbound target) held to |only_name|, leaves
+// the detail in |detail| (128 bytes) and verifies it is log-safe.
+static enum tg_verdict check_name(X509 *leaf, const char *only_name, const char **out_name,
+                                  char detail[128]) {
+    detail[0] = '\0';
+    enum tg_verdict v = tg_policy_check_peer_name(fx.policy, TG_PEER_SERVER, leaf, NULL, kNow,
+                                                  only_name, out_name, detail, 128);
+    assert_detail_safe(detail);
+    assert_int_equal(ERR_peek_error(), 0);
+    return v;
+}
+
+static void test_name_bound_match(void **state) {
+    (void)state;
+    // TARGET is not among the policy's peer names: the target's own name is what counts.
+    X509 *leaf = leaf_from_ca(TARGET);
+    char detail[128];
+    const char *name = NULL;
+    static const char kTarget[] = TARGET;
+    assert_int_equal(check_name(leaf, kTarget, &name, detail), TG_VERDICT_OK);
+    assert_ptr_equal(name, kTarget); // the caller's string, not a copy
+    assert_non_null(strstr(detail, TARGET));
+    assert_int_equal(check_as(TG_PEER_SERVER, leaf), TG_VERDICT_CN_MISMATCH);
+    // NULL out_name and NULL detail are allowed.
+    assert_int_equal(tg_policy_check_peer_name(fx.policy, TG_PEER_SERVER, leaf, NULL, kNow, TARGET,
+                                               NULL, NULL, 0),
+                     TG_VERDICT_OK);
+    X509_free(leaf);
+}
+
+static void test_name_bound_null_is_peer_names(void **state) {
+    (void)state;
+    X509 *leaf = leaf_from_ca(PEER);
+    char detail[128];
+    const char *name = NULL;
+    assert_int_equal(check_name(leaf, NULL, &name, detail), TG_VERDICT_OK);
+    assert_string_equal(name, PEER);
+    X509_free(leaf);
+    leaf = leaf_from_ca(TARGET);
+    assert_int_equal(check_name(leaf, NULL, NULL, detail), TG_VERDICT_CN_MISMATCH);
+    X509_free(leaf);
+}
+
+static void test_name_bound_cn_mismatch(void **state) {
+    (void)state;
+    // A certificate for a name in peer_names is refused when the target is another name: one
+    // carrier's certificate does not open a connection to another.
+    X509 *leaf = leaf_from_ca(PEER);
+    char detail[128];
+    const char *name = "unchanged";
+    assert_int_equal(check_name(leaf, TARGET, &name, detail), TG_VERDICT_CN_MISMATCH);
+    assert_null(name);
+    assert_non_null(strstr(detail, "'" PEER "'"));
+    assert_non_null(strstr(detail, "target name '" TARGET "'"));
+    X509_free(leaf);
+    // No CN at all, the SAN alone being right, is no match either.
+    static const char *const kSans[] = {TARGET};
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, NULL);
+    o.dns = kSans;
+    o.num_dns = 1;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_CN_MISMATCH);
+    X509_free(leaf);
+    // A name that only starts or ends like the target's.
+    leaf = leaf_from_ca(TARGET ".evil.com");
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_CN_MISMATCH);
+    X509_free(leaf);
+    // An empty name binds to nothing.
+    leaf = leaf_from_ca(TARGET);
+    assert_int_equal(check_name(leaf, "", NULL, detail), TG_VERDICT_CN_MISMATCH);
+    X509_free(leaf);
+}
+
+static void test_name_bound_san_mismatch(void **state) {
+    (void)state;
+    char detail[128];
+    static const char *const kSans[] = {PEER, TARGET ".evil.com"};
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, TARGET);
+    o.dns = kSans;
+    o.num_dns = 2;
+    X509 *leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_SAN_MISMATCH);
+    assert_non_null(strstr(detail, "'" TARGET "'"));
+    X509_free(leaf);
+    tg_testpki_opts_init(&o, TARGET);
+    o.san_is_cn = 0;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_SAN_MISSING);
+    X509_free(leaf);
+    // The right name in a second SAN entry is found.
+    static const char *const kSecond[] = {PEER, TARGET};
+    tg_testpki_opts_init(&o, TARGET);
+    o.dns = kSecond;
+    o.num_dns = 2;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_OK);
+    X509_free(leaf);
+}
+
+static void test_name_bound_case(void **state) {
+    (void)state;
+    char detail[128];
+    X509 *leaf = leaf_from_ca("Sip.Carrier.example");
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_CN_CASE_MISMATCH);
+    assert_non_null(strstr(detail, "only in case"));
+    X509_free(leaf);
+    // Exact, case-sensitive on the configured side too.
+    leaf = leaf_from_ca(TARGET);
+    assert_int_equal(check_name(leaf, "SIP.carrier.example", NULL, detail),
+                     TG_VERDICT_CN_CASE_MISMATCH);
+    X509_free(leaf);
+    static const char *const kSans[] = {"sip.CARRIER.example"};
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, TARGET);
+    o.dns = kSans;
+    o.num_dns = 1;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_SAN_CASE_MISMATCH);
+    X509_free(leaf);
+}
+
+static void test_name_bound_rule_order(void **state) {
+    (void)state;
+    // The name is still checked last: an untrusted, self-signed or wrong-purpose certificate
+    // gets the same verdict as under peer_names, whatever name the target is bound to.
+    char detail[128];
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, PEER);
+    X509 *leaf = issue(&o, fx.other_ca, fx.other_ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_UNTRUSTED);
+    X509_free(leaf);
+    tg_testpki_opts_init(&o, TARGET);
+    leaf = issue(&o, NULL, NULL);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_SELF_SIGNED);
+    X509_free(leaf);
+    tg_testpki_opts_init(&o, TARGET);
+    o.eku = TG_TESTPKI_EKU_CLIENT;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_EKU_MISMATCH);
+    X509_free(leaf);
+    tg_testpki_opts_init(&o, "other.example");
+    o.not_after = -DAY;
+    o.not_before = -2 * DAY;
+    leaf = issue(&o, fx.ca, fx.ca_key);
+    assert_int_equal(check_name(leaf, TARGET, NULL, detail), TG_VERDICT_EXPIRED);
+    X509_free(leaf);
+    assert_int_equal(check_name(NULL, TARGET, NULL, detail), TG_VERDICT_NO_CERTIFICATE);
+}
+
 static void test_peer_rsa1024(void **state) {
     (void)state;
     struct tg_testpki_opts o;
@@ -1243,6 +1398,12 @@ int main(void) {
         cmocka_unit_test(test_peer_san_mismatch),
         cmocka_unit_test(test_peer_san_case_mismatch),
         cmocka_unit_test(test_peer_san_second_entry_ok),
+        cmocka_unit_test(test_name_bound_match),
+        cmocka_unit_test(test_name_bound_null_is_peer_names),
+        cmocka_unit_test(test_name_bound_cn_mismatch),
+        cmocka_unit_test(test_name_bound_san_mismatch),
+        cmocka_unit_test(test_name_bound_case),
+        cmocka_unit_test(test_name_bound_rule_order),
         cmocka_unit_test(test_peer_rsa1024),
         cmocka_unit_test(test_peer_ec_keys),
         cmocka_unit_test(test_peer_ed25519_accepted),
