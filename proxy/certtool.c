@@ -7,6 +7,7 @@
 // verdicts agree.
 
 #include "tlsgate/certtool.h"
+#include "tlsgate/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -400,57 +401,6 @@ static int write_new_file(const char *path, const uint8_t *data, size_t len, mod
         return 0;
     }
     return 1;
-}
-
-// read_pem_file reads every certificate of the PEM file at |path| into a new stack (in file
-// order). NULL with a reason in |err| when the file cannot be read, holds a damaged block, or
-// holds no certificate.
-static STACK_OF(X509) *read_pem_file(const char *path, char *err, size_t err_len) {
-    BIO *bio = BIO_new_file(path, "r");
-    if (bio == NULL) {
-        snprintf(err, err_len, "%s: %s", path, errno != 0 ? strerror(errno) : "cannot open");
-        return NULL;
-    }
-    STACK_OF(X509) *certs = sk_X509_new_null();
-    ERR_clear_error();
-    for (X509 *x; certs != NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL;) {
-        if (!sk_X509_push(certs, x)) {
-            X509_free(x);
-            sk_X509_pop_free(certs, X509_free);
-            certs = NULL;
-        }
-    }
-    BIO_free(bio);
-    uint32_t e = ERR_peek_last_error();
-    int clean_end = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
-    ERR_clear_error();
-    if (certs == NULL || !clean_end || sk_X509_num(certs) == 0) {
-        snprintf(err, err_len, "%s: %s", path,
-                 certs == NULL ? "out of memory"
-                 : !clean_end  ? "unreadable PEM certificate"
-                               : "no PEM certificate found");
-        sk_X509_pop_free(certs, X509_free);
-        return NULL;
-    }
-    return certs;
-}
-
-static EVP_PKEY *read_key_file(const char *path, char *err, size_t err_len) {
-    BIO *bio = BIO_new_file(path, "r");
-    if (bio == NULL) {
-        snprintf(err, err_len, "%s: %s", path, errno != 0 ? strerror(errno) : "cannot open");
-        return NULL;
-    }
-    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-    BIO_free(bio);
-    ERR_clear_error();
-    if (key == NULL) {
-        snprintf(err, err_len,
-                 "%s: no readable PEM private key (encrypted keys are not "
-                 "supported)",
-                 path);
-    }
-    return key;
 }
 
 // Argument helpers ------------------------------------------------------------------------------
@@ -924,27 +874,6 @@ static void print_text(FILE *f, const char *path, const struct cert_facts *facts
             fails, warns, warns == 1 ? "" : "s");
 }
 
-// trust_from_file builds a store from the PEM bundle at |path|. NULL with a reason on failure.
-static X509_STORE *trust_from_file(const char *path, char *why, size_t why_len) {
-    STACK_OF(X509) *cas = read_pem_file(path, why, why_len);
-    if (cas == NULL) {
-        return NULL;
-    }
-    X509_STORE *store = X509_STORE_new();
-    for (size_t i = 0; store != NULL && i < sk_X509_num(cas); i++) {
-        if (!X509_STORE_add_cert(store, sk_X509_value(cas, i))) {
-            X509_STORE_free(store);
-            store = NULL;
-        }
-    }
-    sk_X509_pop_free(cas, X509_free);
-    ERR_clear_error();
-    if (store == NULL) {
-        snprintf(why, why_len, "%s: cannot build a trust store", path);
-    }
-    return store;
-}
-
 int tg_certtool_cert_check_main(int argc, char **argv, FILE *out, FILE *err) {
     struct check_opts o;
     if (!check_parse(argc, argv, &o, err)) {
@@ -964,14 +893,17 @@ int tg_certtool_cert_check_main(int argc, char **argv, FILE *out, FILE *err) {
     int rc = TG_CERTTOOL_USAGE;
     EVP_PKEY *key = NULL;
     X509_STORE *trust = NULL;
-    STACK_OF(X509) *certs = read_pem_file(o.cert, why, sizeof(why));
-    if (certs == NULL ||
-        (o.key != NULL && (key = read_key_file(o.key, why, sizeof(why))) == NULL) ||
-        (o.ca != NULL && (trust = trust_from_file(o.ca, why, sizeof(why))) == NULL)) {
+    // The same readers as `tlsgate check`, startup and reload (tls.c), so a file is refused
+    // with the same words everywhere.
+    X509 *leaf = NULL;
+    STACK_OF(X509) *certs = NULL; // the intermediates
+    if (!tg_tls_read_cert_file(o.cert, &leaf, &certs, why, sizeof(why)) ||
+        (o.key != NULL && (key = tg_tls_read_key_file(o.key, why, sizeof(why))) == NULL) ||
+        (o.ca != NULL && (trust = tg_tls_read_trust_file(o.ca, why, sizeof(why))) == NULL)) {
         fprintf(err, "tlsgate: cert-check: %s\n", why);
+        X509_free(leaf);
         goto out;
     }
-    X509 *leaf = sk_X509_shift(certs); // |certs| now holds the intermediates only
     char cn[TG_CERTTOOL_CN_MAX * 4 + 1];
     const char *fqdn = o.fqdn;
     int from_cn = 0;

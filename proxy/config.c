@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 // The loader drives inih's ini_parse_stream() with its own line reader (tg_reader below). The
 // reader frames lines itself, so it knows the line number of everything inih sees, refuses
@@ -409,6 +411,53 @@ static int tg_set_min_key_bits(struct tg_parse_state *st, const struct tg_key *k
     return tg_set_u32(st, key, value, why, why_len);
 }
 
+// tg_cipher_known returns 1 when BoringSSL takes |name| (|len| bytes, a name, alias or rule
+// without its !, - or + prefix) as a cipher list of its own.
+static int tg_cipher_known(SSL_CTX *ctx, const char *name, size_t len) {
+    char one[128];
+    while (len > 0 && (*name == '!' || *name == '-' || *name == '+')) {
+        name++;
+        len--;
+    }
+    if (len == 0 || len >= sizeof(one))
+        return 0;
+    memcpy(one, name, len);
+    one[len] = '\0';
+    int ok = SSL_CTX_set_strict_cipher_list(ctx, one);
+    ERR_clear_error();
+    return ok;
+}
+
+// tg_set_ciphers stores the TLS 1.2 cipher list after testing each of its names alone, so that
+// an unknown one is named with its line (BoringSSL only says that the whole list failed).
+static int tg_set_ciphers(struct tg_parse_state *st, const struct tg_key *key, const char *value,
+                          char *why, size_t why_len) {
+    size_t len = strlen(value);
+    if (len >= key->size)
+        return tg_set_why(why, why_len, "value longer than %zu bytes", key->size - 1);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    if (ctx == NULL)
+        return tg_set_why(why, why_len, "out of memory");
+    static const char kSeparators[] = ":, []|";
+    int ok = 1;
+    for (size_t i = 0; ok && i < len;) {
+        size_t n = strcspn(value + i, kSeparators);
+        if (n > 0 && !tg_cipher_known(ctx, value + i, n)) {
+            char q[TG_QUOTE_MAX + 4];
+            tg_quote(q, sizeof(q), value + i, n);
+            ok = tg_set_why(why, why_len, "unknown cipher '%s'", q);
+        }
+        i += n + (value[i + n] != '\0');
+    }
+    if (ok && !SSL_CTX_set_strict_cipher_list(ctx, value))
+        ok = tg_set_why(why, why_len, "no usable cipher in the list");
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    if (ok)
+        memcpy(tg_field(st, key), value, len + 1);
+    return ok;
+}
+
 static int tg_set_min_version(struct tg_parse_state *st, const struct tg_key *key,
                               const char *value, char *why, size_t why_len) {
     (void)key;
@@ -557,12 +606,14 @@ static const struct tg_key k_tls_keys[] = {
     TG_PATH("cert", cert),
     TG_PATH("key", key),
     TG_PATH("ca", ca),
+    {"own_ca", tg_set_path, 0, 0, 0, offsetof(struct tg_config, own_ca),
+     sizeof(((struct tg_config *)0)->own_ca)},
     {"fqdn", tg_set_fqdn, 1, 0, 0, 0, 0},
     {"peer_names", tg_set_peer_names, 1, 0, 0, 0, 0},
     {"min_key_bits", tg_set_min_key_bits, 0, 1024, 16384, offsetof(struct tg_config, min_key_bits),
      0},
     {"min_version", tg_set_min_version, 0, 0, 0, 0, 0},
-    {"ciphers", tg_set_path, 0, 0, 0, offsetof(struct tg_config, ciphers),
+    {"ciphers", tg_set_ciphers, 0, 0, 0, offsetof(struct tg_config, ciphers),
      sizeof(((struct tg_config *)0)->ciphers)},
     TG_U32("handshake_timeout_ms", 0, 100, 600000, handshake_timeout_ms),
     TG_U32("idle_timeout_ms", 0, 0, 86400000, idle_timeout_ms),

@@ -237,8 +237,10 @@ static struct generation *generation_new(struct tg_tls *tls, const struct tg_con
     g->loaded_at = (int64_t)time(NULL);
     g->warned_days = INT32_MAX;
     snprintf(g->cert_path, sizeof(g->cert_path), "%s", cfg->cert);
-    g->num_rules = tg_policy_check_own(cfg->fqdn, tls->leaf, tls->chain, tls->key, NULL,
-                                       g->loaded_at, g->rules, TG_OWN_RULES_MAX);
+    // The verdicts tg_tls_init reached when it loaded the files (own_ca included): the rules
+    // run once, so /status, check and the reload decision never disagree.
+    memcpy(g->rules, tls->own_rules, sizeof(tls->own_rules));
+    g->num_rules = tls->num_own_rules;
     name_line(X509_get_subject_name(tls->leaf), g->subject, sizeof(g->subject));
     name_line(X509_get_issuer_name(tls->leaf), g->issuer, sizeof(g->issuer));
     describe_serial(tls->leaf, g->serial, sizeof(g->serial));

@@ -15,9 +15,12 @@
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/ec.h>
+#include <openssl/ec_key.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/mem.h>
+#include <openssl/nid.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -282,6 +285,35 @@ static void describe_span(char *out, size_t out_len, int64_t secs) {
         return;
     }
     snprintf(out, out_len, "%lld s", (long long)secs);
+}
+
+const char *tg_policy_key_type_name(const EVP_PKEY *pkey) {
+    switch (EVP_PKEY_id(pkey)) {
+    case EVP_PKEY_RSA:
+        return "RSA";
+    case EVP_PKEY_EC: {
+        const EC_KEY *ec = EVP_PKEY_get0_EC_KEY(pkey);
+        const EC_GROUP *g = ec != NULL ? EC_KEY_get0_group(ec) : NULL;
+        switch (g != NULL ? EC_GROUP_get_curve_name(g) : NID_undef) {
+        case NID_X9_62_prime256v1:
+            return "EC P-256";
+        case NID_secp384r1:
+            return "EC P-384";
+        case NID_secp521r1:
+            return "EC P-521";
+        default:
+            return "EC";
+        }
+    }
+    case EVP_PKEY_ED25519:
+        return "Ed25519";
+    case EVP_PKEY_X25519:
+        return "X25519";
+    case EVP_PKEY_DSA:
+        return "DSA";
+    default:
+        return "unknown";
+    }
 }
 
 // key_kind says what |pkey| is for the size rules. Ed25519 counts as acceptable: it gives about
@@ -879,6 +911,50 @@ static void own_chain(struct own_out *o, X509 *leaf, STACK_OF(X509) *chain, X509
     emit(o, "chain", TG_RULE_PASS, "%zu certificate(s) up to a trusted root", len);
 }
 
+// own_chain_length: TLS sends our certificates from a fixed array (tls.c), at most
+// TG_OWN_CHAIN_MAX of them; a longer file cannot be served.
+static void own_chain_length(struct own_out *o, STACK_OF(X509) *chain) {
+    size_t n = 1 + (chain != NULL ? sk_X509_num(chain) : 0);
+    if (n > TG_OWN_CHAIN_MAX) {
+        emit(o, "chain_length", TG_RULE_FAIL,
+             "%zu certificates, more than %d: keep the leaf and its intermediates, drop the rest",
+             n, TG_OWN_CHAIN_MAX);
+        return;
+    }
+    emit(o, "chain_length", TG_RULE_PASS, "%zu certificate(s)", n);
+}
+
+// own_chain_order: the file lists the leaf first, then each certificate's issuer. A CA in
+// first place, or a certificate not issued (by name) by the next one, is a file in the wrong
+// order; saying so beats the key mismatch that follows from it.
+static void own_chain_order(struct own_out *o, X509 *leaf, STACK_OF(X509) *chain) {
+    size_t num = chain != NULL ? sk_X509_num(chain) : 0;
+    char a[TG_DETAIL_NAME_MAX + 1], b[TG_DETAIL_NAME_MAX + 1];
+    if (num > 0 && (X509_get_extension_flags(leaf) & EXFLAG_CA) != 0) {
+        tg_policy_name_string(a, sizeof(a), X509_get_subject_name(leaf));
+        emit(o, "chain_order", TG_RULE_FAIL,
+             "the chain is out of order: certificate 1 (%s) is a CA; put the leaf first, then "
+             "each issuer",
+             a);
+        return;
+    }
+    X509 *cur = leaf;
+    for (size_t i = 0; i < num; i++) {
+        X509 *next = sk_X509_value(chain, i);
+        if (X509_NAME_cmp(X509_get_issuer_name(cur), X509_get_subject_name(next)) != 0) {
+            tg_policy_name_string(a, sizeof(a), X509_get_subject_name(cur));
+            tg_policy_name_string(b, sizeof(b), X509_get_subject_name(next));
+            emit(o, "chain_order", TG_RULE_FAIL,
+                 "the chain is out of order: certificate %zu (%s) is not issued by certificate "
+                 "%zu (%s); put the leaf first, then each issuer",
+                 i + 1, a, i + 2, b);
+            return;
+        }
+        cur = next;
+    }
+    emit(o, "chain_order", TG_RULE_PASS, "leaf first, then each issuer");
+}
+
 static void own_cn(struct own_out *o, X509 *leaf, const char *fqdn) {
     const X509_NAME *subject = X509_get_subject_name(leaf);
     int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
@@ -956,12 +1032,27 @@ static void own_key_size(struct own_out *o, X509 *leaf) {
         emit(o, "key_size", TG_RULE_PASS, "EC %u bits", bits);
         return;
     case KEY_ED25519:
-        emit(o, "key_size", TG_RULE_PASS, "Ed25519");
-        return;
     case KEY_OTHER:
         break;
     }
-    emit(o, "key_size", TG_RULE_FAIL, "unsupported key type");
+    emit(o, "key_size", TG_RULE_PASS, "skipped: see key_type");
+}
+
+// own_key_type: our key must be one that SIP peers and BoringSSL's TLS stack both take.
+static void own_key_type(struct own_out *o, X509 *leaf) {
+    EVP_PKEY *pub = X509_get_pubkey(leaf);
+    if (pub == NULL) {
+        emit(o, "key_type", TG_RULE_FAIL, "unreadable public key");
+        return;
+    }
+    const char *name = tg_policy_key_type_name(pub);
+    int ok = EVP_PKEY_id(pub) == EVP_PKEY_RSA || EVP_PKEY_id(pub) == EVP_PKEY_EC;
+    EVP_PKEY_free(pub);
+    if (!ok) {
+        emit(o, "key_type", TG_RULE_FAIL, "%s keys are not supported; %s", name, TG_OWN_KEY_TYPES);
+        return;
+    }
+    emit(o, "key_type", TG_RULE_PASS, "%s", name);
 }
 
 static void own_key_matches(struct own_out *o, X509 *leaf, EVP_PKEY *key) {
@@ -1028,9 +1119,10 @@ size_t tg_policy_check_own(const char *fqdn, X509 *leaf, STACK_OF(X509) *chain, 
                            size_t max_out) {
     struct own_out o = {out, out != NULL ? max_out : 0, 0};
     if (leaf == NULL || fqdn == NULL) {
-        static const char *const kRules[] = {"not_self_signed",  "chain",    "cn_matches_fqdn",
-                                             "san_matches_fqdn", "key_size", "key_matches",
-                                             "validity",         "eku"};
+        static const char *const kRules[] = {
+            "not_self_signed", "chain_length",     "chain_order", "chain",
+            "cn_matches_fqdn", "san_matches_fqdn", "key_type",    "key_size",
+            "key_matches",     "validity",         "eku"};
         for (size_t i = 0; i < sizeof(kRules) / sizeof(kRules[0]); i++) {
             emit(&o, kRules[i], TG_RULE_FAIL, leaf == NULL ? "no certificate" : "no FQDN");
         }
@@ -1038,9 +1130,12 @@ size_t tg_policy_check_own(const char *fqdn, X509 *leaf, STACK_OF(X509) *chain, 
     }
     ERR_set_mark();
     own_self_signed(&o, leaf);
+    own_chain_length(&o, chain);
+    own_chain_order(&o, leaf, chain);
     own_chain(&o, leaf, chain, trust, now);
     own_cn(&o, leaf, fqdn);
     own_san(&o, leaf, fqdn);
+    own_key_type(&o, leaf);
     own_key_size(&o, leaf);
     own_key_matches(&o, leaf, key);
     own_validity(&o, leaf, now);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <openssl/bytestring.h>
 #include <openssl/err.h>
@@ -67,10 +69,22 @@ static void ssl_error(char *err, size_t err_len, const char *file, const char *w
     ERR_clear_error();
 }
 
-// load_chain reads every certificate of the PEM file at |path|: the first into |*out_leaf|,
-// the rest into |*out_chain|.
-static int load_chain(const char *path, X509 **out_leaf, STACK_OF(X509) **out_chain, char *err,
-                      size_t err_len) {
+// not_a_directory returns 1 unless |path| names a directory; then it says so in |err|.
+static int not_a_directory(const char *path, char *err, size_t err_len) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, err_len, "%s: is a directory, expected a PEM file", path);
+        return 0;
+    }
+    return 1;
+}
+
+int tg_tls_read_cert_file(const char *path, X509 **out_leaf, STACK_OF(X509) **out_chain, char *err,
+                          size_t err_len) {
+    *out_leaf = NULL;
+    *out_chain = NULL;
+    if (!not_a_directory(path, err, err_len))
+        return 0;
     BIO *bio = BIO_new_file(path, "r");
     if (bio == NULL) {
         ssl_error(err, err_len, path, "cannot open certificate file");
@@ -79,7 +93,8 @@ static int load_chain(const char *path, X509 **out_leaf, STACK_OF(X509) **out_ch
     STACK_OF(X509) *chain = sk_X509_new_null();
     X509 *leaf = NULL;
     X509 *x;
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    ERR_clear_error();
+    while (chain != NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
         if (leaf == NULL) {
             leaf = x;
         } else if (!sk_X509_push(chain, x)) {
@@ -91,7 +106,7 @@ static int load_chain(const char *path, X509 **out_leaf, STACK_OF(X509) **out_ch
     unsigned long e = ERR_peek_last_error();
     int clean_end = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
     BIO_free(bio);
-    if (leaf == NULL || !clean_end) {
+    if (leaf == NULL || !clean_end || chain == NULL) {
         ssl_error(err, err_len, path,
                   leaf == NULL ? "no PEM certificate found" : "a certificate does not parse");
         X509_free(leaf);
@@ -104,7 +119,22 @@ static int load_chain(const char *path, X509 **out_leaf, STACK_OF(X509) **out_ch
     return 1;
 }
 
-static EVP_PKEY *load_key(const char *path, char *err, size_t err_len) {
+// read_small_file reads at most |max| bytes of |path| into a new NUL-terminated buffer.
+static char *read_small_file(const char *path, size_t max) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char *buf = malloc(max + 1);
+    size_t n = buf != NULL ? fread(buf, 1, max, f) : 0;
+    fclose(f);
+    if (buf != NULL)
+        buf[n] = '\0';
+    return buf;
+}
+
+EVP_PKEY *tg_tls_read_key_file(const char *path, char *err, size_t err_len) {
+    if (!not_a_directory(path, err, err_len))
+        return NULL;
     BIO *bio = BIO_new_file(path, "r");
     if (bio == NULL) {
         ssl_error(err, err_len, path, "cannot open key file");
@@ -112,9 +142,92 @@ static EVP_PKEY *load_key(const char *path, char *err, size_t err_len) {
     }
     EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     BIO_free(bio);
-    if (key == NULL)
-        ssl_error(err, err_len, path, "no PEM private key found");
+    ERR_clear_error();
+    if (key == NULL) {
+        // Say why when the text tells: an encrypted key, or a type BoringSSL does not read.
+        char *text = read_small_file(path, 1 << 16);
+        if (text != NULL && (strstr(text, "-----BEGIN ENCRYPTED PRIVATE KEY-----") != NULL ||
+                             strstr(text, "Proc-Type: 4,ENCRYPTED") != NULL)) {
+            snprintf(err, err_len,
+                     "%s: the private key is encrypted; tlsgate needs it unencrypted (openssl "
+                     "pkey -in KEY -out KEY.plain)",
+                     path);
+        } else if (text != NULL && strstr(text, "-----BEGIN DSA PRIVATE KEY-----") != NULL) {
+            snprintf(err, err_len, "%s: DSA keys are not supported; %s", path, TG_OWN_KEY_TYPES);
+        } else {
+            snprintf(err, err_len, "%s: no PEM private key found (or a key type not supported; %s)",
+                     path, TG_OWN_KEY_TYPES);
+        }
+        free(text);
+        return NULL;
+    }
+    if (EVP_PKEY_id(key) != EVP_PKEY_RSA && EVP_PKEY_id(key) != EVP_PKEY_EC) {
+        snprintf(err, err_len, "%s: %s keys are not supported; %s", path,
+                 tg_policy_key_type_name(key), TG_OWN_KEY_TYPES);
+        EVP_PKEY_free(key);
+        return NULL;
+    }
     return key;
+}
+
+X509_STORE *tg_tls_read_trust_file(const char *path, char *err, size_t err_len) {
+    X509 *first;
+    STACK_OF(X509) *rest;
+    if (!tg_tls_read_cert_file(path, &first, &rest, err, err_len))
+        return NULL;
+    X509_STORE *store = X509_STORE_new();
+    int ok = store != NULL && X509_STORE_add_cert(store, first);
+    for (size_t i = 0; ok && i < sk_X509_num(rest); i++)
+        ok = X509_STORE_add_cert(store, sk_X509_value(rest, i));
+    X509_free(first);
+    sk_X509_pop_free(rest, X509_free);
+    ERR_clear_error();
+    if (!ok) {
+        X509_STORE_free(store);
+        snprintf(err, err_len, "%s: cannot build a trust store", path);
+        return NULL;
+    }
+    return store;
+}
+
+// own_rule_is_fatal says whether a FAIL of |rule| leaves nothing to serve: no context can be
+// built from the files (too long, out of order, wrong key or key type), or `own_ca` is set and
+// the chain does not reach it. --allow-noncompliant-cert does not override these.
+static int own_rule_is_fatal(const char *rule, int own_ca) {
+    static const char *const kFatal[] = {"chain_length", "chain_order", "key_type", "key_matches"};
+    for (size_t i = 0; i < sizeof(kFatal) / sizeof(kFatal[0]); i++) {
+        if (strcmp(rule, kFatal[i]) == 0)
+            return 1;
+    }
+    return own_ca && strcmp(rule, "chain") == 0;
+}
+
+int tg_tls_check_own(struct tg_rule_result *out, size_t max_out, size_t *out_num,
+                     const struct tg_config *cfg, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
+                     int64_t now, char *err, size_t err_len) {
+    *out_num = 0;
+    X509_STORE *trust = NULL;
+    if (cfg->own_ca[0] != '\0') {
+        trust = tg_tls_read_trust_file(cfg->own_ca, err, err_len);
+        if (trust == NULL)
+            return 0;
+    }
+    *out_num = tg_policy_check_own(cfg->fqdn, leaf, chain, key, trust, now, out, max_out);
+    X509_STORE_free(trust);
+    for (size_t i = 0; i < *out_num; i++) {
+        const struct tg_rule_result *r = &out[i];
+        if (r->status != TG_RULE_FAIL || !own_rule_is_fatal(r->rule, trust != NULL))
+            continue;
+        const char *file = strcmp(r->rule, "key_matches") == 0 ? cfg->key : cfg->cert;
+        if (strcmp(r->rule, "chain") == 0) {
+            snprintf(err, err_len, "%s: does not chain to own_ca %s: %s (rule chain)", file,
+                     cfg->own_ca, r->detail);
+        } else {
+            snprintf(err, err_len, "%s: %s (rule %s)", file, r->detail, r->rule);
+        }
+        return 0;
+    }
+    return 1;
 }
 
 static CRYPTO_BUFFER *x509_to_buffer(X509 *x, CRYPTO_BUFFER_POOL *pool) {
@@ -171,9 +284,9 @@ static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify
 
     // Our chain as CRYPTO_BUFFERs, shared through the pool with every connection.
     size_t n = 1 + sk_X509_num(t->chain);
-    CRYPTO_BUFFER *bufs[16];
-    if (n > 16) {
-        snprintf(err, err_len, "%s: certificate chain longer than 16", cfg->cert);
+    CRYPTO_BUFFER *bufs[TG_OWN_CHAIN_MAX];
+    if (n > TG_OWN_CHAIN_MAX) {
+        snprintf(err, err_len, "%s: certificate chain longer than %d", cfg->cert, TG_OWN_CHAIN_MAX);
         goto fail;
     }
     bufs[0] = x509_to_buffer(t->leaf, t->pool);
@@ -227,10 +340,13 @@ int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn veri
         snprintf(err, err_len, "tls: out of memory");
         goto fail;
     }
-    if (!load_chain(cfg->cert, &t->leaf, &t->chain, err, err_len))
+    if (!tg_tls_read_cert_file(cfg->cert, &t->leaf, &t->chain, err, err_len))
         goto fail;
-    t->key = load_key(cfg->key, err, err_len);
+    t->key = tg_tls_read_key_file(cfg->key, err, err_len);
     if (t->key == NULL)
+        goto fail;
+    if (!tg_tls_check_own(t->own_rules, TG_OWN_RULES_MAX, &t->num_own_rules, cfg, t->leaf, t->chain,
+                          t->key, (int64_t)time(NULL), err, err_len))
         goto fail;
     t->num_cas = tg_policy_load_ca_file(t->policy, cfg->ca, err, err_len);
     if (t->num_cas == 0)

@@ -81,6 +81,7 @@ struct tg_config {
     char cert[4096];
     char key[4096];
     char ca[4096];
+    char own_ca[4096]; // the CA bundle our own chain must reach; empty = not checked
     char fqdn[TG_HOST_MAX];
     char **peer_names; // owned; exact, case-sensitive
     size_t num_peer_names;
@@ -123,7 +124,7 @@ int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len);
 // unresolved, lists as sets where order means nothing, defaults filled in), and names each
 // setting that differs and that a reload does not apply: every key outside [tls] and the [tls]
 // keys the workers read from the configuration in service (fqdn, handshake_timeout_ms,
-// idle_timeout_ms). A reload applies the other [tls] keys (cert, key, ca, peer_names,
+// idle_timeout_ms). A reload applies the other [tls] keys (cert, key, ca, own_ca, peer_names,
 // min_key_bits, min_version, ciphers), so they are not compared. Names read `global.log_level`,
 // `admin.listen`, `tls.fqdn`, `inbound NAME.listen`, `outbound NAME.connect`,
 // `inbound NAME (added)`, `outbound NAME (removed)` and `listeners (order)`. The first

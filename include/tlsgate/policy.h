@@ -108,21 +108,34 @@ enum tg_verdict tg_policy_check_peer_name(const struct tg_policy *p, enum tg_pee
 enum tg_rule_status { TG_RULE_PASS = 0, TG_RULE_WARN, TG_RULE_FAIL };
 
 struct tg_rule_result {
-    const char *rule; // stable identifier: "not_self_signed", "chain", "cn_matches_fqdn",
-                      // "san_matches_fqdn", "key_size", "key_matches", "validity", "eku"
+    const char *rule; // stable identifier: "not_self_signed", "chain_length", "chain_order",
+                      // "chain", "cn_matches_fqdn", "san_matches_fqdn", "key_type", "key_size",
+                      // "key_matches", "validity", "eku"
     enum tg_rule_status status;
     char detail[256];
 };
 
 #define TG_OWN_RULES_MAX 12
 
+// TG_OWN_CHAIN_MAX is the most certificates (leaf included) our certificate file may hold.
+#define TG_OWN_CHAIN_MAX 16
+
+// TG_OWN_KEY_TYPES says which key types our own certificate and key may use.
+#define TG_OWN_KEY_TYPES "supported: RSA (2048 bits or more) and EC (P-256, P-384, P-521)"
+
+// tg_policy_key_type_name names the type of |pkey|: "RSA", "EC P-256", "EC P-384", "EC P-521",
+// "EC", "Ed25519", "X25519", "DSA" or "unknown". The string is static.
+const char *tg_policy_key_type_name(const EVP_PKEY *pkey);
+
 // tg_policy_check_own runs the rules for our own certificate |leaf| against |fqdn|: not
-// self-signed; chain to a root in |trust| built from |chain| (skipped, as PASS with a note, when
-// |trust| is NULL; when an issuer cannot be found, the detail names that issuer's DN); CN ==
-// fqdn and a DNS SAN == fqdn, exact (a case-only difference is named); RSA >= 1024 bits (WARN
-// under 2048), EC >= 256; |key| matches |leaf| (skipped when NULL); validity at |now| (WARN
-// under 30 days left); EKU includes serverAuth and clientAuth. Writes one result per rule to
-// |out| (at most |max_out|) and returns how many it wrote.
+// self-signed; at most TG_OWN_CHAIN_MAX certificates; in order (the leaf, not a CA, first, then
+// each certificate's issuer by name); chain to a root in |trust| built from |chain| (skipped, as
+// PASS with a note, when |trust| is NULL; when an issuer cannot be found, the detail names that
+// issuer's DN); CN == fqdn and a DNS SAN == fqdn, exact (a case-only difference is named); key type
+// RSA or EC (key_type; Ed25519, DSA and others FAIL, naming the type); RSA >= 1024 bits (WARN under
+// 2048), EC >= 256; |key| matches |leaf| (skipped when NULL); validity at |now| (WARN under 30 days
+// left); EKU includes serverAuth and clientAuth. Writes one result per rule to |out| (at most
+// |max_out|) and returns how many it wrote.
 size_t tg_policy_check_own(const char *fqdn, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
                            X509_STORE *trust, int64_t now, struct tg_rule_result *out,
                            size_t max_out);

@@ -25,6 +25,9 @@ struct tg_tls {
     EVP_PKEY *key;            // our private key; owned
     CRYPTO_BUFFER_POOL *pool; // the process-wide pool (never freed: see tls.c)
     size_t num_cas;           // certificates loaded from `ca`
+    // The verdicts of our own certificate's rules (tg_tls_check_own) when it was loaded.
+    struct tg_rule_result own_rules[TG_OWN_RULES_MAX];
+    size_t num_own_rules;
 };
 
 // tg_verify_fn is the custom verify callback (see SSL_CTX_set_custom_verify) installed on
@@ -33,11 +36,39 @@ struct tg_tls {
 // (a reload frees the old one while connections may still use its contexts).
 typedef enum ssl_verify_result_t (*tg_verify_fn)(SSL *ssl, uint8_t *out_alert);
 
-// tg_tls_init loads the certificate, key and CA bundle named by |cfg|, builds the policy
-// (peer names, key floor) and both contexts. Returns 1 on success; on failure 0 with
+// tg_tls_init loads the certificate, key and CA bundle named by |cfg|, runs our certificate's
+// rules (tg_tls_check_own, results in |t->own_rules|), builds the policy (peer names, key
+// floor) and both contexts. Returns 1 on success; on failure 0 with
 // `FILE: what is wrong` in |err| and |t| cleaned up.
 int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
                 size_t err_len);
+
+// tg_tls_read_cert_file reads every certificate of the PEM file at |path|: the first into a
+// new |*out_leaf|, the rest into a new |*out_chain| (the caller frees both). Returns 1 on
+// success; on failure 0 with `FILE: what is wrong` in |err| (a directory, unreadable, no or a
+// damaged certificate). `tlsgate check`, startup, reload and cert-check all read with it.
+int tg_tls_read_cert_file(const char *path, X509 **out_leaf, STACK_OF(X509) **out_chain, char *err,
+                          size_t err_len);
+
+// tg_tls_read_key_file reads the unencrypted PEM private key at |path|, of a type our
+// certificate may use (RSA or EC). Returns a new key, or NULL with `FILE: what is wrong` in
+// |err|: a directory, unreadable, encrypted, of another type (named), or no key.
+EVP_PKEY *tg_tls_read_key_file(const char *path, char *err, size_t err_len);
+
+// tg_tls_read_trust_file builds a new X509_STORE holding exactly the certificates of the PEM
+// bundle at |path| (no system store). NULL with `FILE: what is wrong` in |err| on failure.
+X509_STORE *tg_tls_read_trust_file(const char *path, char *err, size_t err_len);
+
+// tg_tls_check_own runs tg_policy_check_own over our certificate |leaf|, |chain| and |key| for
+// |cfg| (fqdn; the chain is verified against `own_ca` when it is set) at |now|, writing the
+// results to |out| (|max_out| entries) and their number to |*out_num|. Returns 0 with
+// `FILE: DETAIL (rule RULE)` in |err| when a rule that leaves nothing to serve FAILs
+// (chain_length, chain_order, key_type, key_matches; chain when `own_ca` is set) or `own_ca`
+// cannot be read; 1 otherwise (other FAILs are the caller's to weigh). tg_tls_init and
+// `tlsgate cert-check` both decide with it.
+int tg_tls_check_own(struct tg_rule_result *out, size_t max_out, size_t *out_num,
+                     const struct tg_config *cfg, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
+                     int64_t now, char *err, size_t err_len);
 
 // tg_tls_cleanup frees what |t| owns. Safe on a zeroed struct.
 void tg_tls_cleanup(struct tg_tls *t);

@@ -18,8 +18,8 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 import harness as h  # noqa: E402
 
 FQDN = "sbc.example.com"
-RULES = ("not_self_signed", "chain", "cn_matches_fqdn", "san_matches_fqdn", "key_size",
-         "key_matches", "validity", "eku")
+RULES = ("not_self_signed", "chain_length", "chain_order", "chain", "cn_matches_fqdn",
+         "san_matches_fqdn", "key_type", "key_size", "key_matches", "validity", "eku")
 
 
 def tlsgate(*args, timeout=120):
@@ -332,6 +332,131 @@ class CsrTest(h.TestCase):
             self.assertEqual(check_rules[rule][0], rules[rule][0], rule)
             if rule != "validity":  # days left may tick over between the two runs
                 self.assertEqual(check_rules[rule][1], rules[rule][1], rule)
+
+
+def check_config(cert, key, **tls):
+    cfg = h.base_config(cert=str(cert), key=str(key), fqdn=FQDN, **tls)
+    cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.free_port()}",
+                               "forward": f"127.0.0.1:{h.closed_port()}"}
+    cfg["admin"]["listen"] = f"127.0.0.1:{h.free_port()}"
+    return h.write_config(cfg)
+
+
+def named_rules(r):
+    """The rules a run names as failing: FAIL lines, and `(rule X)` of a refusal."""
+    fails = [k for k, (st, _) in rule_lines(r.stdout).items() if st == "FAIL"]
+    fails += re.findall(r"\(rule (\w+)\)", r.stderr)
+    return fails
+
+
+class AgreementTest(h.TestCase):
+    """`tlsgate check -c CONF` and `tlsgate cert-check` judge one table of certificates with
+    one set of rules: both pass or both fail, naming the same rule."""
+
+    def table(self):
+        c = ca()
+        good, good_key = c.leaf("agree-good")
+        long_cert = h.workdir() / "agree-17.pem"
+        # leaf + intermediate + the root 15 times: each issued (by name) by the next, 17 in all.
+        long_cert.write_text(Path(good).read_text() + Path(c.root).read_text() * 15)
+        wrong_order = h.workdir() / "agree-order.pem"
+        leaf_only, order_key = c.leaf("agree-order-leaf", chain=False)
+        wrong_order.write_text(Path(c.inter).read_text() + Path(leaf_only).read_text())
+        _, other_key = c.leaf("agree-other")
+        expired, expired_key = c.leaf("agree-expired", start=-60, end=-30)
+        wrong_name, wrong_name_key = c.leaf("agree-name", cn="other.example.com",
+                                            san=("other.example.com",))
+        ec, ec_key = c.leaf("agree-ec", bits="ec")
+        weak, weak_key = c.leaf("agree-1024", bits=1024)
+        # (name, cert, key, expected result: rule named, or "" for a pass, and WARN rule)
+        return [
+            ("good", good, good_key, "", None),
+            ("17-cert chain", long_cert, good_key, "chain_length", None),
+            ("wrong order", wrong_order, order_key, "chain_order", None),
+            ("key mismatch", good, other_key, "key_matches", None),
+            ("expired", expired, expired_key, "validity", None),
+            ("wrong fqdn", wrong_name, wrong_name_key, "cn_matches_fqdn", None),
+            ("EC P-256", ec, ec_key, "", None),
+            ("RSA 1024", weak, weak_key, "", "key_size"),
+        ]
+
+    def test_check_and_cert_check_agree(self):
+        for name, cert, key, rule, warn in self.table():
+            with self.subTest(case=name):
+                a = tlsgate("check", "-c", check_config(cert, key))
+                b = tlsgate("cert-check", "--cert", cert, "--key", key, "--fqdn", FQDN)
+                both = f"check:\n{a.stdout}{a.stderr}\ncert-check:\n{b.stdout}{b.stderr}"
+                self.assertEqual(a.returncode, b.returncode, both)
+                self.assertEqual(a.returncode, 1 if rule else 0, both)
+                na, nb = named_rules(a), named_rules(b)
+                if rule:
+                    self.assertEqual(na[0], rule, both)
+                    self.assertEqual(nb[0], rule, both)
+                    self.assertTrue(set(na) <= set(nb), both)
+                else:
+                    self.assertEqual(na, [], both)
+                    self.assertEqual(nb, [], both)
+                if warn:
+                    self.assertEqual(rule_lines(a.stdout)[warn][0], "WARN", both)
+                    self.assertEqual(rule_lines(b.stdout)[warn][0], "WARN", both)
+                if rule == "chain_order":
+                    self.assertIn("the chain is out of order: certificate 1 "
+                                  "(CN=tlsgate it intermediate) is a CA; put the leaf first, "
+                                  "then each issuer", a.stderr)
+                    self.assertNotIn("do not go together", a.stderr)
+
+    def test_file_messages(self):
+        """An encrypted key, a directory, an Ed25519 key: the same words from both commands."""
+        c = ca()
+        cert, key = c.leaf("msg")
+        enc = str(h.workdir() / "msg-enc.key")
+        ossl("pkey", "-in", key, "-out", enc, "-aes256", "-passout", "pass:secret")
+        ed = str(h.workdir() / "msg-ed.key")
+        ossl("genpkey", "-algorithm", "ED25519", "-out", ed)
+        d = h.workdir() / "msg-dir"
+        d.mkdir(exist_ok=True)
+        cases = [
+            (cert, enc, f"{enc}: the private key is encrypted; tlsgate needs it unencrypted "
+                        "(openssl pkey -in KEY -out KEY.plain)"),
+            (cert, ed, f"{ed}: Ed25519 keys are not supported; supported: RSA"),
+            (cert, str(d), f"{d}: is a directory, expected a PEM file"),
+            (str(d), key, f"{d}: is a directory, expected a PEM file"),
+        ]
+        for cert_path, key_path, want in cases:
+            with self.subTest(want=want):
+                a = tlsgate("check", "-c", check_config(cert_path, key_path))
+                b = tlsgate("cert-check", "--cert", cert_path, "--key", key_path, "--fqdn", FQDN)
+                self.assertEqual(a.returncode, 1, a.stdout + a.stderr)
+                self.assertEqual(b.returncode, 2, b.stdout + b.stderr)
+                self.assertIn(want, a.stderr)
+                self.assertIn(want, b.stderr)
+
+    def test_own_ca(self):
+        """own_ca: the chain must reach it with the file's intermediates; a leaf without its
+        intermediate is refused by check (and so by startup and reload), naming the issuer."""
+        c = ca()
+        full, key = c.leaf("ownca")
+        bare = h.workdir() / "ownca-bare.pem"
+        bare.write_text(Path(c.d / "ownca.leaf.pem").read_text())
+        r = tlsgate("check", "-c", check_config(full, key, own_ca=c.root))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(rule_lines(r.stdout)["chain"][0], "PASS", r.stdout)
+        r = tlsgate("check", "-c", check_config(bare, key, own_ca=c.root))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"{bare}: does not chain to own_ca {c.root}: issuer "
+                      "'CN=tlsgate it intermediate' of", r.stderr)
+        self.assertIn("(rule chain)", r.stderr)
+        # Without own_ca the same file passes check (the chain rule is skipped) ...
+        r = tlsgate("check", "-c", check_config(bare, key))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # ... and cert-check with --ca names the same rule.
+        r = tlsgate("cert-check", "--cert", bare, "--key", key, "--fqdn", FQDN, "--ca", c.root)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertEqual(rule_lines(r.stdout)["chain"][0], "FAIL", r.stdout)
+        # An own_ca that cannot be read is refused.
+        r = tlsgate("check", "-c", check_config(full, key, own_ca=str(h.workdir() / "no.pem")))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("no.pem", r.stderr)
 
 
 class CertCheckTest(h.TestCase):

@@ -111,7 +111,8 @@ class CheckTest(h.TestCase):
         path = h.write_config(good_config(key=p.key("client")))
         r = tlsgate("check", "-c", path)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn("certificate and key do not go together", r.stderr)
+        self.assertIn("private key does not match the certificate (rule key_matches)",
+                      r.stderr)
 
     def test_unreadable_certificate_exit_1(self):
         path = h.write_config(good_config(cert=str(h.workdir() / "nope.pem")))

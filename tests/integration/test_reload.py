@@ -254,6 +254,36 @@ class ReloadTest(h.TestCase):
                 self.assertEqual((last["result"], last["not_applied"]), ("failed", []))
                 self.assertEqual(served_der(addr), der_of(new_cert))
 
+    def test_own_ca_refuses_a_chain_that_does_not_reach_it(self):
+        """[tls] own_ca: a reload to a certificate that does not chain to it fails with the
+        reason (answer, /status) and the old generation keeps serving."""
+        p = h.pki().extra()
+        work = h.workdir() / "reload-own-ca"
+        work.mkdir(exist_ok=True)
+        cert, key = str(work / "sbc.pem"), str(work / "sbc.key")
+        shutil.copyfile(p.cert("server"), cert)
+        shutil.copyfile(p.key("server"), key)
+        os.chmod(key, 0o600)
+        with h.Echo() as echo:
+            cfg = h.base_config(cert=cert, key=key, own_ca=p.ca)
+            cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": echo.addr}
+            with h.Proxy(cfg) as px:
+                addr = px.addr("provider")
+                old = der_of(cert)
+                self.assertEqual(served_der(addr), old)
+                # A certificate issued by a CA outside own_ca (its issuer is missing).
+                replace_by_rename(p.key("untrusted"), key)
+                replace_by_rename(p.cert("untrusted"), cert)
+                code, body = post_reload(px)
+                self.assertEqual(code, 422, body)
+                self.assertEqual(body["result"], "failed", body)
+                self.assertIn("does not chain to own_ca", body["reason"])
+                self.assertIn("(rule chain)", body["reason"])
+                status = px.status()
+                self.assertEqual(status["last_reload"]["result"], "failed")
+                self.assertIn("does not chain to own_ca", status["last_reload"]["reason"])
+                self.assertEqual(served_der(addr), old)
+
     def test_many_changes_are_counted(self):
         """More changes than the answer and the log line hold: the first are named, the rest
         counted, and the JSON and the log line stay whole."""

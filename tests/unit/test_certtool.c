@@ -547,9 +547,10 @@ static void test_csr_cmd_unwritable(void **state) {
 
 // `tlsgate cert-check` --------------------------------------------------------------------------
 
-static const char *const kRules[] = {"not_self_signed",  "chain",    "cn_matches_fqdn",
-                                     "san_matches_fqdn", "key_size", "key_matches",
-                                     "validity",         "eku"};
+static const char *const kRules[] = {
+    "not_self_signed", "chain_length",     "chain_order", "chain",
+    "cn_matches_fqdn", "san_matches_fqdn", "key_type",    "key_size",
+    "key_matches",     "validity",         "eku"};
 #define NUM_RULES (sizeof(kRules) / sizeof(kRules[0]))
 
 // A certificate case on disk.
@@ -835,10 +836,10 @@ static void test_policy_names_missing_issuer(void **state) {
     struct tg_rule_result r[TG_OWN_RULES_MAX];
     size_t n = tg_policy_check_own(FQDN, leaf, NULL, key, trust, fx.now, r, TG_OWN_RULES_MAX);
     assert_int_equal(n, NUM_RULES);
-    assert_string_equal(r[1].rule, "chain");
-    assert_int_equal(r[1].status, TG_RULE_FAIL);
-    assert_non_null(strstr(r[1].detail, "issuer 'CN=tlsgate test intermediate"));
-    assert_non_null(strstr(r[1].detail, "of 'CN=" FQDN));
+    assert_string_equal(r[3].rule, "chain");
+    assert_int_equal(r[3].status, TG_RULE_FAIL);
+    assert_non_null(strstr(r[3].detail, "issuer 'CN=tlsgate test intermediate"));
+    assert_non_null(strstr(r[3].detail, "of 'CN=" FQDN));
     assert_int_equal(ERR_peek_error(), 0);
 
     char name[16];

@@ -354,6 +354,15 @@ static void test_bad_min_version(void **state) {
                  "t.conf:7: tls.min_version: bad value 'TLSv1.3': expected 1.2 or 1.3");
 }
 
+// Each name of `ciphers` is tried alone, so the unknown one is named with its line.
+static void test_bad_ciphers(void **state) {
+    (void)state;
+    expect_error(TLS_SECTION "ciphers = ECDHE-RSA-AES128-GCM-SHA256:NOPE-CIPHER\n" INBOUND_SECTION,
+                 "t.conf:7: tls.ciphers: unknown cipher 'NOPE-CIPHER'");
+    expect_error(TLS_SECTION "ciphers = BOGUS\n" INBOUND_SECTION,
+                 "t.conf:7: tls.ciphers: unknown cipher 'BOGUS'");
+}
+
 static void test_bad_values(void **state) {
     (void)state;
     expect_error("[global]\nlog_level = verbose\n" MINIMAL,
@@ -1259,6 +1268,7 @@ int main(void) {
         cmocka_unit_test(test_out_of_range),
         cmocka_unit_test(test_min_key_bits),
         cmocka_unit_test(test_bad_min_version),
+        cmocka_unit_test(test_bad_ciphers),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_bad_address),
         cmocka_unit_test(test_bad_port),

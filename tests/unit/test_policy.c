@@ -964,9 +964,10 @@ struct own {
     size_t n;
 };
 
-static const char *const kOwnRules[] = {"not_self_signed",  "chain",    "cn_matches_fqdn",
-                                        "san_matches_fqdn", "key_size", "key_matches",
-                                        "validity",         "eku"};
+static const char *const kOwnRules[] = {
+    "not_self_signed", "chain_length",     "chain_order", "chain",
+    "cn_matches_fqdn", "san_matches_fqdn", "key_type",    "key_size",
+    "key_matches",     "validity",         "eku"};
 #define NUM_OWN_RULES (sizeof(kOwnRules) / sizeof(kOwnRules[0]))
 
 static void run_own(struct own *out, X509 *leaf, STACK_OF(X509) *chain, EVP_PKEY *key,
@@ -1268,12 +1269,102 @@ static void test_own_chain(void **state) {
     X509_free(leaf);
 }
 
+// The file's order: the leaf first, then each issuer. An intermediate first (a CA), or a
+// certificate followed by one that did not issue it, is named as out of order.
+// assert_has fails with the text when |needle| is not in |text|.
+static void assert_has(const char *text, const char *needle) {
+    if (strstr(text, needle) == NULL) {
+        fail_msg("'%s' not in '%s'", needle, text);
+    }
+}
+
+static void test_own_chain_order(void **state) {
+    (void)state;
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, PEER);
+    X509 *leaf = NULL;
+    EVP_PKEY *key = NULL;
+    assert_int_equal(tg_testpki_issue(&leaf, &key, &o, fx.inter, fx.inter_key, kNow), 1);
+    X509_STORE *trust = trust_store();
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    assert_non_null(chain);
+    // The intermediate first, the leaf second.
+    assert_true(sk_X509_push(chain, leaf));
+    struct own out;
+    run_own(&out, fx.inter, chain, key, trust, kNow);
+    const struct tg_rule_result *r = rule(&out, "chain_order");
+    assert_int_equal(r->status, TG_RULE_FAIL);
+    assert_has(r->detail, "the chain is out of order: certificate 1 "
+                          "(CN=tlsgate test intermediate,O=tlsgate-test) is a CA");
+    assert_has(r->detail, "put the leaf first, then each issuer");
+    // The leaf followed by a certificate that is not its issuer.
+    sk_X509_zero(chain);
+    assert_true(sk_X509_push(chain, fx.other_ca));
+    run_own(&out, leaf, chain, key, NULL, kNow);
+    assert_only(&out, "chain_order", TG_RULE_FAIL);
+    assert_has(rule(&out, "chain_order")->detail,
+               "certificate 1 (CN=" PEER ",O=tlsgate-test) is not issued by certificate 2 "
+               "(CN=tlsgate other root,O=tlsgate-test)");
+    // In order: PASS.
+    sk_X509_zero(chain);
+    assert_true(sk_X509_push(chain, fx.inter));
+    run_own(&out, leaf, chain, key, trust, kNow);
+    assert_only(&out, "", TG_RULE_PASS);
+    sk_X509_free(chain);
+    X509_STORE_free(trust);
+    EVP_PKEY_free(key);
+    X509_free(leaf);
+}
+
+// More than TG_OWN_CHAIN_MAX certificates cannot be sent: chain_length FAILs at 17, not at 16.
+static void test_own_chain_length(void **state) {
+    (void)state;
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, PEER);
+    X509 *leaf = NULL;
+    EVP_PKEY *key = NULL;
+    assert_int_equal(tg_testpki_issue(&leaf, &key, &o, fx.inter, fx.inter_key, kNow), 1);
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    assert_non_null(chain);
+    // The intermediate, then the root repeated (each one issued by the next, by name).
+    assert_true(sk_X509_push(chain, fx.inter));
+    while (sk_X509_num(chain) < TG_OWN_CHAIN_MAX - 1) {
+        assert_true(sk_X509_push(chain, fx.ca));
+    }
+    struct own out;
+    run_own(&out, leaf, chain, key, NULL, kNow);
+    assert_only(&out, "", TG_RULE_PASS);
+    assert_true(sk_X509_push(chain, fx.ca));
+    run_own(&out, leaf, chain, key, NULL, kNow);
+    assert_only(&out, "chain_length", TG_RULE_FAIL);
+    assert_non_null(strstr(rule(&out, "chain_length")->detail, "17 certificates, more than 16"));
+    sk_X509_free(chain);
+    EVP_PKEY_free(key);
+    X509_free(leaf);
+}
+
+// Our own key must be RSA or EC: Ed25519 is named and refused (peers may still use it).
+static void test_own_key_type(void **state) {
+    (void)state;
+    struct tg_testpki_opts o;
+    tg_testpki_opts_init(&o, PEER);
+    o.key_type = TG_TESTPKI_ED25519;
+    struct own out;
+    own_case(&out, &o, kNow);
+    assert_only(&out, "key_type", TG_RULE_FAIL);
+    assert_non_null(strstr(rule(&out, "key_type")->detail, "Ed25519 keys are not supported"));
+    assert_non_null(strstr(rule(&out, "key_type")->detail, "RSA"));
+    o.key_type = TG_TESTPKI_EC_P256;
+    own_case(&out, &o, kNow);
+    assert_string_equal(rule(&out, "key_type")->detail, "EC P-256");
+}
+
 static void test_own_max_out_and_null(void **state) {
     (void)state;
     X509 *leaf = leaf_from_ca(PEER);
     struct tg_rule_result r[3];
     assert_int_equal(tg_policy_check_own(PEER, leaf, NULL, NULL, NULL, kNow, r, 3), 3);
-    assert_string_equal(r[2].rule, "cn_matches_fqdn");
+    assert_string_equal(r[2].rule, "chain_order");
     assert_int_equal(tg_policy_check_own(PEER, leaf, NULL, NULL, NULL, kNow, r, 0), 0);
     X509_free(leaf);
     struct tg_rule_result all[TG_OWN_RULES_MAX];
@@ -1436,6 +1527,9 @@ int main(void) {
         cmocka_unit_test(test_own_rsa_under_1024_fail),
         cmocka_unit_test(test_own_ec_p224_fail),
         cmocka_unit_test(test_own_key_mismatch),
+        cmocka_unit_test(test_own_chain_order),
+        cmocka_unit_test(test_own_chain_length),
+        cmocka_unit_test(test_own_key_type),
         cmocka_unit_test(test_own_expired),
         cmocka_unit_test(test_own_not_yet_valid),
         cmocka_unit_test(test_own_ten_days_left_warn),
