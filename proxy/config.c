@@ -589,6 +589,7 @@ static const struct tg_key k_global_keys[] = {
     TG_U32("max_handshakes_per_source", 0, 0, 1000000, max_handshakes_per_source),
     TG_U32("new_connections_per_source", 0, 0, 1000000, new_connections_per_source),
     TG_U32("fd_reserve", 0, 0, 1000000, fd_reserve),
+    TG_U32("socket_buffer", 0, 0, 67108864, socket_buffer),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 

@@ -763,6 +763,16 @@ void tg_conns_kind(struct tg_conns *cs, struct tg_kind_ops *out) {
 // ---------------------------------------------------------------------------------------------
 // Accepting, deadlines, draining.
 
+void tg_conn_sockopts(const struct tg_conns *cs, int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int size = (int)cs->cfg->socket_buffer;
+    if (size > 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    }
+}
+
 // refuse turns an accepted socket away before any cryptography: counted, logged (the log is
 // rate-limited per event kind), and reset rather than closed gracefully, so that a flood
 // leaves no TIME_WAIT behind on our side.
@@ -892,8 +902,7 @@ void tg_conn_accepted(struct tg_conns *cs, uint32_t listener, int fd) {
         tg_conn_reap(cs, c);
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    tg_conn_sockopts(cs, fd);
     if (tg_log_enabled(TG_LOG_DEBUG)) {
         char peer[64];
         tg_peer_str(fd, peer, sizeof(peer));

@@ -32,6 +32,13 @@
 
 enum { EXIT_OK = 0, EXIT_POLICY = 1, EXIT_USAGE = 2 };
 
+#ifdef TG_HAVE_JEMALLOC
+// jemalloc gives freed pages back to the kernel from a background thread (after its default
+// 10 s decay), so memory a burst or a flood took is returned once it is over even when the
+// worker that freed it goes idle. MALLOC_CONF in the environment still overrides this.
+const char *malloc_conf = "background_thread:true";
+#endif
+
 static void usage(FILE *f) {
     fprintf(f, "usage: tlsgate run -c FILE [--allow-noncompliant-cert]   run the proxy\n"
                "       tlsgate -c FILE                                    same as run\n"

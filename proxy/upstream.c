@@ -167,8 +167,7 @@ void tg_upstream_connect(struct tg_conns *cs, struct tg_conn *c) {
             tg_conn_close(cs, c, "socket_failed");
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    tg_conn_sockopts(cs, fd);
     if (lc->direction == TG_INBOUND)
         c->plain_fd = fd;
     else

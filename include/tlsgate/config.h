@@ -60,6 +60,7 @@ struct tg_config {
     uint32_t max_handshakes_per_source;  // ... from one source address (IPv6: /64); 0 = no cap
     uint32_t new_connections_per_source; // accepted per second from one source; 0 = no cap
     uint32_t fd_reserve;                 // descriptors the data plane leaves free (64); 0 = none
+    uint32_t socket_buffer;              // SO_SNDBUF/SO_RCVBUF of our sockets; 0 = autotuned
 
     // [admin]
     int admin_enabled;             // default 1

@@ -215,6 +215,11 @@ void tg_conn_touch(struct tg_conns *cs, struct tg_conn *c);
 // tg_conns_rearm_nobufs re-arms the receives that found no provided buffer.
 void tg_conns_rearm_nobufs(struct tg_conns *cs);
 
+// tg_conn_sockopts sets the options of a connection's socket: TCP_NODELAY, and the kernel
+// buffers when `socket_buffer` caps them (a peer that never reads otherwise makes the kernel
+// grow our send buffer, and the far side our receive buffer, to their autotuned maximum).
+void tg_conn_sockopts(const struct tg_conns *cs, int fd);
+
 // tg_conn_log_tls_error logs the TLS error queue of a connection.
 void tg_conn_log_tls_error(struct tg_conns *cs, struct tg_conn *c);
 
