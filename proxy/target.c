@@ -245,3 +245,49 @@ void tg_target_format(const struct tg_target *t, char *out, size_t out_len) {
     }
     snprintf(out, out_len, "%s:%u", t->host, (unsigned)t->port);
 }
+
+// tg_sockaddr_bytes returns the address bytes of |ss| (4 for IPv4, 16 for IPv6, in
+// |*out_len|) and its port, or NULL for another family.
+static const uint8_t *tg_sockaddr_bytes(const struct sockaddr_storage *ss, size_t *out_len,
+                                        uint16_t *out_port) {
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        *out_len = 4;
+        *out_port = ntohs(sin->sin_port);
+        return (const uint8_t *)&sin->sin_addr;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        *out_len = 16;
+        *out_port = ntohs(sin6->sin6_port);
+        return (const uint8_t *)&sin6->sin6_addr;
+    }
+    return NULL;
+}
+
+static int tg_all_zero(const uint8_t *p, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] != 0)
+            return 0;
+    }
+    return 1;
+}
+
+// tg_listen_overlap compares two numeric listen addresses as bind(2) sees them: the same
+// family, address and port (TG_OVERLAP_SAME), or the same family and port with one address
+// the wildcard, 0.0.0.0 or [::] (TG_OVERLAP_WILDCARD). IPv6 listeners are V6ONLY, so an IPv4
+// and an IPv6 address never overlap.
+enum tg_overlap tg_listen_overlap(const struct tg_target *a, const struct tg_target *b) {
+    size_t a_len = 0, b_len = 0;
+    uint16_t a_port = 0, b_port = 0;
+    const uint8_t *a_addr = tg_sockaddr_bytes(&a->addr, &a_len, &a_port);
+    const uint8_t *b_addr = tg_sockaddr_bytes(&b->addr, &b_len, &b_port);
+    if (a_addr == NULL || b_addr == NULL || a->addr.ss_family != b->addr.ss_family ||
+        a_port != b_port)
+        return TG_OVERLAP_NONE;
+    if (memcmp(a_addr, b_addr, a_len) == 0)
+        return TG_OVERLAP_SAME;
+    if (tg_all_zero(a_addr, a_len) || tg_all_zero(b_addr, b_len))
+        return TG_OVERLAP_WILDCARD;
+    return TG_OVERLAP_NONE;
+}

@@ -18,6 +18,11 @@
 enum tg_mode { TG_MODE_TCP = 0, TG_MODE_SIP };
 enum tg_direction { TG_INBOUND = 0, TG_OUTBOUND };
 
+// tg_direction_word names a direction as in section headers: "inbound", "outbound".
+static inline const char *tg_direction_word(enum tg_direction d) {
+    return d == TG_INBOUND ? "inbound" : "outbound";
+}
+
 // tg_listener_conf is one `[inbound NAME]` or `[outbound NAME]` section.
 struct tg_listener_conf {
     char name[TG_NAME_MAX];

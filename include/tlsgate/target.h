@@ -62,4 +62,13 @@ void tg_quote(char *out, size_t out_len, const char *s, size_t s_len);
 int tg_set_why(char *why, size_t why_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+// tg_overlap is how two listen addresses meet under bind(2).
+enum tg_overlap { TG_OVERLAP_NONE = 0, TG_OVERLAP_SAME, TG_OVERLAP_WILDCARD };
+
+// tg_listen_overlap compares two numeric listen addresses as bind(2) sees them: the same
+// family, address and port (TG_OVERLAP_SAME), or the same family and port with one address
+// the wildcard, 0.0.0.0 or [::] (TG_OVERLAP_WILDCARD). IPv6 listeners are V6ONLY, so an IPv4
+// and an IPv6 address never overlap.
+enum tg_overlap tg_listen_overlap(const struct tg_target *a, const struct tg_target *b);
+
 #endif // TLSGATE_TARGET_H
