@@ -618,6 +618,8 @@ static const struct tg_key k_tls_keys[] = {
      sizeof(((struct tg_config *)0)->ciphers)},
     TG_U32("handshake_timeout_ms", 0, 100, 600000, handshake_timeout_ms),
     TG_U32("idle_timeout_ms", 0, 0, 86400000, idle_timeout_ms),
+    {"ticket_keys", tg_set_path, 0, 0, 0, offsetof(struct tg_config, ticket_keys),
+     sizeof(((struct tg_config *)0)->ticket_keys)},
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 

@@ -24,6 +24,7 @@
 #include "tlsgate/log.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/policy.h"
+#include "tlsgate/ticketkeys.h"
 #include "tlsgate/tls.h"
 #include "tlsgate/upstream.h"
 #include "tlsgate/verify.h"
@@ -50,6 +51,8 @@ static void usage(FILE *f) {
                "       tlsgate cert-check --cert FILE [--key FILE] [--fqdn NAME] [--ca FILE] "
                "[--json]\n"
                "                                                          check a certificate\n"
+               "       tlsgate ticket-keys --out FILE [--keys N] [--force]  new session ticket "
+               "key file\n"
                "       tlsgate version\n"
                "exit codes of check: 0 fine (warnings printed), 1 certificate or policy "
                "failure, 2 syntax or usage error\n");
@@ -178,9 +181,12 @@ static int cmd_check(const struct options *o) {
     memset(&tls, 0, sizeof(tls));
     int rc = load(o, &cfg, &tls, 1);
     if (rc == EXIT_OK) {
-        printf("ok: %s: %zu listener%s, %zu trusted CA%s, %zu peer name%s\n", cfg.path,
+        printf("ok: %s: %zu listener%s, %zu trusted CA%s, %zu peer name%s", cfg.path,
                cfg.num_listeners, cfg.num_listeners == 1 ? "" : "s", tls.num_cas,
                tls.num_cas == 1 ? "" : "s", cfg.num_peer_names, cfg.num_peer_names == 1 ? "" : "s");
+        if (tls.num_ticket_keys > 0)
+            printf(", %zu ticket key%s", tls.num_ticket_keys, tls.num_ticket_keys == 1 ? "" : "s");
+        printf("\n");
     }
     tg_tls_cleanup(&tls);
     tg_config_cleanup(&cfg);
@@ -449,6 +455,8 @@ int main(int argc, char **argv) {
         return tg_certtool_csr_main(argc - 2, argv + 2, stdout, stderr);
     if (argc >= 2 && strcmp(argv[1], "cert-check") == 0)
         return tg_certtool_cert_check_main(argc - 2, argv + 2, stdout, stderr);
+    if (argc >= 2 && strcmp(argv[1], "ticket-keys") == 0)
+        return tg_ticket_keys_main(argc - 2, argv + 2, stdout, stderr);
     if (!parse_args(argc, argv, &o)) {
         usage(stderr);
         return EXIT_USAGE;

@@ -9,9 +9,15 @@
 #include <time.h>
 
 #include <openssl/bytestring.h>
+#include <openssl/cipher.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/mem.h>
 #include <openssl/pem.h>
 #include <openssl/pool.h>
+#include <openssl/rand.h>
+
+#include "tlsgate/ticketkeys.h"
 
 const char tg_tls_default_ciphers[] = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
                                       "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256";
@@ -25,6 +31,9 @@ struct policy_ref {
 };
 
 static int g_policy_idx = -1;
+// The server context's session ticket keys (`ticket_keys`), owned by the context through its
+// ex data: connections of an old generation still decrypt with the keys they started with.
+static int g_ticket_idx = -1;
 static pthread_once_t g_policy_once = PTHREAD_ONCE_INIT;
 
 static void policy_ref_drop(struct policy_ref *r) {
@@ -50,8 +59,22 @@ static void policy_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int inde
 // It also shares identical certificates between generations.
 static CRYPTO_BUFFER_POOL *g_pool;
 
+static void ticket_keys_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                                void *argp) {
+    (void)parent;
+    (void)ad;
+    (void)index;
+    (void)argl;
+    (void)argp;
+    if (ptr != NULL) {
+        tg_ticket_keys_cleanse(ptr);
+        free(ptr);
+    }
+}
+
 static void policy_index_init(void) {
     g_policy_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, policy_ex_free);
+    g_ticket_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_ex_free);
     g_pool = CRYPTO_BUFFER_POOL_new();
 }
 
@@ -265,6 +288,58 @@ done:
     return names;
 }
 
+// ticket_key_cb encrypts new tickets with the newest key of the context's ticket_keys and
+// decrypts with whichever key the ticket names (see SSL_CTX_set_tlsext_ticket_key_cb): 1 with
+// the newest, 2 with an older one (the client gets a ticket under the newest), 0 for a name
+// not in the file (a full handshake follows), -1 on an internal error.
+static int ticket_key_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv, EVP_CIPHER_CTX *cipher_ctx,
+                         HMAC_CTX *hmac_ctx, int encrypt) {
+    const struct tg_ticket_keys *keys = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g_ticket_idx);
+    if (keys == NULL || keys->num_keys == 0)
+        return encrypt ? -1 : 0;
+    const EVP_CIPHER *cipher = EVP_aes_256_cbc();
+    if (encrypt) {
+        const struct tg_ticket_key *k = &keys->keys[keys->num_keys - 1];
+        if (!RAND_bytes(iv, EVP_CIPHER_iv_length(cipher)))
+            return -1;
+        memcpy(key_name, k->name, TG_TICKET_KEY_NAME_LEN);
+        if (!EVP_EncryptInit_ex(cipher_ctx, cipher, NULL, k->aes_key, iv) ||
+            !HMAC_Init_ex(hmac_ctx, k->hmac_key, sizeof(k->hmac_key), EVP_sha256(), NULL))
+            return -1;
+        return 1;
+    }
+    int i = tg_ticket_keys_find(keys, key_name);
+    if (i < 0)
+        return 0;
+    const struct tg_ticket_key *k = &keys->keys[i];
+    if (!HMAC_Init_ex(hmac_ctx, k->hmac_key, sizeof(k->hmac_key), EVP_sha256(), NULL) ||
+        !EVP_DecryptInit_ex(cipher_ctx, cipher, NULL, k->aes_key, iv))
+        return -1;
+    return (size_t)i == keys->num_keys - 1 ? 1 : 2;
+}
+
+// set_ticket_keys loads `ticket_keys` (when set) and hands the keys to |ctx|; without it the
+// context keeps BoringSSL's own random keys. Returns 1 on success; 0 with `FILE:LINE: why`.
+static int set_ticket_keys(struct tg_tls *t, SSL_CTX *ctx, const struct tg_config *cfg, char *err,
+                           size_t err_len) {
+    if (cfg->ticket_keys[0] == '\0')
+        return 1;
+    struct tg_ticket_keys *keys = malloc(sizeof(*keys));
+    if (keys == NULL) {
+        snprintf(err, err_len, "tls: out of memory");
+        return 0;
+    }
+    if (!tg_ticket_keys_load(keys, cfg->ticket_keys, err, err_len) ||
+        !SSL_CTX_set_ex_data(ctx, g_ticket_idx, keys)) {
+        tg_ticket_keys_cleanse(keys);
+        free(keys);
+        return 0;
+    }
+    SSL_CTX_set_tlsext_ticket_key_cb(ctx, ticket_key_cb);
+    t->num_ticket_keys = keys->num_keys;
+    return 1;
+}
+
 static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify,
                         int server, char *err, size_t err_len) {
     SSL_CTX *ctx = SSL_CTX_new(TLS_with_buffers_method());
@@ -309,6 +384,8 @@ static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify
         SSL_CTX_set0_client_CAs(ctx, client_ca_names(cfg->ca, t->pool));
         static const uint8_t sid_ctx[] = "tlsgate";
         SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+        if (!set_ticket_keys(t, ctx, cfg, err, err_len))
+            goto fail;
     }
     // Stateless resumption only (tickets): no per-session memory on the server.
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -336,7 +413,7 @@ int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn veri
         tg_policy_free(t->policy);
         t->policy = NULL;
     }
-    if (t->pool == NULL || t->policy == NULL || g_policy_idx < 0) {
+    if (t->pool == NULL || t->policy == NULL || g_policy_idx < 0 || g_ticket_idx < 0) {
         snprintf(err, err_len, "tls: out of memory");
         goto fail;
     }

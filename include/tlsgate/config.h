@@ -96,6 +96,7 @@ struct tg_config {
     char ciphers[512];             // TLS 1.2 cipher list; empty = the Teams Direct Routing list
     uint32_t handshake_timeout_ms; // default 10000
     uint32_t idle_timeout_ms;      // default 300000; 0 = none
+    char ticket_keys[4096];        // session ticket key file; empty = random keys per process
 
     struct tg_listener_conf *listeners; // owned
     size_t num_listeners;
@@ -131,8 +132,8 @@ int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len);
 // setting that differs and that a reload does not apply: every key outside [tls] and the [tls]
 // keys the workers read from the configuration in service (fqdn, handshake_timeout_ms,
 // idle_timeout_ms). A reload applies the other [tls] keys (cert, key, ca, own_ca, peer_names,
-// min_key_bits, min_version, ciphers), so they are not compared. Names read `global.log_level`,
-// `admin.listen`, `tls.fqdn`, `inbound NAME.listen`, `outbound NAME.connect`,
+// min_key_bits, min_version, ciphers, ticket_keys), so they are not compared. Names read
+// `global.log_level`, `admin.listen`, `tls.fqdn`, `inbound NAME.listen`, `outbound NAME.connect`,
 // `inbound NAME (added)`, `outbound NAME (removed)` and `listeners (order)`. The first
 // |max_names| names go to |out_names| (may be NULL when |max_names| is 0). Returns the number
 // of differences, which may exceed |max_names|; 0 when a reload applies everything.

@@ -25,6 +25,9 @@ struct tg_tls {
     EVP_PKEY *key;            // our private key; owned
     CRYPTO_BUFFER_POOL *pool; // the process-wide pool (never freed: see tls.c)
     size_t num_cas;           // certificates loaded from `ca`
+    // Keys loaded from `ticket_keys` (the server context owns them); 0: BoringSSL's own
+    // random per-context keys.
+    size_t num_ticket_keys;
     // The verdicts of our own certificate's rules (tg_tls_check_own) when it was loaded.
     struct tg_rule_result own_rules[TG_OWN_RULES_MAX];
     size_t num_own_rules;
@@ -38,8 +41,10 @@ typedef enum ssl_verify_result_t (*tg_verify_fn)(SSL *ssl, uint8_t *out_alert);
 
 // tg_tls_init loads the certificate, key and CA bundle named by |cfg|, runs our certificate's
 // rules (tg_tls_check_own, results in |t->own_rules|), builds the policy (peer names, key
-// floor) and both contexts. Returns 1 on success; on failure 0 with
-// `FILE: what is wrong` in |err| and |t| cleaned up.
+// floor) and both contexts. With `ticket_keys` set, the server context encrypts session
+// tickets with the newest key of that file and decrypts with any (ticketkeys.h). Returns 1 on
+// success; on failure 0 with `FILE: what is wrong` (`FILE:LINE: ...` for the ticket key file)
+// in |err| and |t| cleaned up.
 int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
                 size_t err_len);
 
