@@ -30,69 +30,13 @@ import unittest
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 
 import harness as h  # noqa: E402
+from sipmsg import Msg, Stream  # noqa: E402,F401
 
 PEER = "sip.um.example.net"        # CN = DNS SAN of the test PKI's client certificate
 OTHER_PEER = "sip.provider.test"   # CN = DNS SAN of the test PKI's provider certificate
 FQDN = "sbc.tlsgate.test"
 RESUMED = 20
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-
-
-# ---------------------------------------------------------------------------------------------
-# A minimal SIP message model (the same framing as test_sip.py, kept here so that this file
-# depends on harness.py alone).
-
-class Msg:
-    def __init__(self, raw):
-        self.raw = raw
-        head, _, self.body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("utf-8", "replace").split("\r\n")
-        self.start = lines[0]
-        self.headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            self.headers.append((name.strip(), value.strip()))
-        self.is_request = not self.start.startswith("SIP/2.0 ")
-        self.code = 0 if self.is_request else int(self.start.split()[1])
-        self.method = self.start.split()[0] if self.is_request else None
-
-    def all(self, name):
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
-
-    def get(self, name):
-        v = self.all(name)
-        return v[0] if v else None
-
-    def __repr__(self):
-        return self.raw.decode("utf-8", "replace")
-
-
-class Stream:
-    """Reads SIP messages (Content-Length framing) from a socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-
-    def read(self):
-        while True:
-            while self.buf.startswith(b"\r\n") and not self.buf.startswith(b"\r\n\r\n"):
-                self.buf = self.buf[2:]
-            end = self.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", self.buf[:end])
-                need = end + 4 + (int(m.group(1)) if m else 0)
-                if len(self.buf) >= need:
-                    raw, self.buf = self.buf[:need], self.buf[need:]
-                    return Msg(raw)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(f"EOF with {self.buf!r} buffered")
-            self.buf += chunk
-
-    def send(self, data):
-        self.sock.sendall(data)
 
 
 def request(method, uri, call_id, cseq=1):
