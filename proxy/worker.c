@@ -45,9 +45,16 @@ struct accept_pause {
     uint32_t since;     // ms: start of the episode
     uint32_t failures;  // in this episode
     int error;          // the errno that started it
-    uint8_t armed;      // a multishot accept is armed on the listener
-    uint8_t cancelling; // ... and we cancelled it to pause
+    uint8_t armed;      // single-shot accepts in flight on the listener (ACCEPT_DEPTH at most)
+    uint8_t cancelling; // ... and we cancelled them to pause
 };
+
+// ACCEPT_DEPTH bounds the accepts in flight per listener and worker. Accepts are single-shot on
+// purpose: a multishot accept drains the whole backlog into descriptors inside the kernel,
+// before admission (guard.c) sees one, so a burst of connections overshoots fd_reserve and the
+// process meets EMFILE. With single-shot accepts, at most ACCEPT_DEPTH x workers x listeners
+// descriptors exist that admission has not counted; fd_reserve covers them.
+#define ACCEPT_DEPTH 4
 
 #define ACCEPT_BACKOFF_MIN_MS 50
 #define ACCEPT_BACKOFF_MAX_MS 2000
@@ -81,17 +88,21 @@ struct tg_worker {
 // ---------------------------------------------------------------------------------------------
 // Listeners (kind TG_KIND_LISTENER: the slot is the listener index).
 
+// arm_accept fills |listener|'s accepts in flight up to ACCEPT_DEPTH.
 static void arm_accept(struct tg_worker *w, uint32_t listener) {
-    struct io_uring_sqe *sqe = tg_loop_sqe(&w->loop);
-    io_uring_prep_multishot_accept(sqe, w->listen_fds[listener], NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, tg_ud(TG_KIND_LISTENER, 0, listener, 0));
-    w->accepts_armed++;
-    w->pause[listener].armed = 1;
+    struct accept_pause *p = &w->pause[listener];
+    while (p->armed < ACCEPT_DEPTH) {
+        struct io_uring_sqe *sqe = tg_loop_sqe(&w->loop);
+        io_uring_prep_accept(sqe, w->listen_fds[listener], NULL, NULL, SOCK_CLOEXEC);
+        io_uring_sqe_set_data64(sqe, tg_ud(TG_KIND_LISTENER, 0, listener, 0));
+        w->accepts_armed++;
+        p->armed++;
+    }
 }
 
 // accept_failed handles a failed accept. Out of descriptors or memory, accepting pauses for a
 // back-off (one log line and one count per episode); the connections wait in the backlog.
-static void accept_failed(struct tg_worker *w, uint32_t listener, int error, int more) {
+static void accept_failed(struct tg_worker *w, uint32_t listener, int error) {
     const char *name = w->rt->cfg->listeners[listener].name;
     struct accept_pause *p = &w->pause[listener];
     if (error != EMFILE && error != ENFILE && error != ENOMEM && error != ENOBUFS) {
@@ -113,7 +124,7 @@ static void accept_failed(struct tg_worker *w, uint32_t listener, int error, int
     p->until = w->loop.now + p->backoff;
     if (p->until == 0)
         p->until = 1;
-    if (more && !p->cancelling) { // still armed: stop it, the tick re-arms it
+    if (p->armed > 0 && !p->cancelling) { // others in flight: stop them, the tick re-arms
         p->cancelling = 1;
         tg_loop_cancel_ud(&w->loop, tg_ud(TG_KIND_LISTENER, 0, listener, 0), 1);
     }
@@ -132,14 +143,17 @@ static void accept_succeeded(struct tg_worker *w, uint32_t listener) {
     p->error = 0;
 }
 
-// resume_accepts re-arms the listeners whose back-off has passed.
+// resume_accepts ends the back-offs that have passed and tops up the accepts in flight of every
+// listener not paused (an accept that ended a pause episode early leaves it short).
 static void resume_accepts(struct tg_worker *w) {
     for (size_t l = 0; l < w->num_listeners; l++) {
         struct accept_pause *p = &w->pause[l];
-        if (p->until == 0 || !tg_time_reached(w->loop.now, p->until))
-            continue;
-        p->until = 0;
-        if (!p->armed && w->listen_fds[l] >= 0 && !w->draining)
+        if (p->until != 0) {
+            if (!tg_time_reached(w->loop.now, p->until))
+                continue;
+            p->until = 0;
+        }
+        if (!p->cancelling && w->listen_fds[l] >= 0 && !w->draining)
             arm_accept(w, (uint32_t)l);
     }
 }
@@ -152,23 +166,24 @@ static void on_accept(void *arg, void *obj, uint32_t listener, unsigned op,
     if (listener >= w->num_listeners)
         return;
     struct accept_pause *p = &w->pause[listener];
-    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    w->accepts_armed--;
+    p->armed--;
     if (cqe->res < 0 && cqe->res != -ECANCELED)
-        accept_failed(w, listener, -cqe->res, more);
-    if (!more) {
-        w->accepts_armed--;
-        p->armed = 0;
-        int paused_cancel = cqe->res == -ECANCELED && p->cancelling;
+        accept_failed(w, listener, -cqe->res);
+    int cancelled = cqe->res == -ECANCELED;
+    int pause_cancel = cancelled && p->cancelling;
+    if (p->armed == 0) {
         p->cancelling = 0;
-        if (w->draining || (cqe->res == -ECANCELED && !paused_cancel)) {
+        if (w->draining || (cancelled && !pause_cancel)) {
             if (w->listen_fds[listener] >= 0) {
                 close(w->listen_fds[listener]);
                 w->listen_fds[listener] = -1;
             }
-        } else if (p->until == 0) {
-            arm_accept(w, listener);
-        } // else paused: resume_accepts re-arms it after the back-off
+        }
     }
+    if (!w->draining && (!cancelled || pause_cancel) && p->until == 0 &&
+        w->listen_fds[listener] >= 0)
+        arm_accept(w, listener); // else paused: resume_accepts re-arms after the back-off
     if (cqe->res < 0)
         return;
     accept_succeeded(w, listener);

@@ -24,7 +24,7 @@
 
 enum tg_kind {
     TG_KIND_CORE = 0, // the loop's own: ignored completions, wake-ups, the tick
-    TG_KIND_LISTENER, // multishot accept; slot = listener index, no slab
+    TG_KIND_LISTENER, // single-shot accepts; slot = listener index, no slab
     TG_KIND_CONN,     // a proxied TLS connection pair (conn.c)
     TG_KIND_MAX = 16,
 };

@@ -711,6 +711,38 @@ class DescriptorExhaustionTest(FaultTest):
                           f"(no connection open; {hang}): the listener's accept must still be "
                           "known as armed after the episode so that the drain cancels it")
 
+    def test_fd_reserve_holds_against_a_burst(self):
+        """The flood arrives while tlsgate cannot run (SIGSTOP), so that every connection waits
+        in the backlog at once when it resumes. Admission must still see each descriptor before
+        the next is made: no accept_paused (EMFILE) and the reserve intact. A multishot accept
+        failed this: the kernel drained the backlog into descriptors in batches of dozens per
+        worker. Four workers, so that four accepts race for the backlog."""
+        with h.Echo() as echo:
+            cfg = self.config(echo, fd_reserve=64)
+            cfg["global"]["workers"] = 4
+            self.burst(cfg)
+
+    def burst(self, cfg):
+        with h.Proxy(cfg, nofile=self.LIMIT) as px:
+            px.proc.send_signal(signal.SIGSTOP)
+            try:
+                silent = open_silent(px.addr("provider"), self.LIMIT + 40)
+            finally:
+                px.proc.send_signal(signal.SIGCONT)
+            try:
+                px.wait_metric("tlsgate_connections_rejected_total", lambda v: v >= 40,
+                               listener="provider", reason="fd_limit")
+                fds = open_fds(px.proc.pid)
+                note(f"burst of {len(silent)} from the backlog: {fds} of {self.LIMIT} "
+                     f"descriptors in use")
+                self.assertLess(fds, self.LIMIT - 32, "the reserve was eaten")
+                self.assertEqual(px.log_lines("event=accept_paused"), [])
+                code, body = px.http("/healthz")
+                self.assertEqual((code, body.strip()), (200, "ok"))
+            finally:
+                close_all(silent)
+            self.assertIs(self.sigterm_exits(px), True)
+
     def test_fd_reserve_keeps_admin_answering(self):
         """With the default fd_reserve (64) the same flood of silent connections never runs the
         process out of descriptors: connections beyond (limit - reserve) / 2 are refused
