@@ -620,6 +620,7 @@ static const struct tg_key k_tls_keys[] = {
     TG_U32("idle_timeout_ms", 0, 0, 86400000, idle_timeout_ms),
     {"ticket_keys", tg_set_path, 0, 0, 0, offsetof(struct tg_config, ticket_keys),
      sizeof(((struct tg_config *)0)->ticket_keys)},
+    TG_U32("signers", 0, 0, 64, signers),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -1066,6 +1067,7 @@ void tg_config_init(struct tg_config *cfg) {
     cfg->min_key_bits = 2048;
     cfg->min_version = 0x0303;
     cfg->handshake_timeout_ms = 10000;
+    cfg->signers = 1;
     cfg->idle_timeout_ms = 300000;
 }
 

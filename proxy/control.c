@@ -303,7 +303,8 @@ static struct generation *build_generation(struct tg_control *c, struct not_appl
         snprintf(why, why_len, "out of memory");
         goto out;
     }
-    if (!tg_tls_init(tls, &cfg, tg_verify_peer, err, sizeof(err))) {
+    // The signer pool is the process's: a reload keeps it (tls.signers is not reloaded).
+    if (!tg_tls_init(tls, &cfg, tg_verify_peer, c->gen->tls->signer, err, sizeof(err))) {
         snprintf(why, why_len, "%s", err);
         free(tls);
         goto out;

@@ -17,6 +17,7 @@
 #include <openssl/pool.h>
 #include <openssl/rand.h>
 
+#include "tlsgate/signer.h"
 #include "tlsgate/ticketkeys.h"
 
 const char tg_tls_default_ciphers[] = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -370,7 +371,7 @@ static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify
     ok = 1;
     for (size_t i = 0; i < n; i++)
         ok &= bufs[i] != NULL;
-    ok = ok && SSL_CTX_set_chain_and_key(ctx, bufs, n, t->key, NULL);
+    ok = ok && tg_signer_attach(ctx, bufs, n, t->key, t->signer);
     for (size_t i = 0; i < n; i++)
         CRYPTO_BUFFER_free(bufs[i]);
     if (!ok) {
@@ -399,9 +400,10 @@ fail:
     return NULL;
 }
 
-int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
-                size_t err_len) {
+int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify,
+                struct tg_signer *signer, char *err, size_t err_len) {
     memset(t, 0, sizeof(*t));
+    t->signer = signer;
     pthread_once(&g_policy_once, policy_index_init);
     t->pool = g_pool;
     t->policy = tg_policy_new();

@@ -97,6 +97,7 @@ struct tg_config {
     uint32_t handshake_timeout_ms; // default 10000
     uint32_t idle_timeout_ms;      // default 300000; 0 = none
     char ticket_keys[4096];        // session ticket key file; empty = random keys per process
+    uint32_t signers; // threads that sign with our key off the I/O loop (1); 0 = inline
 
     struct tg_listener_conf *listeners; // owned
     size_t num_listeners;
