@@ -248,7 +248,8 @@ static struct generation *generation_new(struct tg_tls *tls, const struct tg_con
     describe_key(tls->key, g->key_desc, sizeof(g->key_desc));
     g->not_after = asn1_epoch(X509_get0_notAfter(tls->leaf));
     load_ca_subjects(g, cfg->ca);
-    key_permissions_warn(cfg->key);
+    if (cfg->keyd[0] == '\0')
+        key_permissions_warn(cfg->key);
     return g;
 }
 

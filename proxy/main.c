@@ -159,6 +159,13 @@ static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *t
         fprintf(stderr, "%s\n", err);
         return EXIT_POLICY;
     }
+    if (cfg->keyd[0] != '\0' && cfg->signers == 0) {
+        fprintf(stderr,
+                "%s: tls.key = keyd:%s needs tls.signers >= 1 (a signature through keyd must not "
+                "wait on the I/O loop)\n",
+                cfg->path, cfg->keyd);
+        return EXIT_POLICY;
+    }
     if (signer != NULL && cfg->signers > 0) {
         *signer = tg_signer_new(cfg->signers, 4096);
         if (*signer == NULL) {

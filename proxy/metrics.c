@@ -224,11 +224,13 @@ static void render_signer(struct out *o, const struct tg_signer_stats *s) {
                "tlsgate_signatures_total{by=\"pool\",result=\"ok\"} %llu\n"
                "tlsgate_signatures_total{by=\"pool\",result=\"failed\"} %llu\n"
                "tlsgate_signatures_total{by=\"pool\",result=\"queue_full\"} %llu\n"
+               "tlsgate_signatures_total{by=\"pool\",result=\"keyd_down\"} %llu\n"
                "# HELP tlsgate_sign_queue Signatures queued or being made now.\n"
                "# TYPE tlsgate_sign_queue gauge\ntlsgate_sign_queue %u\n",
                (unsigned long long)atomic_load_explicit(&s->signed_ok, memory_order_relaxed),
                (unsigned long long)atomic_load_explicit(&s->failed, memory_order_relaxed),
                (unsigned long long)atomic_load_explicit(&s->queue_full, memory_order_relaxed),
+               (unsigned long long)atomic_load_explicit(&s->keyd_down, memory_order_relaxed),
                (unsigned)atomic_load_explicit(&s->depth, memory_order_relaxed));
 }
 

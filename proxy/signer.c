@@ -5,13 +5,16 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include "tlsgate/keyd.h"
 #include "tlsgate/log.h"
 #include "tlsgate/loop.h"
 #include "tlsgate/tlsconn.h"
@@ -127,19 +130,70 @@ static void complete_req(struct tg_signer *s, struct tg_sign_req *r, int ok) {
     }
 }
 
+// keyd_conn is one thread's connection to tlsgate-keyd (-1: none yet, or lost).
+struct keyd_conn {
+    int fd;
+    char path[108];
+    uint32_t next_id;
+};
+
+// keyd_sign has keyd sign for |r|. A connection that fails is dropped and made again once at
+// once (keyd was restarted: its old connections are gone); keyd that cannot be reached fails
+// the signature now, so the handshake fails fast rather than wait.
+static int keyd_sign(struct tg_signer_stats *st, struct keyd_conn *kc, const char *keyd,
+                     const uint8_t *spki, uint16_t alg, const uint8_t *in, size_t in_len,
+                     uint8_t *out, size_t *out_len, size_t max_out) {
+    char err[256] = "";
+    if (kc->fd >= 0 && strcmp(kc->path, keyd) != 0) {
+        close(kc->fd);
+        kc->fd = -1;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (kc->fd < 0) {
+            kc->fd = tg_keyd_connect(keyd, err, sizeof(err));
+            if (kc->fd < 0)
+                break;
+            snprintf(kc->path, sizeof(kc->path), "%s", keyd);
+        }
+        int r = tg_keyd_sign(kc->fd, ++kc->next_id, spki, alg, in, in_len, out, out_len, max_out,
+                             err, sizeof(err));
+        if (r >= 0) {
+            if (r != TG_KEYD_OK)
+                TG_WARN("keyd_refused", "socket=%s status=%d", keyd, r);
+            return r == TG_KEYD_OK;
+        }
+        close(kc->fd);
+        kc->fd = -1;
+    }
+    atomic_fetch_add_explicit(&st->keyd_down, 1, memory_order_relaxed);
+    TG_WARN("keyd_unreachable", "socket=%s reason=\"%s\"", keyd, err);
+    return 0;
+}
+
+// sign_req makes |r|'s signature with the key itself or through keyd.
+static int sign_req(struct tg_signer_stats *st, struct keyd_conn *kc, struct tg_sign_req *r) {
+    if (r->keyd != NULL)
+        return keyd_sign(st, kc, r->keyd, r->spki, r->alg, r->in, r->in_len, r->sig, &r->sig_len,
+                         sizeof(r->sig));
+    return tg_sign_now(r->key, r->alg, r->in, r->in_len, r->sig, &r->sig_len, sizeof(r->sig));
+}
+
 static void *signer_main(void *arg) {
     struct tg_signer *s = arg;
+    struct keyd_conn kc = {.fd = -1};
     for (;;) {
         while (sem_wait(&s->items) != 0 && errno == EINTR) // off the data path
             ;
         struct tg_sign_req *r;
         while ((r = pop(s)) == NULL) {
-            if (atomic_load(&s->stop))
+            if (atomic_load(&s->stop)) {
+                if (kc.fd >= 0)
+                    close(kc.fd);
                 return NULL;
+            }
             sched_yield(); // a producer is filling the cell the count is for
         }
-        int ok = tg_sign_now(r->key, r->alg, r->in, r->in_len, r->sig, &r->sig_len, sizeof(r->sig));
-        complete_req(s, r, ok);
+        complete_req(s, r, sign_req(&s->stats, &kc, r));
     }
 }
 
@@ -212,6 +266,8 @@ void tg_sign_req_free(struct tg_sign_req *r) {
 struct signer_key {
     EVP_PKEY *key;
     struct tg_signer *pool;
+    char keyd[108];   // tlsgate-keyd's socket; empty: |key| is the private key
+    uint8_t spki[32]; // keyd's name for the key
 };
 
 static int g_key_idx = -1;
@@ -243,7 +299,17 @@ static enum ssl_private_key_result_t key_sign(SSL *ssl, uint8_t *out, size_t *ou
     if (k == NULL)
         return ssl_private_key_failure;
     if (k->pool == NULL || t == NULL || t->env == NULL || t->env->loop == NULL) {
-        if (!tg_sign_now(k->key, alg, in, in_len, out, out_len, max_out))
+        int ok;
+        if (k->keyd[0] != '\0') { // a connection of its own, for this one signature
+            struct keyd_conn kc = {.fd = -1};
+            ok = keyd_sign(&g_inline_stats, &kc, k->keyd, k->spki, alg, in, in_len, out, out_len,
+                           max_out);
+            if (kc.fd >= 0)
+                close(kc.fd);
+        } else {
+            ok = tg_sign_now(k->key, alg, in, in_len, out, out_len, max_out);
+        }
+        if (!ok)
             return ssl_private_key_failure;
         atomic_fetch_add_explicit(&g_inline_stats.inline_ok, 1, memory_order_relaxed);
         return ssl_private_key_success;
@@ -268,6 +334,8 @@ static enum ssl_private_key_result_t key_sign(SSL *ssl, uint8_t *out, size_t *ou
     r->in_len = in_len;
     r->alg = alg;
     r->key = k->key;
+    r->keyd = k->keyd[0] != '\0' ? k->keyd : NULL;
+    r->spki = k->spki;
     r->loop = t->env->loop;
     r->ud = t->sign_ud;
     r->sig_len = 0;
@@ -321,7 +389,7 @@ static const SSL_PRIVATE_KEY_METHOD g_method = {
 };
 
 int tg_signer_attach(SSL_CTX *ctx, CRYPTO_BUFFER *const *certs, size_t num, EVP_PKEY *key,
-                     struct tg_signer *s) {
+                     struct tg_signer *s, const char *keyd) {
     pthread_once(&g_key_once, key_index_init);
     if (g_key_idx < 0)
         return 0;
@@ -331,6 +399,10 @@ int tg_signer_attach(SSL_CTX *ctx, CRYPTO_BUFFER *const *certs, size_t num, EVP_
     EVP_PKEY_up_ref(key);
     k->key = key;
     k->pool = s;
+    if (keyd != NULL && keyd[0] != '\0') {
+        snprintf(k->keyd, sizeof(k->keyd), "%s", keyd);
+        tg_keyd_spki_hash(key, k->spki);
+    }
     if (!SSL_CTX_set_ex_data(ctx, g_key_idx, k)) {
         key_free(NULL, k, NULL, 0, 0, NULL);
         return 0;

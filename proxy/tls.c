@@ -17,6 +17,7 @@
 #include <openssl/pool.h>
 #include <openssl/rand.h>
 
+#include "tlsgate/keyd.h"
 #include "tlsgate/signer.h"
 #include "tlsgate/ticketkeys.h"
 
@@ -371,7 +372,7 @@ static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify
     ok = 1;
     for (size_t i = 0; i < n; i++)
         ok &= bufs[i] != NULL;
-    ok = ok && tg_signer_attach(ctx, bufs, n, t->key, t->signer);
+    ok = ok && tg_signer_attach(ctx, bufs, n, t->key, t->signer, cfg->keyd);
     for (size_t i = 0; i < n; i++)
         CRYPTO_BUFFER_free(bufs[i]);
     if (!ok) {
@@ -421,11 +422,23 @@ int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn veri
     }
     if (!tg_tls_read_cert_file(cfg->cert, &t->leaf, &t->chain, err, err_len))
         goto fail;
-    t->key = tg_tls_read_key_file(cfg->key, err, err_len);
-    if (t->key == NULL)
-        goto fail;
+    if (cfg->keyd[0] != '\0') {
+        // tlsgate-keyd holds the key: we keep only its public half (from our certificate) and
+        // make keyd prove, with one signature, that it holds the private half.
+        t->key = X509_get_pubkey(t->leaf);
+        if (t->key == NULL) {
+            ssl_error(err, err_len, cfg->cert, "no public key in the certificate");
+            goto fail;
+        }
+        if (!tg_keyd_check(cfg->keyd, t->key, err, err_len))
+            goto fail;
+    } else {
+        t->key = tg_tls_read_key_file(cfg->key, err, err_len);
+        if (t->key == NULL)
+            goto fail;
+    }
     if (!tg_tls_check_own(t->own_rules, TG_OWN_RULES_MAX, &t->num_own_rules, cfg, t->leaf, t->chain,
-                          t->key, (int64_t)time(NULL), err, err_len))
+                          cfg->keyd[0] != '\0' ? NULL : t->key, (int64_t)time(NULL), err, err_len))
         goto fail;
     t->num_cas = tg_policy_load_ca_file(t->policy, cfg->ca, err, err_len);
     if (t->num_cas == 0)

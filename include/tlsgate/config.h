@@ -85,7 +85,8 @@ struct tg_config {
 
     // [tls]
     char cert[4096];
-    char key[4096];
+    char key[4096]; // the private key file; empty with |keyd|
+    char keyd[108]; // `key = keyd:PATH`: tlsgate-keyd's socket (keyd.h); empty: |key| is a file
     char ca[4096];
     char own_ca[4096]; // the CA bundle our own chain must reach; empty = not checked
     char fqdn[TG_HOST_MAX];

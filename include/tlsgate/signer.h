@@ -38,6 +38,8 @@ struct tg_sign_req {
     struct tg_loop *loop; // where the completion goes
     uint64_t ud;          // ... with this user_data
     EVP_PKEY *key;        // borrowed from the context, which the SSL holds
+    const char *keyd;     // ... or tlsgate-keyd's socket, which holds the key (keyd.h)
+    const uint8_t *spki;  // ... and the SHA-256 of the key's public half, which names it there
     uint16_t alg;         // TLS SignatureScheme
     uint8_t *in;          // the input (a copy): up to the whole transcript for TLS 1.2 clients
     size_t in_len, in_cap;
@@ -59,6 +61,7 @@ struct tg_signer_stats {
     _Atomic uint64_t failed;     // signatures that failed (a key that cannot sign |alg|)
     _Atomic uint64_t queue_full; // handshakes failed at once: the queue was full
     _Atomic uint64_t inline_ok;  // signatures made inline (no pool, or no loop)
+    _Atomic uint64_t keyd_down;  // signatures that failed because keyd could not be reached
     _Atomic uint32_t depth;      // requests queued or being signed now
 };
 
@@ -74,9 +77,10 @@ struct tg_signer_stats *tg_signer_stats(struct tg_signer *s);
 
 // tg_signer_attach gives |ctx| the chain |certs| (|num| buffers, the leaf first) and, instead
 // of the key, the private-key method that signs with |key| (a reference is taken) through |s|
-// (NULL: inline). Returns 1, or 0 when BoringSSL refused the chain.
+// (NULL: inline). With |keyd| (a socket path, not empty) |key| is only the public half and
+// tlsgate-keyd signs (keyd.h). Returns 1, or 0 when BoringSSL refused the chain.
 int tg_signer_attach(SSL_CTX *ctx, CRYPTO_BUFFER *const *certs, size_t num, EVP_PKEY *key,
-                     struct tg_signer *s);
+                     struct tg_signer *s, const char *keyd);
 
 // tg_sign_now signs |in| with |key| under TLS SignatureScheme |alg| into |out| (|max_out|
 // bytes): RSA PKCS#1 and PSS, ECDSA, as BoringSSL would itself. Returns 1 with |*out_len| set.

@@ -22,7 +22,7 @@ struct tg_tls {
     struct policy_ref *policy_ref;
     X509 *leaf;               // our certificate; owned
     STACK_OF(X509) *chain;    // our intermediates (may be empty); owned
-    EVP_PKEY *key;            // our private key; owned
+    EVP_PKEY *key;            // our private key (with keyd: only its public half); owned
     struct tg_signer *signer; // signs for both contexts (signer.h); NULL: inline. Borrowed
     CRYPTO_BUFFER_POOL *pool; // the process-wide pool (never freed: see tls.c)
     size_t num_cas;           // certificates loaded from `ca`

@@ -122,7 +122,7 @@ static SSL_CTX *make_ctx(EVP_PKEY *key, X509 *cert, struct tg_signer *pool, int 
     assert_true(der_len > 0);
     CRYPTO_BUFFER *buf = CRYPTO_BUFFER_new(der, (size_t)der_len, NULL);
     OPENSSL_free(der);
-    assert_int_equal(tg_signer_attach(ctx, &buf, 1, key, pool), 1);
+    assert_int_equal(tg_signer_attach(ctx, &buf, 1, key, pool, NULL), 1);
     CRYPTO_BUFFER_free(buf);
     SSL_CTX_set_min_proto_version(ctx, version);
     SSL_CTX_set_max_proto_version(ctx, version);
