@@ -14,7 +14,11 @@
 // (RFC 3711 3.3.1, 3.3.2). A protecting context numbers SRTCP packets itself (the SRTCP index);
 // an unprotecting one tracks the index and its replay window per SSRC. A stream whose SSRC
 // changes (a re-INVITE, a new source after hold) gets fresh per-SSRC state: up to
-// TG_SRTP_MAX_SSRC of them per context, the least recently used replaced.
+// TG_SRTP_MAX_SSRC of them per context, the least recently used replaced. Replaced means
+// forgotten: an SSRC that comes back starts again at rollover counter 0, so a protecting context
+// should not see more than TG_SRTP_MAX_SSRC sources at once (a new key per new stream is the
+// way to be safe). An unprotecting context makes or replaces state only for a packet whose tag
+// verified, so forged packets cannot push a genuine source out.
 //
 // libsrtp2 and the test vectors of RFC 3711 (B.2, B.3) and RFC 7714 (16) are the oracle in the
 // unit tests, packet for packet, both directions.
