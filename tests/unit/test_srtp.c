@@ -760,11 +760,23 @@ static void test_ssrc_lru(void **state) {
     (void)state;
     struct tg_srtp_params p = fixed_params(TG_SRTP_AES_CM_128_HMAC_SHA1_80, 0);
     struct tg_srtp *tx = tg_srtp_new(&p, 1), *rx = tg_srtp_new(&p, 0);
+    struct tg_srtp *tx2 = tg_srtp_new(&p, 1);
     enum { NUM = TG_SRTP_MAX_SSRC + 1 };
     uint8_t pkts[NUM][256];
     size_t lens[NUM], n = 0;
     for (int i = 0; i < NUM; i++) {
         lens[i] = make_rtp(pkts[i], 10, 1000 + (uint32_t)i, 0, -1, 100, 0);
+        if (i == NUM - 1) {
+            // A protecting context never forgets a source (it would reuse keystream when the
+            // source came back): the fifth is refused, and another context protects it.
+            uint8_t copy[256];
+            memcpy(copy, pkts[i], lens[i]);
+            assert_int_equal(tg_srtp_protect(tx, copy, lens[i], sizeof(copy), &n),
+                             TG_SRTP_BAD_PACKET);
+            assert_int_equal(tg_srtp_protect(tx2, pkts[i], lens[i], sizeof(pkts[i]), &lens[i]),
+                             TG_SRTP_OK);
+            continue;
+        }
         assert_int_equal(tg_srtp_protect(tx, pkts[i], lens[i], sizeof(pkts[i]), &lens[i]),
                          TG_SRTP_OK);
     }
@@ -778,7 +790,29 @@ static void test_ssrc_lru(void **state) {
     memcpy(buf, pkts[0], lens[0]);
     assert_int_equal(tg_srtp_unprotect(rx, buf, lens[0], &n), TG_SRTP_OK); // evicted, fresh
     tg_srtp_free(tx);
+    tg_srtp_free(tx2);
     tg_srtp_free(rx);
+}
+
+// A protecting context never encrypts one index twice: the duplicate, and a sequence restarted
+// under the same SSRC, are refused; the stream goes on after them.
+static void test_protect_never_reuses_an_index(void **state) {
+    (void)state;
+    struct tg_srtp_params p = fixed_params(TG_SRTP_AEAD_AES_128_GCM, 0);
+    struct tg_srtp *tx = tg_srtp_new(&p, 1);
+    uint8_t pkt[256];
+    size_t len, n = 0;
+    for (uint16_t seq = 100; seq < 110; seq++) {
+        len = make_rtp(pkt, seq, 7, 0, -1, 100, 0);
+        assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_OK);
+    }
+    len = make_rtp(pkt, 105, 7, 0, -1, 100, 0);
+    assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_REPLAY);
+    len = make_rtp(pkt, 100, 7, 0, -1, 100, 0); // restarted from the beginning
+    assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_REPLAY);
+    len = make_rtp(pkt, 110, 7, 0, -1, 100, 0);
+    assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_OK);
+    tg_srtp_free(tx);
 }
 
 static int group_setup(void **state) {
@@ -795,6 +829,7 @@ static int group_teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_suite_names),
+        cmocka_unit_test(test_protect_never_reuses_an_index),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_rfc3711_b3_kdf),
         cmocka_unit_test(test_rfc3711_b2_keystream),
