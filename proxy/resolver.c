@@ -456,13 +456,19 @@ static void format_list(const struct tg_dns_resolved *d, char *out, size_t out_l
     }
 }
 
+// same_resolved compares two answers as sets: SRV's weighted draw reorders records of one
+// priority at each refresh, which is not a change worth a new snapshot and a log line.
 static int same_resolved(const struct tg_dns_resolved *a, const struct tg_dns_resolved *b) {
     if (a->num != b->num)
         return 0;
-    for (size_t i = 0; i < a->num; i++)
-        if (a->ports[i] != b->ports[i] || a->addrs[i].family != b->addrs[i].family ||
-            memcmp(a->addrs[i].bytes, b->addrs[i].bytes, 16) != 0)
+    for (size_t i = 0; i < a->num; i++) {
+        int found = 0;
+        for (size_t j = 0; j < b->num && !found; j++)
+            found = a->ports[i] == b->ports[j] && a->addrs[i].family == b->addrs[j].family &&
+                    memcmp(a->addrs[i].bytes, b->addrs[j].bytes, 16) == 0;
+        if (!found)
             return 0;
+    }
     return 1;
 }
 
@@ -491,7 +497,8 @@ static int refresh(struct tg_resolver *r, size_t l, size_t t, const char *hosts,
         TG_INFO("dns_changed", "listener=%s name=%s old=\"%s\" new=\"%s\" ttl_s=%u", lc->name,
                 tt->host, old_list, new_list, tg_dns_clamp_ttl(next.ttl));
     }
-    s->cur = next;
+    if (changed) // else the order the connections walk stays as it was
+        s->cur = next;
     s->ever_ok = 1;
     return changed;
 }
@@ -631,6 +638,7 @@ static void *resolver_main(void *arg) {
             break;
         if (pr == 0)
             refresh_due(r);
+        tg_log_flush(); // summaries of what this thread's log budget suppressed
     }
     return NULL;
 }
