@@ -126,8 +126,9 @@ int tg_config_load(struct tg_config *cfg, const char *path, char *err, size_t er
 int tg_config_parse(struct tg_config *cfg, const char *name, const char *data, size_t data_len,
                     char *err, size_t err_len);
 
-// tg_config_resolve resolves every unresolved target with getaddrinfo (blocking; call at
-// startup). Returns 1 on success, 0 with `FILE:LINE: key: cannot resolve HOST: why` in |err|.
+// tg_config_resolve resolves every unresolved target with getaddrinfo, first address only
+// (blocking). The daemon follows `connect` names with the resolver instead (resolver.h). Returns 1
+// on success, 0 with `FILE:LINE: key: cannot resolve HOST: why` in |err|.
 int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len);
 
 // TG_CONFIG_DIFF_NAME_MAX bounds one name written by tg_config_diff, NUL included.

@@ -1240,6 +1240,21 @@ static void test_config_diff(void **state) {
                 DIFF_BASE "connect = SIP.Example.NET:5061=peer.example\n", NULL, 0);
     static const char *const want_case[] = {"outbound pbx.connect"};
     expect_diff(a, DIFF_BASE "connect = SIP.Example.NET:5061, [::1]:5061\n", want_case, 1);
+    // A name given without a port (SRV) is not the same target as the name on 5061.
+    expect_diff(DIFF_BASE "connect = sip.example.net\n", DIFF_BASE "connect = sip.example.net\n",
+                NULL, 0);
+    expect_diff(DIFF_BASE "connect = sip.example.net\n",
+                DIFF_BASE "connect = sip.example.net:5061\n", want_case, 1);
+    // The nameservers: a reload does not apply them.
+    static const char *const want_ns[] = {"global.resolvers"};
+    static const char ns_a[] = "[global]\nresolvers = 127.0.0.1:53\n[tls]\ncert = /c.pem\n"
+                               "key = /k.pem\nca = /ca.pem\nfqdn = f.example\npeer_names = p\n"
+                               "[outbound pbx]\nlisten = 127.0.0.1:5062\nconnect = s.example\n";
+    static const char ns_b[] = "[global]\nresolvers = 127.0.0.1:5353\n[tls]\ncert = /c.pem\n"
+                               "key = /k.pem\nca = /ca.pem\nfqdn = f.example\npeer_names = p\n"
+                               "[outbound pbx]\nlisten = 127.0.0.1:5062\nconnect = s.example\n";
+    expect_diff(ns_a, ns_b, want_ns, 1);
+    expect_diff(ns_a, ns_a, NULL, 0);
 
     // The changes of the issue: listen, connect, log_level; and the [tls] keys the workers
     // read from the startup configuration.
