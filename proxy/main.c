@@ -445,9 +445,11 @@ static int cmd_run(const struct options *o) {
 stop:
     atomic_store(&draining, 1);
     tg_control_set_publisher(control, NULL, NULL); // waits for a reload in progress
-    tg_resolver_stop(resolver);                    // waits for a refresh in progress
     for (unsigned w = 0; w < started; w++)
         tg_worker_stop(workers[w]);
+    // While the workers drain: a refresh in progress may take a query's time-out; the workers
+    // it publishes to are freed only once joined.
+    tg_resolver_stop(resolver);
     for (unsigned w = 0; w < started; w++)
         tg_worker_join(workers[w]);
     if (rc == EXIT_OK)
