@@ -480,7 +480,7 @@ static enum tg_sdp_status parse_o(struct parser *p, size_t i, size_t end) {
         if (span_len(f) == 0 || (k > 0 && !parse_u64(&p->c, f, 20, &v)))
             return fail(p, TG_SDP_MALFORMED, "o= is not \"user id version IN IP4|IP6 address\"");
     }
-    while (i < end && p->c.b[i] == ' ')
+    while (i < end && is_wsp(p->c.b[i]))
         i++;
     p->out->origin_net_off = (uint16_t)i;
     enum tg_sdp_status st = parse_addr(p, &i, end, &p->out->origin, "o=");

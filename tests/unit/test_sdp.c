@@ -475,6 +475,22 @@ static void test_ipv6(void **state) {
             "c=IN IP6 ::\n");
 }
 
+// HT separates fields as SP does; the writer splices at the right places (found by the
+// fuzzer: an o= with a tab before the nettype was written as "o=- 1 1IN IP4 ...").
+static void test_tab_separators(void **state) {
+    (void)state;
+    struct tg_sdp_media_out mo = {.port = 9000, .rtcp_port = 9001};
+    rewrite("v=0\r\no=- 1 1\tIN IP4 192.0.2.1\r\ns=-\r\nc=IN\tIP4  192.0.2.1\r\nt=0 0\r\n"
+            "m=audio\t4000\tRTP/AVP\t0 8\r\n",
+            "10.0.0.1", &mo,
+            "v=0\n"
+            "o=- 1 1\tIN IP4 10.0.0.1\n"
+            "s=-\n"
+            "c=IN IP4 10.0.0.1\n"
+            "t=0 0\n"
+            "m=audio\t9000 RTP/AVP\t0 8\n");
+}
+
 // ---- the writer's bounds ---------------------------------------------------------------------
 
 // Every |cap| short of the output is refused with nothing written past it, for the longest
@@ -894,6 +910,7 @@ int main(void) {
         cmocka_unit_test(test_hold_forms),
         cmocka_unit_test(test_declined_video_and_t38),
         cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_tab_separators),
         cmocka_unit_test(test_write_no_space),
         cmocka_unit_test(test_write_refuses_bad_args),
         cmocka_unit_test(test_malformed),
