@@ -38,10 +38,13 @@ EXPECTED = [
     "floor/hmac_sha256/1024",
     "floor/handshake_tls13_rsa",
     "floor/handshake_tls13_ecdsa",
+    "sdp/parse",
+    "sdp/parse_write/to_pbx",
+    "sdp/parse_write/to_provider",
 ]
 
 # Benchmarks that report bytes_per_second.
-THROUGHPUT = ("record/", "floor/aes128gcm_", "floor/hmac_")
+THROUGHPUT = ("record/", "floor/aes128gcm_", "floor/hmac_", "sdp/")
 
 
 def main():
