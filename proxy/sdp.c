@@ -379,9 +379,18 @@ int tg_sdp_crypto_parse(struct tg_sdp_crypto *out, const char *value, size_t len
     return crypto_parse(out, &c, 0, len) == CRYPTO_OK;
 }
 
+// crypto_writable says whether |c| formats to a line tg_sdp_crypto_parse reads back as usable:
+// a suite with a name, a tag of at most 9 digits, a lifetime up to 2^48, an MKI that fits.
+static int crypto_writable(const struct tg_sdp_crypto *c) {
+    const struct tg_srtp_params *p = &c->params;
+    return suite_by_id(p->suite) != NULL && c->tag <= 999999999u && c->lifetime_log2 <= 48 &&
+           p->mki_len <= TG_SRTP_MKI_MAX &&
+           (p->mki_len == 0 || p->mki_len == 4 || p->mki < (UINT32_C(1) << (8 * p->mki_len)));
+}
+
 size_t tg_sdp_crypto_format(const struct tg_sdp_crypto *c, char *out, size_t cap) {
     const struct suite *st = suite_by_id(c->params.suite);
-    if (st == NULL || c->params.mki_len > TG_SRTP_MKI_MAX)
+    if (st == NULL || !crypto_writable(c))
         return 0;
     uint8_t ks[TG_SRTP_KEY_LEN + TG_SRTP_SALT_MAX];
     memcpy(ks, c->params.key, TG_SRTP_KEY_LEN);
@@ -901,7 +910,7 @@ enum tg_sdp_status tg_sdp_write(const struct tg_sdp *in, const char *body, size_
     if (len != in->len || in->end > len || in->num_media > TG_SDP_MAX_MEDIA)
         return TG_SDP_MALFORMED;
     for (size_t k = 0; k < in->num_media; k++) {
-        if (media[k].secure && suite_by_id(media[k].crypto.params.suite) == NULL)
+        if (media[k].secure && !crypto_writable(&media[k].crypto))
             return TG_SDP_MALFORMED;
     }
     struct tg_cur c = {(const uint8_t *)body, len};

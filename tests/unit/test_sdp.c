@@ -863,10 +863,29 @@ static void test_crypto_round_trip(void **state) {
         assert_memory_equal(&back.params, &c.params, sizeof(c.params));
         assert_int_equal(back.lifetime_log2, c.lifetime_log2);
     }
-    // Nothing to format for a suite without a name.
+    // Nothing to format that would not parse back the same.
     char out[TG_SDP_CRYPTO_MAX];
+    c = (struct tg_sdp_crypto){.tag = 1, .usable = 1};
+    c.params.suite = TG_SRTP_AES_CM_128_HMAC_SHA1_80;
+    assert_true(tg_sdp_crypto_format(&c, out, sizeof(out)) > 0);
     c.params.suite = TG_SRTP_NONE;
     assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.suite = TG_SRTP_SUITE_NUM;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.suite = TG_SRTP_AES_CM_128_HMAC_SHA1_80;
+    c.tag = 1000000000;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.tag = 1;
+    c.lifetime_log2 = 49;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.lifetime_log2 = 0;
+    c.params.mki_len = 5;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.mki_len = 1;
+    c.params.mki = 256;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.mki = 255;
+    assert_true(tg_sdp_crypto_format(&c, out, sizeof(out)) > 0);
 }
 
 // ---- suite choice ----------------------------------------------------------------------------
