@@ -21,6 +21,10 @@ int tgb_register_tls(struct tgb_world *w);
 // leaf <- intermediate <- root chain of |w|.
 int tgb_register_policy(struct tgb_world *w);
 
+// tgb_register_srtp registers `srtp/protect/*` and `srtp/unprotect/*` (a 172-byte RTP packet,
+// each suite, tlsgate's proxy/srtp.c beside libsrtp2) and the primitives srtp.c chose between.
+int tgb_register_srtp(void);
+
 // tgb_register_sdp registers `sdp/parse` and `sdp/parse_write/*`: a carrier SAVP offer parsed,
 // and parsed then written toward the PBX and toward the provider.
 int tgb_register_sdp(void);

@@ -81,6 +81,8 @@ struct tg_target_health {
 int tg_target_is_up(const struct tg_target_health *h, uint32_t now_ms);
 
 // tg_metrics holds every worker's counters for every listener.
+struct tg_signer_stats;
+
 struct tg_metrics {
     struct tg_target_health *targets; // [listener * TG_METRICS_MAX_TARGETS + target]
     size_t num_workers;
@@ -88,6 +90,7 @@ struct tg_metrics {
     const char **listener_names;              // borrowed, |num_listeners| entries
     const char **listener_kinds;              // borrowed: "inbound" or "outbound"
     struct tg_listener_counters **per_worker; // [worker] -> array of |num_listeners|
+    const struct tg_signer_stats *signer;     // the signer pool's counters; NULL: none
 };
 
 // tg_metrics_new allocates zeroed counters; names are borrowed and must outlive the result.
