@@ -888,6 +888,37 @@ static void test_crypto_round_trip(void **state) {
     assert_true(tg_sdp_crypto_format(&c, out, sizeof(out)) > 0);
 }
 
+// ---- the boundary with srtp.c -----------------------------------------------------------------
+
+// sdp.c keeps its own suite table (so that it links alone); it must agree with srtp.c's names
+// and salt lengths, and the keys it parses must make SRTP contexts.
+static void test_agrees_with_srtp(void **state) {
+    (void)state;
+    for (int s = TG_SRTP_NONE + 1; s < TG_SRTP_SUITE_NUM; s++) {
+        struct tg_sdp_crypto c = {.tag = 1, .usable = 1};
+        c.params.suite = (enum tg_srtp_suite)s;
+        char out[TG_SDP_CRYPTO_MAX];
+        size_t n = tg_sdp_crypto_format(&c, out, sizeof(out));
+        assert_true(n > 0);
+        const char *name = tg_srtp_suite_name((enum tg_srtp_suite)s);
+        assert_int_equal(strncmp(out + 2, name, strlen(name)), 0);
+        assert_int_equal(out[2 + strlen(name)], ' ');
+        assert_int_equal(tg_srtp_suite_parse(name, strlen(name)), s);
+        // key||salt is 16 + tg_srtp_salt_len bytes: the base64 length says so.
+        const char *b64 = strstr(out, "inline:") + 7;
+        assert_int_equal(strlen(b64), 4 * ((16 + tg_srtp_salt_len((enum tg_srtp_suite)s) + 2) / 3));
+    }
+    must_parse(&g_sdp, k_mux_offer);
+    must_parse(&g_sdp, k_carrier_offer);
+    for (size_t i = 0; i < g_sdp.media[0].num_crypto; i++) {
+        for (int protect = 0; protect < 2; protect++) {
+            struct tg_srtp *ctx = tg_srtp_new(&g_sdp.media[0].crypto[i].params, protect);
+            assert_non_null(ctx);
+            tg_srtp_free(ctx);
+        }
+    }
+}
+
 // ---- suite choice ----------------------------------------------------------------------------
 
 static void test_choose_crypto(void **state) {
@@ -936,6 +967,7 @@ int main(void) {
         cmocka_unit_test(test_too_long_and_edges),
         cmocka_unit_test(test_crypto_parse),
         cmocka_unit_test(test_crypto_round_trip),
+        cmocka_unit_test(test_agrees_with_srtp),
         cmocka_unit_test(test_choose_crypto),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
