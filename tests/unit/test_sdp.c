@@ -475,6 +475,8 @@ static void test_ipv6(void **state) {
             "c=IN IP6 ::\n");
 }
 
+#define HEAD_T "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+
 // HT separates fields as SP does; the writer splices at the right places (found by the
 // fuzzer: an o= with a tab before the nettype was written as "o=- 1 1IN IP4 ...").
 static void test_tab_separators(void **state) {
@@ -489,6 +491,33 @@ static void test_tab_separators(void **state) {
             "c=IN IP4 10.0.0.1\n"
             "t=0 0\n"
             "m=audio\t9000 RTP/AVP\t0 8\n");
+}
+
+// Property attributes with trailing whitespace are what they say, for the parser and the
+// writer alike; a name with a space before its colon is another attribute, for both.
+static void test_trailing_whitespace(void **state) {
+    (void)state;
+    static const char body[] = HEAD_T "m=audio 4000 RTP/AVP 0\r\n"
+                                      "a=rtcp-mux \r\n"
+                                      "a=sendonly\t\r\n"
+                                      "a=rtcp :4001\r\n"
+                                      "a=crypto :1 x\r\n";
+    must_parse(&g_sdp, body);
+    assert_true(g_sdp.media[0].rtcp_mux);
+    assert_int_equal(g_sdp.media[0].dir, TG_SDP_SENDONLY);
+    assert_int_equal(g_sdp.media[0].rtcp_port, 0);
+    assert_int_equal(g_sdp.media[0].num_crypto, 0);
+    struct tg_sdp_media_out mo = {.port = 9000, .rtcp_port = 9001};
+    rewrite(body, "10.0.0.1", &mo,
+            "v=0\n"
+            "o=- 1 1 IN IP4 10.0.0.1\n"
+            "s=-\n"
+            "c=IN IP4 10.0.0.1\n"
+            "t=0 0\n"
+            "m=audio 9000 RTP/AVP 0\n"
+            "a=sendonly\t\n"
+            "a=rtcp :4001\n"
+            "a=crypto :1 x\n");
 }
 
 // ---- the writer's bounds ---------------------------------------------------------------------
@@ -601,6 +630,9 @@ static const struct bad_case k_bad[] = {
      "line 7: a=rtcp address is not numeric"},
     {HEAD AUDIO "a=sendonly\r\na=recvonly\r\n", 0, TG_SDP_MALFORMED,
      "line 8: second direction attribute"},
+    {HEAD AUDIO "a=rtcp-mux\r\na=rtcp-mux \r\n", 0, TG_SDP_MALFORMED, "line 8: second a=rtcp-mux"},
+    {HEAD AUDIO "a=\r\n", 0, TG_SDP_MALFORMED, "line 7: a= without an attribute name"},
+    {HEAD AUDIO "a=:x\r\n", 0, TG_SDP_MALFORMED, "line 7: a= without an attribute name"},
     // Crypto: a truncated key (27 bytes), cut inside a base64 quantum, a byte outside the
     // alphabet, 16 bytes of key without salt, a CM key for GCM, no key at all, bad MKI.
     {HEAD CRYPTO("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRob"), 0, TG_SDP_MALFORMED,
@@ -961,6 +993,7 @@ int main(void) {
         cmocka_unit_test(test_declined_video_and_t38),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_tab_separators),
+        cmocka_unit_test(test_trailing_whitespace),
         cmocka_unit_test(test_write_no_space),
         cmocka_unit_test(test_write_refuses_bad_args),
         cmocka_unit_test(test_malformed),
