@@ -121,7 +121,8 @@ enum tg_sdp_status {
 };
 
 // tg_sdp_parse parses |body| (|len| bytes). On failure |why| says what and where ("line 7: m=
-// port not a number").
+// port not a number"; always NUL-terminated when |why_len| > 0; |why| may be NULL) and |out| is
+// not to be used.
 enum tg_sdp_status tg_sdp_parse(struct tg_sdp *out, const char *body, size_t len, char *why,
                                 size_t why_len);
 
