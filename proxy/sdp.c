@@ -379,9 +379,18 @@ int tg_sdp_crypto_parse(struct tg_sdp_crypto *out, const char *value, size_t len
     return crypto_parse(out, &c, 0, len) == CRYPTO_OK;
 }
 
+// crypto_writable says whether |c| formats to a line tg_sdp_crypto_parse reads back as usable:
+// a suite with a name, a tag of at most 9 digits, a lifetime up to 2^48, an MKI that fits.
+static int crypto_writable(const struct tg_sdp_crypto *c) {
+    const struct tg_srtp_params *p = &c->params;
+    return suite_by_id(p->suite) != NULL && c->tag <= 999999999u && c->lifetime_log2 <= 48 &&
+           p->mki_len <= TG_SRTP_MKI_MAX &&
+           (p->mki_len == 0 || p->mki_len == 4 || p->mki < (UINT32_C(1) << (8 * p->mki_len)));
+}
+
 size_t tg_sdp_crypto_format(const struct tg_sdp_crypto *c, char *out, size_t cap) {
     const struct suite *st = suite_by_id(c->params.suite);
-    if (st == NULL || c->params.mki_len > TG_SRTP_MKI_MAX)
+    if (st == NULL || !crypto_writable(c))
         return 0;
     uint8_t ks[TG_SRTP_KEY_LEN + TG_SRTP_SALT_MAX];
     memcpy(ks, c->params.key, TG_SRTP_KEY_LEN);
@@ -480,7 +489,7 @@ static enum tg_sdp_status parse_o(struct parser *p, size_t i, size_t end) {
         if (span_len(f) == 0 || (k > 0 && !parse_u64(&p->c, f, 20, &v)))
             return fail(p, TG_SDP_MALFORMED, "o= is not \"user id version IN IP4|IP6 address\"");
     }
-    while (i < end && p->c.b[i] == ' ')
+    while (i < end && is_wsp(p->c.b[i]))
         i++;
     p->out->origin_net_off = (uint16_t)i;
     enum tg_sdp_status st = parse_addr(p, &i, end, &p->out->origin, "o=");
@@ -561,15 +570,38 @@ static enum tg_sdp_status parse_m(struct parser *p, size_t i, size_t end) {
     return TG_SDP_OK;
 }
 
-static int dir_of(const struct tg_cur *c, struct span s, enum tg_sdp_dir *out) {
-    static const char *const names[] = {"sendrecv", "sendonly", "recvonly", "inactive"};
-    for (size_t k = 0; k < 4; k++) {
-        if (span_is(c, s, names[k])) {
-            *out = (enum tg_sdp_dir)k;
-            return 1;
-        }
+// The attributes tlsgate acts on. attr_of is the one classification of an a= line, used by the
+// parser and the writer alike, so that the two never disagree on what a line is.
+enum attr {
+    ATTR_OTHER = 0,
+    ATTR_CRYPTO,   // a=crypto:VALUE
+    ATTR_RTCP,     // a=rtcp:VALUE
+    ATTR_RTCP_MUX, // a=rtcp-mux
+    ATTR_DIR,      // a=sendrecv, sendonly, recvonly, inactive (ATTR_DIR + enum tg_sdp_dir)
+};
+
+// attr_of classifies the line [a, b). A value attribute is "name:value" (the value starts at
+// *out_value); a property attribute is its name alone, trailing SP/HT ignored (some stacks
+// send "a=sendonly ").
+static int attr_of(const struct tg_cur *c, size_t a, size_t b, size_t *out_value) {
+    static const char *const props[] = {"sendrecv", "sendonly", "recvonly", "inactive", "rtcp-mux"};
+    if (b - a < 2 || c->b[a] != 'a' || c->b[a + 1] != '=')
+        return ATTR_OTHER;
+    a += 2;
+    size_t colon = tg_cur_find(c, a, b, ':');
+    if (colon != TG_NPOS) {
+        *out_value = colon + 1;
+        if (span_is(c, (struct span){a, colon}, "crypto"))
+            return ATTR_CRYPTO;
+        return span_is(c, (struct span){a, colon}, "rtcp") ? ATTR_RTCP : ATTR_OTHER;
     }
-    return 0;
+    while (b > a && is_wsp(c->b[b - 1]))
+        b--;
+    for (size_t k = 0; k < sizeof(props) / sizeof(props[0]); k++) {
+        if (span_is(c, (struct span){a, b}, props[k]))
+            return k == 4 ? ATTR_RTCP_MUX : ATTR_DIR + (int)k;
+    }
+    return ATTR_OTHER;
 }
 
 // parse_rtcp reads "a=rtcp:port [IN IP4|IP6 address]" (RFC 3605) from |i|, past the colon.
@@ -606,35 +638,35 @@ static enum tg_sdp_status parse_crypto(struct parser *p, size_t i, size_t end) {
     return TG_SDP_OK;
 }
 
-// parse_a reads the attributes tlsgate acts on; the others are kept as they are.
-static enum tg_sdp_status parse_a(struct parser *p, size_t i, size_t end) {
-    size_t colon = tg_cur_find(&p->c, i, end, ':');
-    struct span name = {i, colon == TG_NPOS ? end : colon};
-    if (span_len(name) == 0)
+// parse_a reads the attributes tlsgate acts on in the line [a, b); the others are kept as they
+// are.
+static enum tg_sdp_status parse_a(struct parser *p, size_t a, size_t b) {
+    if (a + 2 == b || p->c.b[a + 2] == ':' || is_wsp(p->c.b[a + 2]))
         return fail(p, TG_SDP_MALFORMED, "a= without an attribute name");
-    enum tg_sdp_dir dir;
-    if (colon == TG_NPOS && dir_of(&p->c, name, &dir)) {
+    size_t v = b;
+    int kind = attr_of(&p->c, a, b, &v);
+    if (kind >= ATTR_DIR) {
         if (p->seen_dir)
             return fail(p, TG_SDP_MALFORMED, "second direction attribute at this level");
         p->seen_dir = 1;
         if (p->m != NULL)
-            p->m->dir = dir;
+            p->m->dir = (enum tg_sdp_dir)(kind - ATTR_DIR);
         else
-            p->out->dir = dir;
+            p->out->dir = (enum tg_sdp_dir)(kind - ATTR_DIR);
         return TG_SDP_OK;
     }
     if (p->m == NULL)
         return TG_SDP_OK; // a=crypto and a=rtcp are media-level; the writer drops them here
-    if (colon == TG_NPOS && span_is(&p->c, name, "rtcp-mux")) {
+    if (kind == ATTR_RTCP_MUX) {
         if (p->seen_mux)
             return fail(p, TG_SDP_MALFORMED, "second a=rtcp-mux in this section");
         p->seen_mux = p->m->rtcp_mux = 1;
         return TG_SDP_OK;
     }
-    if (colon != TG_NPOS && span_is(&p->c, name, "rtcp"))
-        return parse_rtcp(p, colon + 1, end);
-    if (colon != TG_NPOS && span_is(&p->c, name, "crypto"))
-        return parse_crypto(p, colon + 1, end);
+    if (kind == ATTR_RTCP)
+        return parse_rtcp(p, v, b);
+    if (kind == ATTR_CRYPTO)
+        return parse_crypto(p, v, b);
     return TG_SDP_OK;
 }
 
@@ -675,7 +707,7 @@ static enum tg_sdp_status parse_line(struct parser *p, size_t a, size_t b) {
     if (type == 'c')
         return parse_c(p, v, b);
     if (type == 'a')
-        return parse_a(p, v, b);
+        return parse_a(p, a, b);
     return TG_SDP_OK;
 }
 
@@ -861,19 +893,21 @@ static void write_line(struct writer *w, struct section *s, size_t a, size_t b) 
         write_c(w, s->m != NULL ? s->m->conn.hold : w->in->conn.hold, a, b);
         return;
     }
-    if (starts(c, a, b, "a=crypto:")) {
+    size_t v;
+    int kind = attr_of(c, a, b, &v);
+    if (kind == ATTR_CRYPTO) {
         if (s->m != NULL && s->mo->secure && !s->crypto_done)
             put_crypto(w, s->mo);
         s->crypto_done = 1;
         return;
     }
-    if (starts(c, a, b, "a=rtcp:")) {
+    if (kind == ATTR_RTCP) {
         if (s->m != NULL && s->mo->port != 0 && s->mo->rtcp_port != 0)
             put_rtcp(w, s->mo->rtcp_port);
         s->rtcp_done = 1;
         return;
     }
-    if (s->m != NULL && b - a == 10 && starts(c, a, b, "a=rtcp-mux")) {
+    if (kind == ATTR_RTCP_MUX && s->m != NULL) {
         if (s->mo->rtcp_mux)
             put_line(w, a, b);
         return;
@@ -901,7 +935,7 @@ enum tg_sdp_status tg_sdp_write(const struct tg_sdp *in, const char *body, size_
     if (len != in->len || in->end > len || in->num_media > TG_SDP_MAX_MEDIA)
         return TG_SDP_MALFORMED;
     for (size_t k = 0; k < in->num_media; k++) {
-        if (media[k].secure && suite_by_id(media[k].crypto.params.suite) == NULL)
+        if (media[k].secure && !crypto_writable(&media[k].crypto))
             return TG_SDP_MALFORMED;
     }
     struct tg_cur c = {(const uint8_t *)body, len};

@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
     }
     int rc = 1;
     if (!tgb_register_tls(&w) || !tgb_register_policy(&w) || !tgb_register_crypto(&w) ||
-        !tgb_register_srtp()) {
+        !tgb_register_srtp() || !tgb_register_sdp()) {
         fprintf(stderr, "tlsgate-bench: cannot set up the benchmarks\n");
     } else {
         rc = tg_bench_main(argc, argv);

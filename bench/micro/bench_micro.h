@@ -25,6 +25,10 @@ int tgb_register_policy(struct tgb_world *w);
 // each suite, tlsgate's proxy/srtp.c beside libsrtp2) and the primitives srtp.c chose between.
 int tgb_register_srtp(void);
 
+// tgb_register_sdp registers `sdp/parse` and `sdp/parse_write/*`: a carrier SAVP offer parsed,
+// and parsed then written toward the PBX and toward the provider.
+int tgb_register_sdp(void);
+
 // tgb_print_floor_summary writes, after a run, the floor of a full handshake (measured, and as
 // the sum of its primitives) and each full handshake's multiple of it, to |out|. It compares CPU
 // times, which a busy machine disturbs less than real times.

@@ -54,10 +54,14 @@ EXPECTED = [
     "srtp/hmac_sha1_ctx_copy/176",
     "srtp/aes_ctr128_encrypt/160",
     "srtp/evp_aes_128_ctr/160",
+    "sdp/parse",
+    "sdp/parse_write/to_pbx",
+    "sdp/parse_write/to_provider",
 ]
 
 # Benchmarks that report bytes_per_second.
-THROUGHPUT = ("record/", "floor/aes128gcm_", "floor/hmac_", "srtp/hmac_", "srtp/aes_", "srtp/evp_")
+THROUGHPUT = ("record/", "floor/aes128gcm_", "floor/hmac_", "srtp/hmac_", "srtp/aes_", "srtp/evp_",
+              "sdp/")
 
 
 def main():

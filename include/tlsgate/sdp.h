@@ -121,7 +121,8 @@ enum tg_sdp_status {
 };
 
 // tg_sdp_parse parses |body| (|len| bytes). On failure |why| says what and where ("line 7: m=
-// port not a number").
+// port not a number"; always NUL-terminated when |why_len| > 0; |why| may be NULL) and |out| is
+// not to be used.
 enum tg_sdp_status tg_sdp_parse(struct tg_sdp *out, const char *body, size_t len, char *why,
                                 size_t why_len);
 
@@ -138,7 +139,8 @@ struct tg_sdp_media_out {
 // |body|, |len| bytes), |addr| (tlsgate's address on the far side: numeric text) and one
 // tg_sdp_media_out per section of |in|. |*out_len| is the length written. Returns
 // TG_SDP_BAD_ADDR when |addr| is not a numeric IPv4 or IPv6 address, TG_SDP_MALFORMED when
-// |len| is not the length |in| was parsed from or a suite in |media| has no name,
+// |len| is not the length |in| was parsed from or a secure |media| has a crypto line
+// tg_sdp_crypto_format refuses,
 // TG_SDP_NO_SPACE when |cap| is too small (|*out_len| is then 0). It never writes past |cap|.
 enum tg_sdp_status tg_sdp_write(const struct tg_sdp *in, const char *body, size_t len,
                                 const char *addr, const struct tg_sdp_media_out *media, char *out,
@@ -157,7 +159,8 @@ int tg_sdp_crypto_parse(struct tg_sdp_crypto *out, const char *value, size_t len
 // tg_sdp_crypto_format writes the value of an `a=crypto:` attribute for |c| (tag, suite,
 // inline:base64(key||salt), |2^N when lifetime_log2 > 0, |MKI:LEN when mki_len > 0), then a
 // NUL. Returns its length (the NUL not counted), or 0 when |cap| is too small (it needs the
-// length + 1) or the suite has no name.
+// length + 1) or |c| would not parse back the same: a suite without a name, a tag over 9
+// digits, lifetime_log2 over 48, an MKI longer than TG_SRTP_MKI_MAX or larger than its length.
 //
 // Accepted by tg_sdp_crypto_parse (RFC 4568 9.1; the key-salt in padded base64): a tag of 1..9
 // digits; the suites of srtp.h (another suite parses with |usable| = 0); key-params separated by

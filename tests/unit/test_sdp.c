@@ -475,6 +475,51 @@ static void test_ipv6(void **state) {
             "c=IN IP6 ::\n");
 }
 
+#define HEAD_T "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+
+// HT separates fields as SP does; the writer splices at the right places (found by the
+// fuzzer: an o= with a tab before the nettype was written as "o=- 1 1IN IP4 ...").
+static void test_tab_separators(void **state) {
+    (void)state;
+    struct tg_sdp_media_out mo = {.port = 9000, .rtcp_port = 9001};
+    rewrite("v=0\r\no=- 1 1\tIN IP4 192.0.2.1\r\ns=-\r\nc=IN\tIP4  192.0.2.1\r\nt=0 0\r\n"
+            "m=audio\t4000\tRTP/AVP\t0 8\r\n",
+            "10.0.0.1", &mo,
+            "v=0\n"
+            "o=- 1 1\tIN IP4 10.0.0.1\n"
+            "s=-\n"
+            "c=IN IP4 10.0.0.1\n"
+            "t=0 0\n"
+            "m=audio\t9000 RTP/AVP\t0 8\n");
+}
+
+// Property attributes with trailing whitespace are what they say, for the parser and the
+// writer alike; a name with a space before its colon is another attribute, for both.
+static void test_trailing_whitespace(void **state) {
+    (void)state;
+    static const char body[] = HEAD_T "m=audio 4000 RTP/AVP 0\r\n"
+                                      "a=rtcp-mux \r\n"
+                                      "a=sendonly\t\r\n"
+                                      "a=rtcp :4001\r\n"
+                                      "a=crypto :1 x\r\n";
+    must_parse(&g_sdp, body);
+    assert_true(g_sdp.media[0].rtcp_mux);
+    assert_int_equal(g_sdp.media[0].dir, TG_SDP_SENDONLY);
+    assert_int_equal(g_sdp.media[0].rtcp_port, 0);
+    assert_int_equal(g_sdp.media[0].num_crypto, 0);
+    struct tg_sdp_media_out mo = {.port = 9000, .rtcp_port = 9001};
+    rewrite(body, "10.0.0.1", &mo,
+            "v=0\n"
+            "o=- 1 1 IN IP4 10.0.0.1\n"
+            "s=-\n"
+            "c=IN IP4 10.0.0.1\n"
+            "t=0 0\n"
+            "m=audio 9000 RTP/AVP 0\n"
+            "a=sendonly\t\n"
+            "a=rtcp :4001\n"
+            "a=crypto :1 x\n");
+}
+
 // ---- the writer's bounds ---------------------------------------------------------------------
 
 // Every |cap| short of the output is refused with nothing written past it, for the longest
@@ -585,6 +630,9 @@ static const struct bad_case k_bad[] = {
      "line 7: a=rtcp address is not numeric"},
     {HEAD AUDIO "a=sendonly\r\na=recvonly\r\n", 0, TG_SDP_MALFORMED,
      "line 8: second direction attribute"},
+    {HEAD AUDIO "a=rtcp-mux\r\na=rtcp-mux \r\n", 0, TG_SDP_MALFORMED, "line 8: second a=rtcp-mux"},
+    {HEAD AUDIO "a=\r\n", 0, TG_SDP_MALFORMED, "line 7: a= without an attribute name"},
+    {HEAD AUDIO "a=:x\r\n", 0, TG_SDP_MALFORMED, "line 7: a= without an attribute name"},
     // Crypto: a truncated key (27 bytes), cut inside a base64 quantum, a byte outside the
     // alphabet, 16 bytes of key without salt, a CM key for GCM, no key at all, bad MKI.
     {HEAD CRYPTO("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRob"), 0, TG_SDP_MALFORMED,
@@ -847,10 +895,60 @@ static void test_crypto_round_trip(void **state) {
         assert_memory_equal(&back.params, &c.params, sizeof(c.params));
         assert_int_equal(back.lifetime_log2, c.lifetime_log2);
     }
-    // Nothing to format for a suite without a name.
+    // Nothing to format that would not parse back the same.
     char out[TG_SDP_CRYPTO_MAX];
+    c = (struct tg_sdp_crypto){.tag = 1, .usable = 1};
+    c.params.suite = TG_SRTP_AES_CM_128_HMAC_SHA1_80;
+    assert_true(tg_sdp_crypto_format(&c, out, sizeof(out)) > 0);
     c.params.suite = TG_SRTP_NONE;
     assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.suite = TG_SRTP_SUITE_NUM;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.suite = TG_SRTP_AES_CM_128_HMAC_SHA1_80;
+    c.tag = 1000000000;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.tag = 1;
+    c.lifetime_log2 = 49;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.lifetime_log2 = 0;
+    c.params.mki_len = 5;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.mki_len = 1;
+    c.params.mki = 256;
+    assert_int_equal(tg_sdp_crypto_format(&c, out, sizeof(out)), 0);
+    c.params.mki = 255;
+    assert_true(tg_sdp_crypto_format(&c, out, sizeof(out)) > 0);
+}
+
+// ---- the boundary with srtp.c -----------------------------------------------------------------
+
+// sdp.c keeps its own suite table (so that it links alone); it must agree with srtp.c's names
+// and salt lengths, and the keys it parses must make SRTP contexts.
+static void test_agrees_with_srtp(void **state) {
+    (void)state;
+    for (int s = TG_SRTP_NONE + 1; s < TG_SRTP_SUITE_NUM; s++) {
+        struct tg_sdp_crypto c = {.tag = 1, .usable = 1};
+        c.params.suite = (enum tg_srtp_suite)s;
+        char out[TG_SDP_CRYPTO_MAX];
+        size_t n = tg_sdp_crypto_format(&c, out, sizeof(out));
+        assert_true(n > 0);
+        const char *name = tg_srtp_suite_name((enum tg_srtp_suite)s);
+        assert_int_equal(strncmp(out + 2, name, strlen(name)), 0);
+        assert_int_equal(out[2 + strlen(name)], ' ');
+        assert_int_equal(tg_srtp_suite_parse(name, strlen(name)), s);
+        // key||salt is 16 + tg_srtp_salt_len bytes: the base64 length says so.
+        const char *b64 = strstr(out, "inline:") + 7;
+        assert_int_equal(strlen(b64), 4 * ((16 + tg_srtp_salt_len((enum tg_srtp_suite)s) + 2) / 3));
+    }
+    must_parse(&g_sdp, k_mux_offer);
+    must_parse(&g_sdp, k_carrier_offer);
+    for (size_t i = 0; i < g_sdp.media[0].num_crypto; i++) {
+        for (int protect = 0; protect < 2; protect++) {
+            struct tg_srtp *ctx = tg_srtp_new(&g_sdp.media[0].crypto[i].params, protect);
+            assert_non_null(ctx);
+            tg_srtp_free(ctx);
+        }
+    }
 }
 
 // ---- suite choice ----------------------------------------------------------------------------
@@ -894,12 +992,15 @@ int main(void) {
         cmocka_unit_test(test_hold_forms),
         cmocka_unit_test(test_declined_video_and_t38),
         cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_tab_separators),
+        cmocka_unit_test(test_trailing_whitespace),
         cmocka_unit_test(test_write_no_space),
         cmocka_unit_test(test_write_refuses_bad_args),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_too_long_and_edges),
         cmocka_unit_test(test_crypto_parse),
         cmocka_unit_test(test_crypto_round_trip),
+        cmocka_unit_test(test_agrees_with_srtp),
         cmocka_unit_test(test_choose_crypto),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
