@@ -577,8 +577,16 @@ enum attr {
     ATTR_CRYPTO,   // a=crypto:VALUE
     ATTR_RTCP,     // a=rtcp:VALUE
     ATTR_RTCP_MUX, // a=rtcp-mux
+    ATTR_ICE,      // a=candidate, a=ice-ufrag, ... (RFC 8839): never forwarded
     ATTR_DIR,      // a=sendrecv, sendonly, recvonly, inactive (ATTR_DIR + enum tg_sdp_dir)
 };
+
+// ICE attributes (RFC 8839) describe the sender's own transport addresses: the PBX's internal
+// ones toward the provider, and paths around tlsgate for a far side that runs ICE. tlsgate
+// anchors the media on its own sockets, so it drops them both ways.
+static const char *const kIceValue[] = {"candidate", "remote-candidates", "ice-ufrag",
+                                        "ice-pwd",   "ice-options",       "ice-pacing"};
+static const char *const kIceProp[] = {"ice-lite", "ice-mismatch", "end-of-candidates"};
 
 // attr_of classifies the line [a, b). A value attribute is "name:value" (the value starts at
 // *out_value); a property attribute is its name alone, trailing SP/HT ignored (some stacks
@@ -593,10 +601,16 @@ static int attr_of(const struct tg_cur *c, size_t a, size_t b, size_t *out_value
         *out_value = colon + 1;
         if (span_is(c, (struct span){a, colon}, "crypto"))
             return ATTR_CRYPTO;
+        for (size_t k = 0; k < sizeof(kIceValue) / sizeof(kIceValue[0]); k++)
+            if (span_is(c, (struct span){a, colon}, kIceValue[k]))
+                return ATTR_ICE;
         return span_is(c, (struct span){a, colon}, "rtcp") ? ATTR_RTCP : ATTR_OTHER;
     }
     while (b > a && is_wsp(c->b[b - 1]))
         b--;
+    for (size_t k = 0; k < sizeof(kIceProp) / sizeof(kIceProp[0]); k++)
+        if (span_is(c, (struct span){a, b}, kIceProp[k]))
+            return ATTR_ICE;
     for (size_t k = 0; k < sizeof(props) / sizeof(props[0]); k++) {
         if (span_is(c, (struct span){a, b}, props[k]))
             return k == 4 ? ATTR_RTCP_MUX : ATTR_DIR + (int)k;
@@ -912,6 +926,8 @@ static void write_line(struct writer *w, struct section *s, size_t a, size_t b) 
             put_line(w, a, b);
         return;
     }
+    if (kind == ATTR_ICE)
+        return;
     put_line(w, a, b);
 }
 

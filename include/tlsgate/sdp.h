@@ -22,6 +22,8 @@
 //     RTP/SAVP when |secure| else RTP/AVP, formats kept;
 //   - a=rtcp: replaced by the out rtcp port (dropped when the port is 0 or rtcp-mux is kept);
 //   - every a=crypto line removed; when |secure|, one line for |crypto| written in its place;
+//   - ICE attributes (a=candidate, a=ice-ufrag, a=ice-pwd, a=end-of-candidates, ...) dropped:
+//     they carry the sender's own addresses (the PBX's internal ones) and paths around tlsgate;
 //   - every other line copied, in order, with CRLF line ends.
 // Lines end in CRLF or LF on input; output always uses CRLF.
 //

@@ -294,6 +294,40 @@ static void test_rtcp_port_added(void **state) {
             "a=rtcp:30007\n");
 }
 
+// ---- ICE: never forwarded ---------------------------------------------------------------------
+
+// A PBX that runs ICE lists its internal addresses as candidates: none may reach the provider,
+// at session or media level, whatever the spelling of the property attributes.
+static const char k_ice_offer[] = "v=0\r\n"
+                                  "o=- 9 9 IN IP4 10.1.1.1\r\n"
+                                  "s=-\r\n"
+                                  "a=ice-lite\r\n"
+                                  "a=ice-options:trickle\r\n"
+                                  "c=IN IP4 10.1.1.1\r\n"
+                                  "t=0 0\r\n"
+                                  "m=audio 30000 RTP/AVP 0\r\n"
+                                  "a=ice-ufrag:F7gI\r\n"
+                                  "a=ice-pwd:x9cml/YzichV2+XlhiMu8g\r\n"
+                                  "a=candidate:1 1 UDP 2130706431 10.1.1.1 30000 typ host\r\n"
+                                  "a=candidate:2 1 UDP 1694498815 192.0.2.3 45664 typ srflx "
+                                  "raddr 10.1.1.1 rport 30000\r\n"
+                                  "a=remote-candidates:1 192.0.2.9 5000\r\n"
+                                  "a=end-of-candidates \r\n"
+                                  "a=rtpmap:0 PCMU/8000\r\n";
+
+static void test_ice_dropped(void **state) {
+    (void)state;
+    struct tg_sdp_media_out mo = {.port = 41000, .rtcp_port = 41001};
+    rewrite(k_ice_offer, "203.0.113.5", &mo,
+            "v=0\n"
+            "o=- 9 9 IN IP4 203.0.113.5\n"
+            "s=-\n"
+            "c=IN IP4 203.0.113.5\n"
+            "t=0 0\n"
+            "m=audio 41000 RTP/AVP 0\n"
+            "a=rtpmap:0 PCMU/8000\n"); // RTCP on port + 1: implied, no a=rtcp line
+}
+
 // ---- rtcp-mux, a=rtcp with an address --------------------------------------------------------
 
 static const char k_mux_offer[] = "v=0\r\n"
@@ -989,6 +1023,7 @@ int main(void) {
         cmocka_unit_test(test_pbx_offer_to_provider),
         cmocka_unit_test(test_rtcp_port_added),
         cmocka_unit_test(test_rtcp_mux),
+        cmocka_unit_test(test_ice_dropped),
         cmocka_unit_test(test_hold_forms),
         cmocka_unit_test(test_declined_video_and_t38),
         cmocka_unit_test(test_ipv6),
