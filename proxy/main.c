@@ -288,8 +288,10 @@ static int cmd_run(const struct options *o) {
         kinds[l] = cfg.listeners[l].direction == TG_INBOUND ? "inbound" : "outbound";
     }
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
-    if (metrics != NULL)
+    if (metrics != NULL) {
         tg_upstream_init_health(metrics, &cfg);
+        metrics->media_enabled = cfg.media_enabled;
+    }
     struct tg_peers *peers = tg_peers_new(num_workers);
     struct tg_guard *guard = tg_guard_new(&cfg);
     struct tg_runtime rt = {.cfg = &cfg,
