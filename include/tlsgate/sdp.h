@@ -24,6 +24,27 @@
 //   - every a=crypto line removed; when |secure|, one line for |crypto| written in its place;
 //   - every other line copied, in order, with CRLF line ends.
 // Lines end in CRLF or LF on input; output always uses CRLF.
+//
+// Details the parser and writer settle (for the callers and the far side to rely on):
+//   - Grammar: "x=value" lines, x one of v o s i u e p c b t r z k a m (RFC 4566 5: an unknown
+//     type refuses the body), v=0 first, o= second, s= third, each once; in a media section
+//     only i c b k a. Empty lines are refused, except at the very end (ignored). A last line
+//     without its line end is accepted. Bytes below 0x20 other than HT, and 0x7f, are refused.
+//   - o= must carry a numeric address too (TG_SDP_BAD_ADDR otherwise); c= at most once per
+//     level, unicast only (a /ttl or /count suffix is refused); every section needs a c=, its
+//     own or the session's.
+//   - m= with a port count (49170/2) is refused. A proto other than RTP/AVP, RTP/SAVP,
+//     RTP/AVPF, RTP/SAVPF (udptl, UDP/TLS/RTP/SAVP, ...) parses as TG_SDP_PROTO_OTHER and is
+//     written back verbatim: tlsgate declines such a section (its out port is 0).
+//   - a=rtcp (media level; port 1..65535, optional numeric "IN IP4|IP6 addr"), a=rtcp-mux and
+//     the direction attributes at most once per level. a=crypto at media level is parsed with
+//     tg_sdp_crypto_parse (a line that is not well formed refuses the body); at session level
+//     (RFC 4568 does not allow it) it is not parsed and never written. a=rtcp at session level
+//     is dropped too.
+//   - The writer emits one a=crypto line where the section's first one was, or at the end of
+//     the section when it had none; a=rtcp:PORT (no address: c= names tlsgate) where the input
+//     had one, or at the end of the section when the out RTCP port is not port + 1; a=rtcp-mux
+//     only when the input had it and |rtcp_mux| is set.
 
 #define TG_SDP_MAX_MEDIA 8  // m= sections in one body; more is refused
 #define TG_SDP_MAX_CRYPTO 8 // a=crypto lines kept per section; more are ignored (counted)
@@ -69,6 +90,13 @@ struct tg_sdp_media {
     struct tg_sdp_addr conn; // this section's c=, else the session's (family 0: none at all)
     struct tg_sdp_crypto crypto[TG_SDP_MAX_CRYPTO];
     size_t num_crypto;
+    size_t num_crypto_ignored; // well-formed a=crypto lines past TG_SDP_MAX_CRYPTO
+    int conn_here;             // |conn| comes from this section's own c= line
+    // Where the writer splices the m= line (offsets into the body): the port, the proto and
+    // the space before the formats.
+    uint16_t port_off;
+    uint16_t proto_off;
+    uint16_t fmt_off;
 };
 
 // tg_sdp is a parsed body. The offsets it keeps point into the body given to tg_sdp_parse,
@@ -77,6 +105,11 @@ struct tg_sdp {
     struct tg_sdp_addr origin; // o= address
     struct tg_sdp_media media[TG_SDP_MAX_MEDIA];
     size_t num_media;
+    struct tg_sdp_addr conn; // session-level c= (family 0: none)
+    enum tg_sdp_dir dir;     // session-level direction attribute, else sendrecv
+    uint16_t origin_net_off; // offset of the o= nettype ("IN ..."), where the writer splices
+    uint16_t end;            // offset past the last line parsed (trailing empty lines excluded)
+    uint16_t len;            // |len| given to tg_sdp_parse: tg_sdp_write checks it is the same
 };
 
 enum tg_sdp_status {
@@ -103,10 +136,18 @@ struct tg_sdp_media_out {
 
 // tg_sdp_write writes the body to forward into |out| (|cap| bytes) from |in| (parsed from
 // |body|, |len| bytes), |addr| (tlsgate's address on the far side: numeric text) and one
-// tg_sdp_media_out per section of |in|. |*out_len| is the length written.
+// tg_sdp_media_out per section of |in|. |*out_len| is the length written. Returns
+// TG_SDP_BAD_ADDR when |addr| is not a numeric IPv4 or IPv6 address, TG_SDP_MALFORMED when
+// |len| is not the length |in| was parsed from or a suite in |media| has no name,
+// TG_SDP_NO_SPACE when |cap| is too small (|*out_len| is then 0). It never writes past |cap|.
 enum tg_sdp_status tg_sdp_write(const struct tg_sdp *in, const char *body, size_t len,
                                 const char *addr, const struct tg_sdp_media_out *media, char *out,
                                 size_t cap, size_t *out_len);
+
+// tg_sdp_write_max returns a |cap| with which tg_sdp_write never answers TG_SDP_NO_SPACE for
+// |in|, whatever the media out and address: twice the body (LF becomes CRLF) plus room for the
+// longest address on each o=/c= line, a=crypto and a=rtcp lines added and m= lines grown.
+size_t tg_sdp_write_max(const struct tg_sdp *in);
 
 // tg_sdp_crypto_parse parses the value of one `a=crypto:` attribute (after the colon).
 // Returns 1 when it is well formed (|out->usable| then says whether tlsgate can meet it), 0
@@ -114,8 +155,19 @@ enum tg_sdp_status tg_sdp_write(const struct tg_sdp *in, const char *body, size_
 int tg_sdp_crypto_parse(struct tg_sdp_crypto *out, const char *value, size_t len);
 
 // tg_sdp_crypto_format writes the value of an `a=crypto:` attribute for |c| (tag, suite,
-// inline:base64(key||salt), |MKI:LEN when mki_len > 0). Returns its length, or 0 when |cap| is
-// too small.
+// inline:base64(key||salt), |2^N when lifetime_log2 > 0, |MKI:LEN when mki_len > 0), then a
+// NUL. Returns its length (the NUL not counted), or 0 when |cap| is too small (it needs the
+// length + 1) or the suite has no name.
+//
+// Accepted by tg_sdp_crypto_parse (RFC 4568 9.1; the key-salt in padded base64): a tag of 1..9
+// digits; the suites of srtp.h (another suite parses with |usable| = 0); key-params separated by
+// ';' of which the first is used, "inline:" then key||salt (30 bytes for AES_CM, 28 for GCM);
+// a lifetime "2^N" (N 1..48) or a decimal power of two (another value: |usable| = 0); an MKI
+// "value:length", length 1..128 (more than TG_SRTP_MKI_MAX: |usable| = 0) and the value within
+// length bytes. Session params: WSH=N (a hint) is accepted; any other (KDR, UNENCRYPTED_*,
+// UNAUTHENTICATED_SRTP, FEC_*) makes the line |usable| = 0.
+#define TG_SDP_CRYPTO_MAX 128 // the longest value tg_sdp_crypto_format writes, NUL included
+
 size_t tg_sdp_crypto_format(const struct tg_sdp_crypto *c, char *out, size_t cap);
 
 // tg_sdp_choose_crypto picks the offered line tlsgate answers: the first suite of |prefs|

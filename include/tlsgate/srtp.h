@@ -35,7 +35,9 @@ enum tg_srtp_suite {
 #define TG_SRTCP_OVERHEAD 24 // ... for SRTCP: E+index 4, tag up to 16, MKI up to 4
 
 // tg_srtp_params is what one `a=crypto` line carries: the suite, the master key and salt, and
-// the MKI (value and length on the wire; 0 = none).
+// the MKI (value and length on the wire; 0 = none). On the wire the MKI is |mki| big-endian in
+// its low |mki_len| bytes (RFC 4568 writes it as a decimal number); a value that does not fit
+// in |mki_len| bytes makes the params unusable.
 struct tg_srtp_params {
     enum tg_srtp_suite suite;
     uint8_t key[TG_SRTP_KEY_LEN];
@@ -69,12 +71,43 @@ int tg_srtp_params_random(struct tg_srtp_params *p, enum tg_srtp_suite s);
 struct tg_srtp;
 
 // tg_srtp_new makes a context for |p| that protects (|protect| = 1: RTP/RTCP in, SRTP/SRTCP
-// out) or unprotects. NULL when memory is short or |p| is not usable.
+// out) or unprotects. NULL when memory is short or |p| is not usable. A context does the one
+// direction it was made for: the other direction's calls answer TG_SRTP_BAD_PACKET.
 struct tg_srtp *tg_srtp_new(const struct tg_srtp_params *p, int protect);
 void tg_srtp_free(struct tg_srtp *s);
 
+// tg_srtp_kdf writes |out_len| bytes of the RFC 3711 4.3 key derivation (AES-CM PRF, key
+// derivation rate 0) for |label| (0..5: SRTP key, auth key, salt; SRTCP key, auth key, salt)
+// from |master_key| and the |salt_len| bytes of |master_salt| (12 for GCM: zero-padded to 14,
+// as RFC 7714 11 says). Returns 1, or 0 when |salt_len| > TG_SRTP_SALT_MAX.
+int tg_srtp_kdf(uint8_t *out, size_t out_len, const uint8_t master_key[TG_SRTP_KEY_LEN],
+                const uint8_t *master_salt, size_t salt_len, uint8_t label);
+
+// tg_srtp_session_keys are the keys one of SRTP or SRTCP runs on once derived: cipher key,
+// salt (tg_srtp_salt_len bytes used) and HMAC-SHA1 key (AES-CM suites only).
+struct tg_srtp_session_keys {
+    uint8_t key[TG_SRTP_KEY_LEN];
+    uint8_t salt[TG_SRTP_SALT_MAX];
+    uint8_t auth[20];
+};
+
+// tg_srtp_new_session is tg_srtp_new with the session keys given instead of derived from the
+// master key of |p| (only |p|'s suite and MKI are read): the published AEAD vectors (RFC 7714
+// 16, 17) are written that way. The daemon uses tg_srtp_new.
+struct tg_srtp *tg_srtp_new_session(const struct tg_srtp_params *p,
+                                    const struct tg_srtp_session_keys *rtp,
+                                    const struct tg_srtp_session_keys *rtcp, int protect);
+
 // tg_srtp_protect turns the RTP packet in |pkt| (|len| bytes, |cap| bytes of room) into SRTP
-// in place: payload encrypted, MKI and tag appended. |*out_len| is the new length.
+// in place: payload encrypted, MKI and tag appended (GCM: tag, then MKI; AES-CM: MKI, then
+// tag). |*out_len| is the new length. The rollover counter follows the sequence numbers as
+// the receiver's estimate does (a jump back by less than half the space is a late packet of
+// the same or the previous roll); a repeated sequence number is protected again, not refused
+// (the PBX is the trusted side).
+//
+// For every call here: when the status is not TG_SRTP_OK, the packet is to be dropped and the
+// bytes of |pkt| are unspecified (GCM decrypts in place while it checks the tag), but no
+// per-SSRC state has moved.
 enum tg_srtp_status tg_srtp_protect(struct tg_srtp *s, uint8_t *pkt, size_t len, size_t cap,
                                     size_t *out_len);
 
@@ -84,7 +117,9 @@ enum tg_srtp_status tg_srtp_protect(struct tg_srtp *s, uint8_t *pkt, size_t len,
 enum tg_srtp_status tg_srtp_unprotect(struct tg_srtp *s, uint8_t *pkt, size_t len, size_t *out_len);
 
 // SRTCP (RFC 3711 3.4): the same for RTCP compound packets; protect always encrypts (E = 1)
-// and appends E|index, MKI and tag.
+// and appends E|index, MKI and tag (GCM: tag, E|index, MKI, RFC 7714 17). The SRTCP index
+// counts per SSRC from 1, as libsrtp2 does, and wraps after 2^31 - 1 packets (decades at the
+// RTCP rate; a call rekeys long before). Unprotect also takes E = 0 (authenticated only).
 enum tg_srtp_status tg_srtcp_protect(struct tg_srtp *s, uint8_t *pkt, size_t len, size_t cap,
                                      size_t *out_len);
 enum tg_srtp_status tg_srtcp_unprotect(struct tg_srtp *s, uint8_t *pkt, size_t len,
