@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""[media]: a call's media anchored on tlsgate, SRTP toward the provider, RTP toward the PBX.
+
+The provider is a Python SIP endpoint over mutual TLS whose media end is tg-srtp-peer (libsrtp2,
+independent of proxy/srtp.c); the PBX is a Python SIP UAS over TCP whose media end echoes every
+RTP and RTCP datagram back to where it came from. Audio goes SRTP -> tlsgate -> RTP -> echo ->
+RTP -> tlsgate -> SRTP and must come back byte for byte. Everything on 127.0.0.1, bounded waits,
+everything started is stopped."""
+
+import base64
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+
+import harness as h  # noqa: E402
+from sipmsg import Msg, Stream  # noqa: E402,F401
+
+SRTP_PEER = h._binary("TG_SRTP_PEER", "build/tests/tools/tg-srtp-peer")
+SUITE80 = "AES_CM_128_HMAC_SHA1_80"
+
+
+def b64key(n=30):
+    return base64.b64encode(os.urandom(n)).decode()
+
+
+def udp_pair():
+    """An even UDP port P with P+1 free too (RTP and RTCP), on 127.0.0.1."""
+    for _ in range(200):
+        p = random.randrange(20000, 29000, 2)
+        socks = []
+        try:
+            for q in (p, p + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free UDP port pair")
+
+
+def can_bind(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def provider_sdp(port, cryptos, version=1, proto="RTP/SAVP", extra=""):
+    lines = ["v=0", f"o=carrier 4711 {version} IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1",
+             "t=0 0", f"m=audio {port} {proto} 0 101", "a=rtpmap:0 PCMU/8000",
+             "a=rtpmap:101 telephone-event/8000"]
+    lines += [f"a=crypto:{tag} {suite} inline:{key}" for tag, suite, key in cryptos]
+    if extra:
+        lines.append(extra)
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def pbx_sdp(port, version=1, direction="a=sendrecv"):
+    return (f"v=0\r\no=pbx 99 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+            f"t=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n{direction}\r\n"
+            ).encode()
+
+
+def request(method, call_id, cseq, branch, body=b"", to_tag=None, route=()):
+    lines = [f"{method} sip:+15551230000@sbc.tlsgate.test SIP/2.0",
+             f"Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-{branch}", "Max-Forwards: 70",
+             f"From: <sip:carrier@example.net>;tag=from-{call_id}",
+             "To: <sip:pbx@example.net>" + (f";tag={to_tag}" if to_tag else ""),
+             f"Call-ID: {call_id}", f"CSeq: {cseq} {method}",
+             "Contact: <sip:carrier@127.0.0.1:5061;transport=tls>"]
+    lines += [f"Route: {r}" for r in route]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def response_to(req, code, reason, body=b""):
+    lines = [f"SIP/2.0 {code} {reason}"]
+    lines += [f"Via: {v}" for v in req.all("Via")]
+    lines += [f"Record-Route: {v}" for v in req.all("Record-Route")]
+    lines.append(f"From: {req.get('From')}")
+    to = req.get("To")
+    if code > 100 and ";tag=" not in to:
+        to += ";tag=pbx-tag"
+    lines += [f"To: {to}", f"Call-ID: {req.get('Call-ID')}", f"CSeq: {req.get('CSeq')}",
+              "Contact: <sip:pbx@127.0.0.1:5060;transport=tcp>"]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Pbx:
+    """The PBX stand-in: a SIP UAS on TCP answering INVITE (and re-INVITE) 100 + 200 with an
+    RTP/AVP answer on its echo port, BYE 200; and an RTP/RTCP echo on that port pair."""
+
+    def __init__(self):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.addr = f"127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.rtp_port = udp_pair()
+        self.udp = []
+        for q in (self.rtp_port, self.rtp_port + 1):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", q))
+            s.settimeout(0.2)
+            self.udp.append(s)
+        self.seen = []
+        self.echoed = 0
+        self.sources = set()
+        self.cond = threading.Condition()
+        self.stop = False
+        self.version = 1
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads += [threading.Thread(target=self._echo, args=(s,), daemon=True)
+                         for s in self.udp]
+        for t in self.threads:
+            t.start()
+
+    def _echo(self, s):
+        while not self.stop:
+            try:
+                data, src = s.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.cond:
+                self.echoed += 1
+                self.sources.add(src)
+            s.sendto(data, src)
+
+    def _accept(self):
+        self.lsock.settimeout(0.2)
+        while not self.stop:
+            try:
+                s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        try:
+            s.settimeout(h.t(30))
+            st = Stream(s)
+            while not self.stop:
+                m = st.read()
+                with self.cond:
+                    self.seen.append(m)
+                    self.cond.notify_all()
+                if not m.is_request or m.method == "ACK":
+                    continue
+                if m.method == "INVITE":
+                    st.send(response_to(m, 100, "Trying"))
+                    self.version += 1
+                    st.send(response_to(m, 200, "OK", pbx_sdp(self.rtp_port, self.version)))
+                else:
+                    st.send(response_to(m, 200, "OK"))
+        except (EOFError, OSError):
+            pass
+        finally:
+            s.close()
+
+    def requests(self, method, call_id=None):
+        with self.cond:
+            return [m for m in self.seen if m.method == method and
+                    (call_id is None or m.get("Call-ID") == call_id)]
+
+    def wait(self, method, count=1, call_id=None):
+        return h.wait_for(lambda: (lambda r: r if len(r) >= count else None)(
+            self.requests(method, call_id)), 15, f"{count} {method} at the PBX")
+
+    def close(self):
+        self.stop = True
+        self.lsock.close()
+        for s in self.udp:
+            s.close()
+
+
+def read_final(st):
+    got = []
+    while True:
+        m = st.read()
+        got.append(m)
+        if not m.is_request and m.code >= 200:
+            return m, got
+
+
+def media_port(body):
+    m = re.search(rb"^m=audio (\d+) (\S+)", body, re.M)
+    assert m, body
+    return int(m.group(1)), m.group(2).decode()
+
+
+def crypto_lines(body):
+    return re.findall(rb"^a=crypto:(\d+) (\S+) inline:([A-Za-z0-9+/=]+)", body, re.M)
+
+
+def run_peer(bind_port, to_port, tx, rx, count=50, seq=1000, wrong=None, wrong_count=0,
+             rtcp=True):
+    cmd = [SRTP_PEER, "--bind", f"127.0.0.1:{bind_port}", "--to", f"127.0.0.1:{to_port}",
+           "--suite", SUITE80, "--tx", tx, "--rx", rx, "--count", str(count), "--seq", str(seq),
+           "--interval-ms", "10", "--wait-ms", str(int(h.t(3) * 1000))]
+    if wrong:
+        cmd += ["--wrong", wrong, "--wrong-count", str(wrong_count)]
+    if rtcp:
+        cmd += ["--rtcp-bind", f"127.0.0.1:{bind_port + 1}", "--rtcp-to",
+                f"127.0.0.1:{to_port + 1}"]
+    r = h.run(cmd, timeout=h.t(30))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def media_config(pbx, base):
+    cfg = h.base_config()
+    cfg["inbound provider"] = {"listen": f"127.0.0.1:{h.AUTO}", "forward": pbx.addr,
+                               "mode": "sip"}
+    cfg["media"] = {"public_address": "127.0.0.1", "internal_address": "127.0.0.1",
+                    "port_range": f"{base}-{base + 199}", "timeout_s": 30}
+    return cfg
+
+
+class MediaCallTest(h.TestCase):
+
+    def setUp(self):
+        self.pbx = Pbx()
+        self.base = random.randrange(30000, 39000, 200)
+
+    def tearDown(self):
+        self.pbx.close()
+        super().tearDown()
+
+    def invite(self, st, call_id, cseq, branch, body, to_tag=None, route=()):
+        st.send(request("INVITE", call_id, cseq, branch, body, to_tag, route))
+        return read_final(st)
+
+    def test_call_rekey_bye(self):
+        """SRTP -> RTP -> echo -> RTP -> SRTP byte-exact; a wrong-key packet dropped and
+        counted; SRTCP both ways; a re-INVITE with new keys keeps audio flowing; BYE frees
+        the ports."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            # The provider says one port in its SDP and sends from another (a NAT): tlsgate
+            # must answer to where the authenticated packets come from.
+            p_port, sdp_port = udp_pair(), udp_pair()
+            k1 = b64key()
+            offer = provider_sdp(sdp_port, [(1, "F8_128_HMAC_SHA1_80", b64key()), (2, SUITE80, k1)])
+            ok, got = self.invite(st, "media-1", 1, "inv1", offer)
+            self.assertEqual(ok.code, 200, got)
+            # The PBX got plain RTP/AVP pointing at tlsgate, no key.
+            (pinv,) = self.pbx.wait("INVITE")
+            pbx_side_port, proto = media_port(pinv.body)
+            self.assertEqual(proto, "RTP/AVP")
+            self.assertEqual(crypto_lines(pinv.body), [], pinv.body)
+            self.assertNotIn(str(sdp_port).encode(), pinv.body)
+            self.assertTrue(self.base <= pbx_side_port < self.base + 200, pinv.body)
+            # The provider got RTP/SAVP at tlsgate's port with tlsgate's own key, answering
+            # the line it could meet (tag 2).
+            q_port, proto = media_port(ok.body)
+            self.assertEqual(proto, "RTP/SAVP")
+            self.assertTrue(self.base <= q_port < self.base + 200, ok.body)
+            self.assertNotIn(str(self.pbx.rtp_port).encode(), ok.body)
+            (tag, suite, t1), = crypto_lines(ok.body)
+            self.assertEqual((tag, suite), (b"2", SUITE80.encode()))
+            t1 = t1.decode()
+            self.assertNotEqual(t1, k1)
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            route = ok.all("Record-Route")
+            st.send(request("ACK", "media-1", 1, "ack1", to_tag=to_tag, route=route))
+            # Audio both ways, byte-exact; 5 packets under a wrong key in the middle.
+            r = run_peer(p_port, q_port, k1, t1, count=50, wrong=b64key(), wrong_count=5)
+            self.assertEqual(r["matched"], 50, r)
+            self.assertEqual(r["mismatched"], 0, r)
+            self.assertEqual(r["unprotect_failed"], 0, r)
+            self.assertEqual(r["wrong_echoed"], 0, r)
+            self.assertEqual(r["rtcp_received"], r["rtcp_sent"], r)
+            self.assertEqual(px.metric("tlsgate_media_srtp_auth_failures_total"), 5)
+            self.assertGreaterEqual(px.metric("tlsgate_media_packets_total",
+                                              direction="provider_to_pbx"), 52)
+            self.assertGreaterEqual(px.metric("tlsgate_media_packets_total",
+                                              direction="pbx_to_provider"), 52)
+            self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
+            self.assertEqual(px.metric("tlsgate_media_latches_total"), 1)
+            # The PBX only ever heard tlsgate's PBX-side ports.
+            self.assertEqual({s[1] for s in self.pbx.sources}, {pbx_side_port, pbx_side_port + 1})
+
+            # re-INVITE with a new key: a new key back, same ports, audio keeps flowing.
+            k2 = b64key()
+            ok2, got = self.invite(st, "media-1", 2, "reinv", provider_sdp(p_port, [(1, SUITE80, k2)], 2),
+                                   to_tag, route)
+            self.assertEqual(ok2.code, 200, got)
+            (tag, suite, t2), = crypto_lines(ok2.body)
+            t2 = t2.decode()
+            self.assertNotIn(t2, (t1, k2))
+            self.assertEqual(media_port(ok2.body)[0], q_port)
+            st.send(request("ACK", "media-1", 2, "ack2", to_tag=to_tag, route=route))
+            # Forged packets from elsewhere (no key) never move the latch: nothing goes there.
+            junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            junk.bind(("127.0.0.1", 0))
+            junk.settimeout(0.3)
+            forged = bytes([0x80, 0, 0x13, 0x88, 0, 0, 0, 0, 0x5e, 0xed, 0x12, 0x34]) + os.urandom(170)
+            for _ in range(5):
+                junk.sendto(forged, ("127.0.0.1", q_port))
+            r = run_peer(p_port, q_port, k2, t2, count=30, seq=5000)
+            self.assertEqual(r["matched"], 30, r)
+            self.assertEqual(r["mismatched"], 0, r)
+            self.assertRaises(socket.timeout, junk.recvfrom, 4096)
+            junk.close()
+            self.assertEqual(px.metric("tlsgate_media_srtp_auth_failures_total"), 10)
+
+            # BYE: the call ends, its ports are free again.
+            st.send(request("BYE", "media-1", 3, "bye1", to_tag=to_tag, route=route))
+            bye_ok, _ = read_final(st)
+            self.assertEqual(bye_ok.code, 200)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            px.wait_metric("tlsgate_media_streams_active", lambda v: v == 0)
+            for port in (q_port, q_port + 1, pbx_side_port, pbx_side_port + 1):
+                h.wait_for(lambda: can_bind(port), 5, f"port {port} free after BYE")
+            st.sock.close()
+
+    def test_unknown_suites_get_488(self):
+        """An offer with only suites tlsgate cannot meet is answered 488 by tlsgate and never
+        reaches the PBX."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            offer = provider_sdp(udp_pair(), [(1, "F8_128_HMAC_SHA1_80", b64key()),
+                                              (2, "AES_256_CM_HMAC_SHA1_80", b64key(46))])
+            resp, got = self.invite(st, "media-488", 1, "inv488", offer)
+            self.assertEqual(resp.code, 488, got)
+            self.assertEqual(px.metric("tlsgate_media_crypto_refused_total"), 1)
+            self.assertEqual(px.metric("tlsgate_media_calls_active"), 0)
+            # The same connection still carries a good call, which does reach the PBX.
+            ok, got = self.invite(st, "media-ok", 1, "invok",
+                                  provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            self.assertEqual(ok.code, 200, got)
+            self.assertEqual(self.pbx.requests("INVITE", "media-488"), [])
+            st.send(request("BYE", "media-ok", 2, "byeok",
+                            to_tag=re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1),
+                            route=ok.all("Record-Route")))
+            read_final(st)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            st.sock.close()
+
+    def test_connection_loss_frees_ports(self):
+        """The provider's TLS connection going away ends its calls and frees their ports."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            ok, got = self.invite(st, "media-lost", 1, "invlost",
+                                  provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            self.assertEqual(ok.code, 200, got)
+            q_port, _ = media_port(ok.body)
+            self.assertFalse(can_bind(q_port))
+            self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
+            st.sock.close()
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after the loss")
+
+
+if __name__ == "__main__":
+    h.unittest.main()
