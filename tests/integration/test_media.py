@@ -13,6 +13,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -375,6 +376,136 @@ class MediaCallTest(h.TestCase):
             st.sock.close()
             px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
             h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after the loss")
+
+
+class Provider:
+    """The provider as a SIP UAS over mutual TLS (for outbound calls): INVITE gets 200 with an
+    RTP/SAVP answer on |port| under its own key |key|; BYE and others 200."""
+
+    def __init__(self, port, key):
+        p = h.pki()
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(p.cert("provider"), p.key("provider"))
+        self.ctx.load_verify_locations(p.ca)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.port, self.key = port, key
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.lsock.settimeout(0.2)
+        self.addr = f"127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.seen = []
+        self.cond = threading.Condition()
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        try:
+            s.settimeout(h.t(30))
+            s = self.ctx.wrap_socket(s, server_side=True)
+            st = Stream(s)
+            while not self.stop:
+                m = st.read()
+                with self.cond:
+                    self.seen.append(m)
+                    self.cond.notify_all()
+                if not m.is_request or m.method == "ACK":
+                    continue
+                body = b""
+                if m.method == "INVITE":
+                    body = provider_sdp(self.port, [(1, SUITE80, self.key)])
+                st.send(response_to(m, 200, "OK", body))
+        except (EOFError, OSError, ssl.SSLError):
+            pass
+        finally:
+            s.close()
+
+    def wait(self, method):
+        def have():
+            with self.cond:
+                return [m for m in self.seen if m.method == method] or None
+        return h.wait_for(have, 15, f"{method} at the provider")
+
+    def close(self):
+        self.stop = True
+        self.lsock.close()
+
+
+def pbx_request(method, call_id, cseq, branch, body=b"", to_tag=None):
+    lines = [f"{method} sip:+4930123456@carrier.example SIP/2.0",
+             f"Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-{branch}", "Max-Forwards: 70",
+             f"From: <sip:100@pbx.example>;tag=pbx-{call_id}",
+             "To: <sip:+4930123456@carrier.example>" + (f";tag={to_tag}" if to_tag else ""),
+             f"Call-ID: {call_id}", f"CSeq: {cseq} {method}",
+             "Contact: <sip:100@127.0.0.1:5060;transport=tcp>"]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class OutboundMediaTest(h.TestCase):
+    """The PBX calls out through an outbound listener: tlsgate offers the provider RTP/SAVP
+    with its own key, takes the provider's key from the answer, and audio comes back
+    byte-exact."""
+
+    def test_outbound_call(self):
+        pbx = Pbx()  # its echo is the PBX's media end; the PBX's SIP is played below
+        p_port, k = udp_pair(), b64key()
+        prov = Provider(p_port, k)
+        base = random.randrange(30000, 39000, 200)
+        try:
+            cfg = h.base_config()
+            cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}", "connect": prov.addr,
+                                   "mode": "sip", "options_interval_s": 0}
+            cfg["media"] = {"public_address": "127.0.0.1", "internal_address": "127.0.0.1",
+                            "port_range": f"{base}-{base + 199}"}
+            with h.Proxy(cfg) as px:
+                host, port = h.split_addr(px.addr("pbx"))
+                sock = socket.create_connection((host, port), timeout=h.t(10))
+                st = Stream(sock)
+                st.send(pbx_request("INVITE", "out-1", 1, "oinv", pbx_sdp(pbx.rtp_port)))
+                ok, got = read_final(st)
+                self.assertEqual(ok.code, 200, got)
+                # The provider was offered SRTP at tlsgate, under tlsgate's key.
+                (inv,) = prov.wait("INVITE")
+                q_port, proto = media_port(inv.body)
+                self.assertEqual(proto, "RTP/SAVP")
+                self.assertTrue(base <= q_port < base + 200, inv.body)
+                (tag, suite, t), = crypto_lines(inv.body)
+                self.assertEqual(suite, SUITE80.encode())
+                self.assertNotIn(str(pbx.rtp_port).encode(), inv.body)
+                # The PBX got plain RTP at tlsgate's PBX-side port, no key.
+                pbx_side, proto = media_port(ok.body)
+                self.assertEqual(proto, "RTP/AVP")
+                self.assertEqual(crypto_lines(ok.body), [])
+                to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+                st.send(pbx_request("ACK", "out-1", 1, "oack", to_tag=to_tag))
+                r = run_peer(p_port, q_port, k, t.decode(), count=40)
+                self.assertEqual(r["matched"], 40, r)
+                self.assertEqual(r["mismatched"], 0, r)
+                self.assertEqual(r["rtcp_received"], r["rtcp_sent"], r)
+                self.assertEqual({s[1] for s in pbx.sources}, {pbx_side, pbx_side + 1})
+                st.send(pbx_request("BYE", "out-1", 2, "obye", to_tag=to_tag))
+                bye_ok, _ = read_final(st)
+                self.assertEqual(bye_ok.code, 200)
+                px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+                h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after BYE")
+                sock.close()
+        finally:
+            prov.close()
+            pbx.close()
 
 
 if __name__ == "__main__":
