@@ -59,7 +59,8 @@ struct tg_listener_counters {
 // tg_media_counters are one worker's media counters ([media] only). Directions: 0 is from the
 // provider toward the PBX (SRTP in, RTP out), 1 from the PBX toward the provider.
 struct tg_media_counters {
-    tg_counter calls_opened; // calls given media sessions; active = opened - closed
+    // Each worker's block on its own cache lines (sizeof is a multiple of 64).
+    _Alignas(64) tg_counter calls_opened; // calls given media sessions; active = opened - closed
     tg_counter calls_closed;
     tg_counter streams_opened; // media sessions (one per m= stream): four UDP sockets each
     tg_counter streams_closed;
@@ -76,7 +77,6 @@ struct tg_media_counters {
     tg_counter port_exhausted; // a call refused for lack of ports or of max_calls (503)
     tg_counter crypto_refused; // offers answered 488: no acceptable a=crypto
     tg_counter sdp_errors;     // SDP bodies refused as malformed (400 / response dropped)
-    uint8_t pad[64];           // each worker's block on its own cache lines
 };
 
 // TG_METRICS_MAX_TARGETS is the number of connect targets per listener (TG_MAX_TARGETS).
