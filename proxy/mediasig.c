@@ -15,10 +15,32 @@
 
 static void on_timeout(void *arg, uint64_t owner);
 
+enum dialog_op { OP_BYE = 1, OP_CANCEL, OP_MOVED };
+
+static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *why);
+
+// on_dialog_msg handles a message from another worker about dialog |obj| (the loop checked
+// its generation: a call that ended meanwhile gets nothing).
+static void on_dialog_msg(void *arg, void *obj, uint32_t slot, unsigned op,
+                          const struct io_uring_cqe *cqe) {
+    (void)slot;
+    (void)cqe;
+    struct tg_mediasig *ms = arg;
+    struct tg_dialog *d = obj;
+    if (op == OP_BYE)
+        end_call(ms, d, "bye_elsewhere");
+    else if (op == OP_CANCEL && !d->confirmed)
+        end_call(ms, d, "cancel_elsewhere");
+    else if (op == OP_MOVED)
+        end_call(ms, d, "moved");
+}
+
 int tg_mediasig_init(struct tg_mediasig *ms, struct tg_loop *loop, const struct tg_config *cfg,
-                     struct tg_media_counters *ctr, unsigned worker, unsigned num_workers,
-                     char *err, size_t err_len) {
+                     struct tg_media_counters *ctr, struct tg_calldir *dir, unsigned worker,
+                     unsigned num_workers, char *err, size_t err_len) {
     memset(ms, 0, sizeof(*ms));
+    ms->dir = dir;
+    ms->loop = loop;
     ms->cfg = cfg;
     ms->ctr = ctr;
     ms->worker = worker;
@@ -34,6 +56,33 @@ int tg_mediasig_init(struct tg_mediasig *ms, struct tg_loop *loop, const struct 
         return 0;
     }
     ms->dialogs_ok = 1;
+    tg_loop_set_kind(loop, TG_KIND_DIALOG,
+                     &(struct tg_kind_ops){.name = "dialog",
+                                           .on_cqe = on_dialog_msg,
+                                           .arg = ms,
+                                           .slab = &ms->dialogs.slab,
+                                           .bgid = -1});
+    if (dir != NULL)
+        tg_calldir_attach(dir, worker, loop);
+    return 1;
+}
+
+void tg_mediasig_detach(struct tg_mediasig *ms) {
+    if (ms->dir != NULL)
+        tg_calldir_detach(ms->dir, ms->worker);
+}
+
+// post_owner sends |op| about the call of Call-ID |cid| to the worker that owns it. Returns 1
+// when another worker owns it (whether or not the message could be queued).
+static int post_owner(struct tg_mediasig *ms, const char *cid, size_t len, enum dialog_op op) {
+    unsigned owner;
+    uint64_t cookie;
+    if (ms->dir == NULL ||
+        !tg_calldir_find(ms->dir, ms->worker, tg_calldir_hash(ms->dir, cid, len), &owner, &cookie))
+        return 0;
+    if (!tg_calldir_post(ms->dir, ms->loop, owner,
+                         tg_ud(TG_KIND_DIALOG, op, (uint32_t)cookie, (uint32_t)(cookie >> 32))))
+        TG_WARN("media_post_failed", "worker=%u owner=%u op=%d", ms->worker, owner, (int)op);
     return 1;
 }
 
@@ -52,6 +101,8 @@ static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *wh
     if (d->has_call)
         tg_media_call_end(&ms->media);
     TG_INFO("media_call_end", "worker=%u reason=%s streams=%u", ms->worker, why, streams);
+    if (ms->dir != NULL && d->dir_hash != 0)
+        tg_calldir_del(ms->dir, ms->worker, d->dir_hash);
     memset(&d->st, 0, sizeof(d->st)); // keys gone
     tg_dialog_remove(&ms->dialogs, d);
 }
@@ -316,6 +367,11 @@ static struct tg_dialog *new_call(struct tg_mediasig_arg *a, const char *cid, si
     d->has_call = 1;
     d->conn_slot = a->conn_slot;
     d->conn_gen = a->conn_gen;
+    if (ms->dir != NULL) {
+        d->dir_hash = tg_calldir_hash(ms->dir, cid, cid_len);
+        if (!tg_calldir_put(ms->dir, ms->worker, d->dir_hash, tg_dialog_cookie(&ms->dialogs, d)))
+            d->dir_hash = 0;
+    }
     return d;
 }
 
@@ -329,18 +385,25 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
     case TG_SIP_M_BYE:
         if (d != NULL)
             end_call(ms, d, "bye");
+        else
+            post_owner(ms, cid, cid_len, OP_BYE);
         return sdp ? refuse(status, 488) : TG_SIP_BODY_KEEP;
     case TG_SIP_M_CANCEL:
         if (d != NULL && !d->confirmed)
             end_call(ms, d, "cancel");
+        else if (d == NULL)
+            post_owner(ms, cid, cid_len, OP_CANCEL);
         return TG_SIP_BODY_KEEP;
     case TG_SIP_M_INVITE: {
         int created = 0;
         if (d == NULL) {
+            // A call another worker owns moves here with this offer (see mediasig.h).
+            int moved = sdp && post_owner(ms, cid, cid_len, OP_MOVED);
             d = new_call(a, cid, cid_len, status);
             if (d == NULL)
                 return TG_SIP_BODY_REFUSE;
-            created = 1;
+            d->confirmed = (uint8_t)moved;
+            created = !moved;
         }
         d->invite_cseq = sm->cseq;
         d->invite_offer = (uint8_t)sdp;
@@ -357,6 +420,12 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
     case TG_SIP_M_ACK:
         if (!sdp)
             return TG_SIP_BODY_KEEP;
+        if (d == NULL && m->method == TG_SIP_M_UPDATE && post_owner(ms, cid, cid_len, OP_MOVED)) {
+            d = new_call(a, cid, cid_len, status);
+            if (d == NULL)
+                return TG_SIP_BODY_REFUSE;
+            d->confirmed = 1;
+        }
         if (d == NULL)
             return refuse(status, 481); // an ACK is dropped
         sm->is_offer =

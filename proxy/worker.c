@@ -299,8 +299,8 @@ static int setup(struct tg_worker *w) {
     if (rt->cfg->media_enabled) {
         w->msig = calloc(1, sizeof(*w->msig));
         if (w->msig == NULL ||
-            !tg_mediasig_init(w->msig, &w->loop, rt->cfg, &rt->metrics->media[w->id], w->id,
-                              rt->num_workers, w->init_err, w->init_err_len))
+            !tg_mediasig_init(w->msig, &w->loop, rt->cfg, &rt->metrics->media[w->id], rt->calldir,
+                              w->id, rt->num_workers, w->init_err, w->init_err_len))
             return 0;
         w->conns.msig = w->msig;
     }
@@ -332,6 +332,8 @@ static void *worker_main(void *arg) {
         if (w->draining && tg_conns_active(&w->conns) == 0 && w->accepts_armed == 0)
             break;
     }
+    if (w->msig != NULL)
+        tg_mediasig_detach(w->msig); // no other worker posts to this loop from now on
     TG_INFO("worker_stopped", "worker=%u", w->id);
     return NULL;
 }

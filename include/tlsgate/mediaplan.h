@@ -74,6 +74,7 @@ struct tg_dialog {
     uint8_t confirmed;            // a 2xx to the initial INVITE went through
     uint8_t offer_from;           // enum tg_dlg_side whose offer awaits its answer
     uint8_t has_call;             // holds one of the media module's call slots
+    uint64_t dir_hash;            // its key in the call directory (0: not listed)
     uint16_t call_id_len;
     char call_id[TG_CALL_ID_MAX];
     struct tg_dstream st[TG_DIALOG_STREAMS];

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tlsgate/calldir.h"
 #include "tlsgate/media.h"
 #include "tlsgate/mediaplan.h"
 #include "tlsgate/sipconn.h"
@@ -20,8 +21,11 @@
 //     until its new one does). Hold passes through (the held side gets no packets).
 //   - BYE, CANCEL (before the 2xx), a final failure response to the initial INVITE, the media
 //     timeout and the loss of the owning SIP connection end the call and free its ports.
-// A call belongs to the worker and connection pair its initial INVITE came on; requests of it
-// arriving on another worker are not routed there (see ARCHITECTURE.md, Media: missing).
+// A call belongs to the worker (and connection pair) its initial INVITE came on, listed in the
+// call directory shared by the workers. A request of it that arrives on another worker reaches
+// the owner as a message (kind TG_KIND_DIALOG): a BYE or CANCEL ends the call there; a
+// re-INVITE or UPDATE with an offer moves the call: the owner ends its media and the worker the
+// request came to anchors it anew (new ports and keys on both sides, in that exchange).
 
 struct tg_mediasig {
     struct tg_media media;
@@ -30,6 +34,8 @@ struct tg_mediasig {
     struct tg_media_counters *ctr;
     unsigned worker;
     int media_ok, dialogs_ok;
+    struct tg_calldir *dir; // shared by the workers (NULL: none)
+    struct tg_loop *loop;
 };
 
 // tg_mediasig_arg is the hook's argument: the table and the connection pair.
@@ -41,9 +47,13 @@ struct tg_mediasig_arg {
 // tg_mediasig_init sets up worker |worker|'s media state and dialog table on |loop|. Returns 0
 // with a reason in |err|.
 int tg_mediasig_init(struct tg_mediasig *ms, struct tg_loop *loop, const struct tg_config *cfg,
-                     struct tg_media_counters *ctr, unsigned worker, unsigned num_workers,
-                     char *err, size_t err_len);
+                     struct tg_media_counters *ctr, struct tg_calldir *dir, unsigned worker,
+                     unsigned num_workers, char *err, size_t err_len);
 void tg_mediasig_cleanup(struct tg_mediasig *ms);
+
+// tg_mediasig_detach withdraws the worker from the call directory (at its exit, before its
+// loop goes).
+void tg_mediasig_detach(struct tg_mediasig *ms);
 
 // tg_mediasig_tick runs the media timeouts (each ends its call).
 void tg_mediasig_tick(struct tg_mediasig *ms);

@@ -340,6 +340,64 @@ class MediaCallTest(h.TestCase):
                 h.wait_for(lambda: can_bind(port), 5, f"port {port} free after BYE")
             st.sock.close()
 
+    def connection_worker(self, px, sock):
+        """The worker that took the TLS connection |sock| (from its handshake_ok line)."""
+        port = sock.getsockname()[1]
+        line = px.wait_log("handshake_ok", f"peer=127.0.0.1:{port} ")[0]
+        return re.search(r"conn=w(\d+)-", line).group(1)
+
+    def test_second_connection_on_another_worker(self):
+        """A re-INVITE on a second TLS connection that landed on another worker moves the call
+        there (new ports and keys, audio flows); a BYE on the first connection, now on a
+        worker that no longer owns the call, still ends it and frees the ports."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            a = Stream(h.tls_connect(px.addr("provider")))
+            wa = self.connection_worker(px, a.sock)
+            p_port, k1 = udp_pair(), b64key()
+            ok, got = self.invite(a, "media-x", 1, "xinv", provider_sdp(p_port, [(1, SUITE80, k1)]))
+            self.assertEqual(ok.code, 200, got)
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            route = ok.all("Record-Route")
+            a.send(request("ACK", "media-x", 1, "xack", to_tag=to_tag, route=route))
+            q1, _ = media_port(ok.body)
+            (_, _, t1), = crypto_lines(ok.body)
+            r = run_peer(p_port, q1, k1, t1.decode(), count=20, rtcp=False)
+            self.assertEqual(r["matched"], 20, r)
+            # A second connection on the other worker (the kernel picks: try a few).
+            b, others = None, []
+            for _ in range(40):
+                s = h.tls_connect(px.addr("provider"))
+                if self.connection_worker(px, s) != wa:
+                    b = Stream(s)
+                    break
+                others.append(s)
+            for s in others:
+                s.close()
+            if b is None:
+                self.skipTest("no connection landed on the other worker in 40 tries")
+            k2 = b64key()
+            ok2, got = self.invite(b, "media-x", 2, "xreinv",
+                                   provider_sdp(p_port, [(1, SUITE80, k2)], 2), to_tag, route)
+            self.assertEqual(ok2.code, 200, got)
+            q2, _ = media_port(ok2.body)
+            (_, _, t2), = crypto_lines(ok2.body)
+            b.send(request("ACK", "media-x", 2, "xack2", to_tag=to_tag, route=route))
+            r = run_peer(p_port, q2, k2, t2.decode(), count=20, seq=3000, rtcp=False)
+            self.assertEqual(r["matched"], 20, r)
+            self.assertEqual(r["mismatched"], 0, r)
+            self.assertEqual(len(px.log_lines("media_call_end", "reason=moved")), 1)
+            self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
+            # BYE on the first connection: its worker no longer has the call; the owner ends it.
+            a.send(request("BYE", "media-x", 3, "xbye", to_tag=to_tag, route=route))
+            bye_ok, _ = read_final(a)
+            self.assertEqual(bye_ok.code, 200)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            px.wait_log("media_call_end", "reason=bye_elsewhere")
+            for port in (q1, q2):
+                h.wait_for(lambda: can_bind(port), 5, f"port {port} free after BYE")
+            a.sock.close()
+            b.sock.close()
+
     def test_unknown_suites_get_488(self):
         """An offer with only suites tlsgate cannot meet is answered 488 by tlsgate and never
         reaches the PBX."""
