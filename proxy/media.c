@@ -188,7 +188,7 @@ static void from_provider(struct tg_media *m, struct tg_msess *s, unsigned k, un
     }
     tg_timer_touch(&s->timer, m->loop->now);
     struct tg_mpeer *to = &s->pbx;
-    if (!to->known) {
+    if (!to->known || !to->recv) {
         tg_counter_add(&m->ctr->no_destination, 1);
         return drop(m, bid);
     }
@@ -227,7 +227,7 @@ static void from_pbx(struct tg_media *m, struct tg_msess *s, unsigned k, unsigne
     }
     tg_timer_touch(&s->timer, m->loop->now);
     struct tg_mpeer *to = &s->prov;
-    if (!to->known) {
+    if (!to->known || !to->recv) {
         tg_counter_add(&m->ctr->no_destination, 1);
         return drop(m, bid);
     }
@@ -434,10 +434,11 @@ void tg_media_close(struct tg_media *m, uint32_t slot) {
 }
 
 void tg_media_set_peer(struct tg_media *m, struct tg_msess *s, int pbx, const struct sockaddr *rtp,
-                       uint16_t rtcp_port, int mux) {
+                       uint16_t rtcp_port, int mux, int receives) {
     (void)m;
     struct tg_mpeer *p = pbx ? &s->pbx : &s->prov;
     p->mux = (uint8_t)(mux != 0);
+    p->recv = (uint8_t)(receives != 0);
     if (rtp == NULL) { // on hold, or declined: nowhere to send
         p->known = 0;
         p->latched = 0;

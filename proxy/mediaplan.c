@@ -172,10 +172,14 @@ int tg_mplan_provider_crypto(const struct tg_sdp *sdp, int is_offer, const uint8
     return any;
 }
 
+int tg_mplan_receives(const struct tg_sdp_media *m) {
+    return m->port != 0 && m->conn.family != 0 && !m->conn.hold && m->dir != TG_SDP_SENDONLY &&
+           m->dir != TG_SDP_INACTIVE;
+}
+
 int tg_mplan_peer(const struct tg_sdp_media *m, struct sockaddr_storage *out) {
     memset(out, 0, sizeof(*out));
-    if (m->port == 0 || m->conn.family == 0 || m->conn.hold || m->dir == TG_SDP_SENDONLY ||
-        m->dir == TG_SDP_INACTIVE)
+    if (m->port == 0 || m->conn.family == 0 || m->conn.hold)
         return 0;
     if (m->conn.family == AF_INET6) {
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;

@@ -259,7 +259,7 @@ static int stream(struct tg_mediasig *ms, struct tg_dialog *d, const struct sdp_
     struct sockaddr_storage peer;
     int have = tg_mplan_peer(md, &peer);
     tg_media_set_peer(&ms->media, s, from_pbx, have ? (const struct sockaddr *)&peer : NULL,
-                      md->rtcp_port, md->rtcp_mux);
+                      md->rtcp_port, md->rtcp_mux, tg_mplan_receives(md));
     if (!sm->is_offer) { // the exchange is complete: rtcp-mux where both sides said so
         s->prov.mux = s->pbx.mux = (uint8_t)(ds->prov_mux && ds->pbx_mux);
     }

@@ -49,6 +49,7 @@ struct tg_mpeer {
     uint8_t known;   // an address to send to (0: none yet, or on hold)
     uint8_t mux;     // RTCP on the RTP port (rtcp-mux)
     uint8_t latched; // |rtp| learnt from received packets
+    uint8_t recv;    // the side wants media (not sendonly, inactive or held)
 };
 
 struct tg_msess {
@@ -114,11 +115,13 @@ struct tg_msess *tg_media_get(struct tg_media *m, uint32_t slot, uint32_t gen);
 // wiped.
 void tg_media_close(struct tg_media *m, uint32_t slot);
 
-// tg_media_set_peer sets where side |pbx| (0: the provider) is reached: RTP at |rtp| (NULL or
-// a hold address: nowhere), RTCP at |rtcp_port| (0: RTP port + 1), |mux| for rtcp-mux. A
-// provider address latched from its packets is kept when the SDP address does not change.
+// tg_media_set_peer sets where side |pbx| (0: the provider) is reached: RTP at |rtp| (NULL:
+// no address, held with c=0.0.0.0), RTCP at |rtcp_port| (0: RTP port + 1), |mux| for
+// rtcp-mux; |receives| 0 when it wants no media (sendonly, inactive: its own packets are still
+// relayed). A provider address latched from its packets is kept when the SDP address does not
+// change.
 void tg_media_set_peer(struct tg_media *m, struct tg_msess *s, int pbx, const struct sockaddr *rtp,
-                       uint16_t rtcp_port, int mux);
+                       uint16_t rtcp_port, int mux, int receives);
 
 // tg_media_set_rx_key installs the provider's key (the previous one stays as a fallback until
 // a packet under the new one verifies); tg_media_set_tx_key tlsgate's key toward the

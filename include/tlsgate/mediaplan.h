@@ -122,9 +122,13 @@ int tg_mplan_relayable(const struct tg_sdp_media *m);
 int tg_mplan_provider_crypto(const struct tg_sdp *sdp, int is_offer, const uint8_t *prefs,
                              size_t num_prefs, const uint8_t *offered, int out_idx[]);
 
-// tg_mplan_peer fills |out| with where section |m| of |sdp| receives RTP (c= and port). Returns
-// 0 when it receives nothing: on hold (c=0.0.0.0 or ::), a=inactive or sendonly (the peer does
-// not want our media), no address, or port 0.
+// tg_mplan_peer fills |out| with the RTP address of section |m| (c= and port): where the peer
+// receives and, with symmetric RTP, sends from. Returns 0 when there is none: c=0.0.0.0 or ::
+// (the old way to hold), no address, or port 0.
 int tg_mplan_peer(const struct tg_sdp_media *m, struct sockaddr_storage *out);
+
+// tg_mplan_receives says whether the peer of section |m| wants media: not a=sendonly, not
+// a=inactive, not on hold by address, not declined.
+int tg_mplan_receives(const struct tg_sdp_media *m);
 
 #endif // TLSGATE_MEDIAPLAN_H

@@ -398,6 +398,63 @@ class MediaCallTest(h.TestCase):
             a.sock.close()
             b.sock.close()
 
+    def test_hold_and_resume(self):
+        """The provider puts the call on hold (a=sendonly, then c=0.0.0.0) and resumes: the
+        hold SDP reaches the PBX, nothing is sent toward the held side, audio flows again
+        after the resume."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            p_port, k1 = udp_pair(), b64key()
+            ok, got = self.invite(st, "media-hold", 1, "hinv", provider_sdp(p_port, [(1, SUITE80, k1)]))
+            self.assertEqual(ok.code, 200, got)
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            route = ok.all("Record-Route")
+            st.send(request("ACK", "media-hold", 1, "hack", to_tag=to_tag, route=route))
+            q, _ = media_port(ok.body)
+            (_, _, t1), = crypto_lines(ok.body)
+            self.assertEqual(run_peer(p_port, q, k1, t1.decode(), count=10, rtcp=False)["matched"], 10)
+            cseq = 2
+            for hold in ("a=sendonly", "c=IN IP4 0.0.0.0"):
+                k = b64key()
+                body = provider_sdp(p_port, [(1, SUITE80, k)], cseq, extra=hold)
+                if hold.startswith("c="):
+                    body = body.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")
+                ok2, got = self.invite(st, "media-hold", cseq, f"hold{cseq}", body, to_tag, route)
+                self.assertEqual(ok2.code, 200, got)
+                st.send(request("ACK", "media-hold", cseq, f"hack{cseq}", to_tag=to_tag, route=route))
+                pinv = self.pbx.requests("INVITE", "media-hold")[-1]
+                self.assertIn(hold.encode(), pinv.body)
+                (_, _, t), = crypto_lines(ok2.body)
+                before = px.metric("tlsgate_media_no_destination_total")
+                r = run_peer(p_port, q, k, t.decode(), count=10, seq=1000 + 100 * cseq, rtcp=False)
+                self.assertEqual(r["received"], 0, r)  # on hold: nothing comes back
+                px.wait_metric("tlsgate_media_no_destination_total", lambda v: v >= before + 10)
+                cseq += 1
+            k = b64key()
+            ok3, got = self.invite(st, "media-hold", cseq, "resume",
+                                   provider_sdp(p_port, [(1, SUITE80, k)], cseq), to_tag, route)
+            self.assertEqual(ok3.code, 200, got)
+            (_, _, t), = crypto_lines(ok3.body)
+            r = run_peer(p_port, q, k, t.decode(), count=20, seq=4000, rtcp=False)
+            self.assertEqual(r["matched"], 20, r)
+            st.sock.close()
+
+    def test_media_timeout(self):
+        """A call without packets for timeout_s ends: counted, ports freed."""
+        cfg = media_config(self.pbx, self.base)
+        cfg["media"]["timeout_s"] = 1
+        with h.Proxy(cfg) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            ok, got = self.invite(st, "media-idle", 1, "iinv",
+                                  provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            self.assertEqual(ok.code, 200, got)
+            q, _ = media_port(ok.body)
+            self.assertFalse(can_bind(q))
+            px.wait_metric("tlsgate_media_timeouts_total", lambda v: v == 1, timeout=h.t(10))
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            h.wait_for(lambda: can_bind(q), 5, f"port {q} free after the timeout")
+            st.sock.close()
+
     def test_unknown_suites_get_488(self):
         """An offer with only suites tlsgate cannot meet is answered 488 by tlsgate and never
         reaches the PBX."""

@@ -245,11 +245,17 @@ static void test_peer_and_hold(void **state) {
     assert_int_equal(s4->sin_family, AF_INET);
     assert_int_equal(ntohs(s4->sin_port), 5004);
     assert_int_equal(ntohl(s4->sin_addr.s_addr), 0xc0000209);
+    assert_true(tg_mplan_receives(&sdp.media[0]));
     assert_int_equal(tg_mplan_peer(&sdp.media[1], &ss), 0); // hold: c=0.0.0.0
-    assert_true(tg_mplan_relayable(&sdp.media[1]));         // ... the stream stays
-    assert_int_equal(tg_mplan_peer(&sdp.media[2], &ss), 0); // sendonly: sends us nothing back
-    assert_int_equal(tg_mplan_peer(&sdp.media[3], &ss), 0); // inactive
-    assert_int_equal(tg_mplan_peer(&sdp.media[4], &ss), 1); // recvonly: it receives
+    assert_false(tg_mplan_receives(&sdp.media[1]));
+    assert_true(tg_mplan_relayable(&sdp.media[1])); // ... the stream stays
+    // sendonly (music on hold from it): its address stands, it gets nothing.
+    assert_int_equal(tg_mplan_peer(&sdp.media[2], &ss), 1);
+    assert_int_equal(ntohs(((const struct sockaddr_in *)&ss)->sin_port), 6002);
+    assert_false(tg_mplan_receives(&sdp.media[2]));
+    assert_int_equal(tg_mplan_peer(&sdp.media[3], &ss), 1); // inactive
+    assert_false(tg_mplan_receives(&sdp.media[3]));
+    assert_true(tg_mplan_receives(&sdp.media[4])); // recvonly: it receives
     assert_int_equal(tg_mplan_peer(&sdp.media[5], &ss), 1);
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
     assert_int_equal(s6->sin6_family, AF_INET6);
