@@ -131,6 +131,7 @@ class Pbx:
         self.cond = threading.Condition()
         self.stop = False
         self.version = 1
+        self.early_media = False  # 183 with the answer before the 200
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads += [threading.Thread(target=self._echo, args=(s,), daemon=True)
                          for s in self.udp]
@@ -175,7 +176,10 @@ class Pbx:
                 if m.method == "INVITE":
                     st.send(response_to(m, 100, "Trying"))
                     self.version += 1
-                    st.send(response_to(m, 200, "OK", pbx_sdp(self.rtp_port, self.version)))
+                    answer = pbx_sdp(self.rtp_port, self.version)
+                    if self.early_media:
+                        st.send(response_to(m, 183, "Session Progress", answer))
+                    st.send(response_to(m, 200, "OK", answer))
                 else:
                     st.send(response_to(m, 200, "OK"))
         except (EOFError, OSError):
@@ -453,6 +457,39 @@ class MediaCallTest(h.TestCase):
             px.wait_metric("tlsgate_media_timeouts_total", lambda v: v == 1, timeout=h.t(10))
             px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
             h.wait_for(lambda: can_bind(q), 5, f"port {q} free after the timeout")
+            st.sock.close()
+
+    def test_early_media_repeats_the_answer_key(self):
+        """183 and 200 carry the same answer: the provider gets the same tlsgate key in both
+        (a repeated answer is not a new exchange), and audio flows under it."""
+        self.pbx.early_media = True
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            p_port, k = udp_pair(), b64key()
+            ok, got = self.invite(st, "media-early", 1, "einv", provider_sdp(p_port, [(1, SUITE80, k)]))
+            self.assertEqual([m.code for m in got], [100, 183, 200], got)
+            early = got[1]
+            self.assertEqual(crypto_lines(early.body), crypto_lines(ok.body))
+            self.assertEqual(media_port(early.body), media_port(ok.body))
+            (_, _, t), = crypto_lines(ok.body)
+            r = run_peer(p_port, media_port(ok.body)[0], k, t.decode(), count=20, rtcp=False)
+            self.assertEqual(r["matched"], 20, r)
+            st.sock.close()
+
+    def test_max_calls_503(self):
+        """Over max_calls a new call is answered 503 by tlsgate; the calls in progress go on."""
+        cfg = media_config(self.pbx, self.base)
+        cfg["global"]["workers"] = 1
+        cfg["media"]["max_calls"] = 1
+        with h.Proxy(cfg) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            ok, got = self.invite(st, "media-m1", 1, "m1", provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            self.assertEqual(ok.code, 200, got)
+            busy, got = self.invite(st, "media-m2", 1, "m2", provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            self.assertEqual(busy.code, 503, got)
+            self.assertEqual(self.pbx.requests("INVITE", "media-m2"), [])
+            self.assertEqual(px.metric("tlsgate_media_port_exhausted_total"), 1)
+            self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
             st.sock.close()
 
     def test_unknown_suites_get_488(self):
