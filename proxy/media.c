@@ -433,12 +433,24 @@ void tg_media_close(struct tg_media *m, uint32_t slot) {
     tg_counter_add(&m->ctr->streams_closed, 1);
 }
 
+// hold_timer exempts a held stream from the media timeout (a=inactive may carry no packet at
+// all for as long as the hold lasts) and times it again from its resume.
+static void hold_timer(struct tg_media *m, struct tg_msess *s) {
+    int held = !s->prov.recv || !s->pbx.recv;
+    if (held)
+        tg_timer_cancel(&s->timer);
+    else if (!tg_timer_armed(&s->timer))
+        tg_timer_arm(&m->lane, &s->timer, m->loop->now);
+}
+
 void tg_media_set_peer(struct tg_media *m, struct tg_msess *s, int pbx, const struct sockaddr *rtp,
                        uint16_t rtcp_port, int mux, int receives) {
-    (void)m;
     struct tg_mpeer *p = pbx ? &s->pbx : &s->prov;
     p->mux = (uint8_t)(mux != 0);
     p->recv = (uint8_t)(receives != 0);
+    p->described = 1;
+    if (s->prov.described && s->pbx.described) // until then a call that never answers times out
+        hold_timer(m, s);
     if (rtp == NULL) { // on hold, or declined: nowhere to send
         p->known = 0;
         p->latched = 0;

@@ -46,10 +46,11 @@ struct tg_mpeer {
     struct sockaddr_storage sdp; // RTP address as the side's SDP gave it
     struct sockaddr_storage rtp, rtcp;
     socklen_t len;
-    uint8_t known;   // an address to send to (0: none yet, or on hold)
-    uint8_t mux;     // RTCP on the RTP port (rtcp-mux)
-    uint8_t latched; // |rtp| learnt from received packets
-    uint8_t recv;    // the side wants media (not sendonly, inactive or held)
+    uint8_t known;     // an address to send to (0: none yet, or on hold)
+    uint8_t mux;       // RTCP on the RTP port (rtcp-mux)
+    uint8_t latched;   // |rtp| learnt from received packets
+    uint8_t recv;      // the side wants media (not sendonly, inactive or held)
+    uint8_t described; // its SDP has been seen
 };
 
 struct tg_msess {
@@ -119,7 +120,8 @@ void tg_media_close(struct tg_media *m, uint32_t slot);
 // no address, held with c=0.0.0.0), RTCP at |rtcp_port| (0: RTP port + 1), |mux| for
 // rtcp-mux; |receives| 0 when it wants no media (sendonly, inactive: its own packets are still
 // relayed). A provider address latched from its packets is kept when the SDP address does not
-// change.
+// change. Once both sides are described, a stream on hold (either side not receiving) is
+// exempt from the media timeout until it resumes.
 void tg_media_set_peer(struct tg_media *m, struct tg_msess *s, int pbx, const struct sockaddr *rtp,
                        uint16_t rtcp_port, int mux, int receives);
 

@@ -444,19 +444,27 @@ class MediaCallTest(h.TestCase):
             st.sock.close()
 
     def test_media_timeout(self):
-        """A call without packets for timeout_s ends: counted, ports freed."""
+        """A call without packets for timeout_s ends: counted, ports freed. A call on hold
+        (a=inactive) is exempt meanwhile."""
         cfg = media_config(self.pbx, self.base)
         cfg["media"]["timeout_s"] = 1
         with h.Proxy(cfg) as px:
             st = Stream(h.tls_connect(px.addr("provider")))
+            held, got = self.invite(st, "media-held", 1, "hinv",
+                                    provider_sdp(udp_pair(), [(1, SUITE80, b64key())],
+                                                 extra="a=inactive"))
+            self.assertEqual(held.code, 200, got)
             ok, got = self.invite(st, "media-idle", 1, "iinv",
                                   provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
             self.assertEqual(ok.code, 200, got)
             q, _ = media_port(ok.body)
             self.assertFalse(can_bind(q))
             px.wait_metric("tlsgate_media_timeouts_total", lambda v: v == 1, timeout=h.t(10))
-            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 1)
             h.wait_for(lambda: can_bind(q), 5, f"port {q} free after the timeout")
+            time.sleep(1.5)  # the held call outlives several timeouts
+            self.assertEqual(px.metric("tlsgate_media_timeouts_total"), 1)
+            self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
             st.sock.close()
 
     def test_early_media_repeats_the_answer_key(self):
