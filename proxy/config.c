@@ -16,6 +16,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "tlsgate/keyd.h"
+
 // The loader drives inih's ini_parse_stream() with its own line reader (tg_reader below). The
 // reader frames lines itself, so it knows the line number of everything inih sees, refuses
 // what inih would silently mangle (over-long lines, NUL bytes, `name: value` pairs, indented
@@ -198,6 +200,24 @@ static int tg_set_path(struct tg_parse_state *st, const struct tg_key *key, cons
     memcpy(field, st->cfg->path, dir_len);
     memcpy(field + dir_len, value, len + 1);
     return 1;
+}
+
+// tg_set_key takes `key = FILE` or `key = keyd:PATH` (the socket of tlsgate-keyd, which holds
+// the key instead: tlsgate never reads it). Both paths are taken from the configuration file's
+// directory when relative.
+static int tg_set_key(struct tg_parse_state *st, const struct tg_key *key, const char *value,
+                      char *why, size_t why_len) {
+    size_t plen = strlen(TG_KEYD_PREFIX);
+    if (strncmp(value, TG_KEYD_PREFIX, plen) != 0) {
+        st->cfg->keyd[0] = '\0';
+        return tg_set_path(st, key, value, why, why_len);
+    }
+    if (value[plen] == '\0')
+        return tg_set_why(why, why_len, "keyd: needs the path of tlsgate-keyd's socket");
+    struct tg_key k = {
+        key->name, tg_set_path, 1, 0, 0, offsetof(struct tg_config, keyd), sizeof(st->cfg->keyd)};
+    st->cfg->key[0] = '\0';
+    return tg_set_path(st, &k, value + plen, why, why_len);
 }
 
 static int tg_set_workers(struct tg_parse_state *st, const struct tg_key *key, const char *value,
@@ -607,7 +627,8 @@ static const struct tg_key k_admin_keys[] = {
 
 static const struct tg_key k_tls_keys[] = {
     TG_PATH("cert", cert),
-    TG_PATH("key", key),
+    {"key", tg_set_key, 1, 0, 0, offsetof(struct tg_config, key),
+     sizeof(((struct tg_config *)0)->key)},
     TG_PATH("ca", ca),
     {"own_ca", tg_set_path, 0, 0, 0, offsetof(struct tg_config, own_ca),
      sizeof(((struct tg_config *)0)->own_ca)},
@@ -622,6 +643,7 @@ static const struct tg_key k_tls_keys[] = {
     TG_U32("idle_timeout_ms", 0, 0, 86400000, idle_timeout_ms),
     {"ticket_keys", tg_set_path, 0, 0, 0, offsetof(struct tg_config, ticket_keys),
      sizeof(((struct tg_config *)0)->ticket_keys)},
+    TG_U32("signers", 0, 0, 64, signers),
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
@@ -1177,6 +1199,7 @@ void tg_config_init(struct tg_config *cfg) {
     cfg->min_key_bits = 2048;
     cfg->min_version = 0x0303;
     cfg->handshake_timeout_ms = 10000;
+    cfg->signers = 1;
     cfg->idle_timeout_ms = 300000;
     cfg->media_port_min = 40000;
     cfg->media_port_max = 49999;

@@ -109,6 +109,8 @@ static void tg_diff_global(struct tg_diff *d, const struct tg_config *a,
     };
     if (a->workers != b->workers)
         tg_diff_add(d, "global.workers");
+    if (a->signers != b->signers)
+        tg_diff_add(d, "tls.signers");
     for (size_t i = 0; i < sizeof(k_u32) / sizeof(k_u32[0]); i++) {
         uint32_t va, vb;
         memcpy(&va, (const char *)a + k_u32[i].off, sizeof(va));

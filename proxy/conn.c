@@ -43,7 +43,8 @@ int tg_conns_init(struct tg_conns *cs, struct tg_loop *loop, const struct tg_con
     tg_tlane_init(&cs->idle_lane, cfg->idle_timeout_ms);
     tg_bufcache_init(&cs->bc, cfg->buffer_size, cs->tls_qsize);
     tg_verifier_init(&cs->verifier, peers);
-    cs->tlsenv = (struct tg_tlsenv){.bc = &cs->bc,
+    cs->tlsenv = (struct tg_tlsenv){.loop = loop,
+                                    .bc = &cs->bc,
                                     .out_size = cs->tls_qsize,
                                     .verifier = &cs->verifier,
                                     .worker_id = worker_id,
@@ -257,6 +258,7 @@ int tg_conn_start_tls(struct tg_conns *cs, struct tg_conn *c, int server) {
     const char *sni = c->tio.expect_name != NULL ? c->tio.expect_name : t != NULL ? t->host : NULL;
     if (!tg_tlsio_init(&c->tio, &cs->tlsenv, server ? cs->server_ctx : cs->client_ctx, server, sni))
         return 0;
+    c->tio.sign_ud = tg_conn_ud(cs, c, TG_CONN_OP_SIGNED);
     c->state = TG_CS_HANDSHAKE;
     if (server)
         tg_timer_arm(&cs->hs_lane, &c->timer, cs->loop->now);
@@ -342,10 +344,20 @@ static void handshake_error(struct tg_conns *cs, struct tg_conn *c, int ret) {
     tg_conn_handshake_failed(cs, c, v, detail);
 }
 
+// note_signing counts a signature the handshake just queued (signer.h) as an operation in
+// flight: the connection is not freed, nor its TLS side torn down, before it completes.
+static void note_signing(struct tg_conn *c) {
+    if (c->tio.sign_new) {
+        c->tio.sign_new = 0;
+        c->inflight++;
+    }
+}
+
 // handshake advances the handshake; returns 1 when the connection is open.
 static int handshake(struct tg_conns *cs, struct tg_conn *c) {
     int ret;
     enum tg_tls_status s = tg_tls_handshake(&c->tio, &ret);
+    note_signing(c);
     if (s == TG_TLS_WANT)
         return 0;
     if (s != TG_TLS_OK) {
@@ -359,8 +371,9 @@ static int handshake(struct tg_conns *cs, struct tg_conn *c) {
 // tg_conn_client_hello starts the client handshake of an outbound connection.
 void tg_conn_client_hello(struct tg_conns *cs, struct tg_conn *c) {
     int ret;
-    if (tg_tls_handshake(&c->tio, &ret) == TG_TLS_ERROR &&
-        SSL_get_error(c->tio.ssl, ret) != SSL_ERROR_WANT_READ) {
+    enum tg_tls_status s = tg_tls_handshake(&c->tio, &ret);
+    note_signing(c);
+    if (s == TG_TLS_ERROR && SSL_get_error(c->tio.ssl, ret) != SSL_ERROR_WANT_READ) {
         handshake_error(cs, c, ret);
         return;
     }
@@ -726,6 +739,23 @@ static void on_send(struct tg_conns *cs, struct tg_conn *c, int tls, int res) {
     tg_conn_step(cs, c);
 }
 
+// on_signed resumes a handshake that waited for our key's signature, with the ciphertext that
+// arrived meanwhile (kept in pend_tls).
+static void on_signed(struct tg_conns *cs, struct tg_conn *c) {
+    if (c->state != TG_CS_HANDSHAKE || (c->flags & (TG_F_RETRY | TG_F_FATAL_FLUSH)))
+        return;
+    uint32_t len = tg_bufq_len(&c->pend_tls);
+    c->tio.in = len > 0 ? tg_bufq_peek(&c->pend_tls) : NULL;
+    c->tio.in_len = len;
+    tls_pump(cs, c);
+    if (c->state != TG_CS_CLOSING && len > 0)
+        tg_bufq_consume(&c->pend_tls, &cs->bc, len - c->tio.in_len);
+    c->tio.in = NULL;
+    c->tio.in_len = 0;
+    if (c->state != TG_CS_CLOSING && !(c->flags & TG_F_RETRY))
+        tg_conn_step(cs, c);
+}
+
 static void conn_on_cqe(void *arg, void *obj, uint32_t slot, unsigned op,
                         const struct io_uring_cqe *cqe) {
     (void)slot;
@@ -748,6 +778,9 @@ static void conn_on_cqe(void *arg, void *obj, uint32_t slot, unsigned op,
         break;
     case TG_CONN_OP_CONNECT:
         tg_upstream_on_connect(cs, c, cqe->res);
+        break;
+    case TG_CONN_OP_SIGNED:
+        on_signed(cs, c);
         break;
     default:
         break;

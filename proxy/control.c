@@ -248,7 +248,8 @@ static struct generation *generation_new(struct tg_tls *tls, const struct tg_con
     describe_key(tls->key, g->key_desc, sizeof(g->key_desc));
     g->not_after = asn1_epoch(X509_get0_notAfter(tls->leaf));
     load_ca_subjects(g, cfg->ca);
-    key_permissions_warn(cfg->key);
+    if (cfg->keyd[0] == '\0')
+        key_permissions_warn(cfg->key);
     return g;
 }
 
@@ -303,7 +304,8 @@ static struct generation *build_generation(struct tg_control *c, struct not_appl
         snprintf(why, why_len, "out of memory");
         goto out;
     }
-    if (!tg_tls_init(tls, &cfg, tg_verify_peer, err, sizeof(err))) {
+    // The signer pool is the process's: a reload keeps it (tls.signers is not reloaded).
+    if (!tg_tls_init(tls, &cfg, tg_verify_peer, c->gen->tls->signer, err, sizeof(err))) {
         snprintf(why, why_len, "%s", err);
         free(tls);
         goto out;

@@ -24,6 +24,7 @@
 #include "tlsgate/log.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/policy.h"
+#include "tlsgate/signer.h"
 #include "tlsgate/ticketkeys.h"
 #include "tlsgate/tls.h"
 #include "tlsgate/upstream.h"
@@ -131,8 +132,10 @@ static int check_user(const struct tg_config *cfg, int print, char *err, size_t 
     return 1;
 }
 
-// load prepares config and TLS; returns an exit code (EXIT_OK on success).
-static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *tls, int print) {
+// load prepares config and TLS; returns an exit code (EXIT_OK on success). With |signer|, the
+// pool that signs with our key is started (`[tls] signers`) and the contexts use it.
+static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *tls, int print,
+                struct tg_signer **signer) {
     char err[1024];
     if (o->config == NULL) {
         fprintf(stderr, "tlsgate: -c FILE is required\n");
@@ -156,7 +159,22 @@ static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *t
         fprintf(stderr, "%s\n", err);
         return EXIT_POLICY;
     }
-    if (!tg_tls_init(tls, cfg, tg_verify_peer, err, sizeof(err))) {
+    if (cfg->keyd[0] != '\0' && cfg->signers == 0) {
+        fprintf(stderr,
+                "%s: tls.key = keyd:%s needs tls.signers >= 1 (a signature through keyd must not "
+                "wait on the I/O loop)\n",
+                cfg->path, cfg->keyd);
+        return EXIT_POLICY;
+    }
+    if (signer != NULL && cfg->signers > 0) {
+        *signer = tg_signer_new(cfg->signers, 4096);
+        if (*signer == NULL) {
+            fprintf(stderr, "%s: tls.signers: cannot start %u signer threads\n", cfg->path,
+                    cfg->signers);
+            return EXIT_POLICY;
+        }
+    }
+    if (!tg_tls_init(tls, cfg, tg_verify_peer, signer != NULL ? *signer : NULL, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err);
         return EXIT_POLICY;
     }
@@ -179,7 +197,7 @@ static int cmd_check(const struct options *o) {
     struct tg_tls tls;
     tg_config_init(&cfg);
     memset(&tls, 0, sizeof(tls));
-    int rc = load(o, &cfg, &tls, 1);
+    int rc = load(o, &cfg, &tls, 1, NULL);
     if (rc == EXIT_OK) {
         printf("ok: %s: %zu listener%s, %zu trusted CA%s, %zu peer name%s", cfg.path,
                cfg.num_listeners, cfg.num_listeners == 1 ? "" : "s", tls.num_cas,
@@ -262,13 +280,15 @@ static int cmd_run(const struct options *o) {
     no_core_dumps();
     // The first generation; the control owns it from here on and replaces it on reload.
     struct tg_tls *tls = calloc(1, sizeof(*tls));
-    int rc = tls != NULL ? load(o, &cfg, tls, 0) : EXIT_POLICY;
+    struct tg_signer *signer = NULL;
+    int rc = tls != NULL ? load(o, &cfg, tls, 0, &signer) : EXIT_POLICY;
     struct tg_control *control =
         rc == EXIT_OK ? tg_control_new(&cfg, tls, o->allow_noncompliant) : NULL;
     if (control == NULL) {
         if (tls != NULL)
             tg_tls_cleanup(tls);
         free(tls);
+        tg_signer_free(signer);
         tg_config_cleanup(&cfg);
         return rc != EXIT_OK ? rc : EXIT_POLICY;
     }
@@ -291,6 +311,8 @@ static int cmd_run(const struct options *o) {
     if (metrics != NULL) {
         tg_upstream_init_health(metrics, &cfg);
         metrics->media_enabled = cfg.media_enabled;
+        if (signer != NULL)
+            metrics->signer = tg_signer_stats(signer);
     }
     struct tg_peers *peers = tg_peers_new(num_workers);
     struct tg_guard *guard = tg_guard_new(&cfg);
@@ -452,6 +474,7 @@ out:
     free(names);
     free(kinds);
     tg_control_free(control);
+    tg_signer_free(signer); // after every context that signs through it
     tg_config_cleanup(&cfg);
     return rc;
 }

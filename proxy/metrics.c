@@ -1,6 +1,7 @@
 #include "tlsgate/metrics.h"
 
 #include "tlsgate/loop.h"
+#include "tlsgate/signer.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -290,6 +291,24 @@ static void render_media(const struct tg_metrics *m, struct out *o) {
                    (unsigned long long)media_sum(m, k_counters[i].off));
 }
 
+// render_signer writes the counters of the pool that signs with our key (signer.h).
+static void render_signer(struct out *o, const struct tg_signer_stats *s) {
+    out_printf(o,
+               "# HELP tlsgate_signatures_total Signatures with our key, by where they were made "
+               "and result.\n# TYPE tlsgate_signatures_total counter\n"
+               "tlsgate_signatures_total{by=\"pool\",result=\"ok\"} %llu\n"
+               "tlsgate_signatures_total{by=\"pool\",result=\"failed\"} %llu\n"
+               "tlsgate_signatures_total{by=\"pool\",result=\"queue_full\"} %llu\n"
+               "tlsgate_signatures_total{by=\"pool\",result=\"keyd_down\"} %llu\n"
+               "# HELP tlsgate_sign_queue Signatures queued or being made now.\n"
+               "# TYPE tlsgate_sign_queue gauge\ntlsgate_sign_queue %u\n",
+               (unsigned long long)atomic_load_explicit(&s->signed_ok, memory_order_relaxed),
+               (unsigned long long)atomic_load_explicit(&s->failed, memory_order_relaxed),
+               (unsigned long long)atomic_load_explicit(&s->queue_full, memory_order_relaxed),
+               (unsigned long long)atomic_load_explicit(&s->keyd_down, memory_order_relaxed),
+               (unsigned)atomic_load_explicit(&s->depth, memory_order_relaxed));
+}
+
 int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out, size_t *out_len) {
     struct out o = {.data = malloc(4096), .cap = 4096};
     if (o.data == NULL)
@@ -306,6 +325,8 @@ int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out,
                    m->listener_names[l], m->listener_kinds[l],
                    (unsigned long long)(opened - closed));
     }
+    if (m->signer != NULL)
+        render_signer(&o, m->signer);
     out_printf(&o, "# HELP tlsgate_connections_total Connections accepted.\n"
                    "# TYPE tlsgate_connections_total counter\n");
     for (size_t l = 0; l < nl; l++)

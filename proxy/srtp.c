@@ -319,10 +319,21 @@ static struct stream *stream_find(struct tg_srtp *s, uint32_t ssrc) {
 }
 
 // stream_take returns the state of |ssrc|, made fresh in a free or the least recently used slot
-// when there is none, and marks it used now.
+// when there is none, and marks it used now. A protecting context never replaces a state: an
+// SSRC that came back after it would start again at ROC 0 (or SRTCP index 1) and encrypt new
+// packets with keystream already used. It refuses the new SSRC instead (NULL).
 static struct stream *stream_take(struct tg_srtp *s, uint32_t ssrc) {
     struct stream *st = stream_find(s, ssrc);
-    if (!st) {
+    if (!st && s->protect) {
+        for (int i = 0; i < TG_SRTP_MAX_SSRC && !st; i++)
+            if (!s->streams[i].in_use)
+                st = &s->streams[i];
+        if (!st)
+            return NULL;
+        memset(st, 0, sizeof(*st));
+        st->in_use = 1;
+        st->ssrc = ssrc;
+    } else if (!st) {
         st = &s->streams[0];
         for (int i = 0; i < TG_SRTP_MAX_SSRC; i++) {
             struct stream *c = &s->streams[i];
@@ -453,9 +464,15 @@ enum tg_srtp_status tg_srtp_protect(struct tg_srtp *s, uint8_t *pkt, size_t len,
     uint16_t seq = load16(pkt + 2);
     uint32_t ssrc = load32(pkt + 8);
     struct stream *st = stream_take(s, ssrc);
+    if (!st)
+        return TG_SRTP_BAD_PACKET; // a fifth SSRC: see stream_take
     uint32_t roc;
     int64_t delta;
     rtp_index(st, seq, &roc, &delta);
+    // An index already protected under this key would be encrypted with the same keystream
+    // (a duplicate from the PBX, a sequence restarted under the same SSRC): never.
+    if (st->rtp_seen && !replay_fresh(st->window, delta))
+        return TG_SRTP_REPLAY;
     rtp_commit(st, seq, roc, delta);
 
     if (s->gcm) {
@@ -540,6 +557,8 @@ enum tg_srtp_status tg_srtcp_protect(struct tg_srtp *s, uint8_t *pkt, size_t len
         return TG_SRTP_NO_SPACE;
     uint32_t ssrc = load32(pkt + 4);
     struct stream *st = stream_take(s, ssrc);
+    if (!st)
+        return TG_SRTP_BAD_PACKET; // a fifth SSRC: see stream_take
     st->rtcp_index = (st->rtcp_index + 1) & SRTCP_INDEX_MASK;
     uint32_t index = st->rtcp_index;
     uint8_t e_index[SRTCP_INDEX_LEN];

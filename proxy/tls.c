@@ -17,6 +17,8 @@
 #include <openssl/pool.h>
 #include <openssl/rand.h>
 
+#include "tlsgate/keyd.h"
+#include "tlsgate/signer.h"
 #include "tlsgate/ticketkeys.h"
 
 const char tg_tls_default_ciphers[] = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -370,7 +372,7 @@ static SSL_CTX *new_ctx(struct tg_tls *t, const struct tg_config *cfg, tg_verify
     ok = 1;
     for (size_t i = 0; i < n; i++)
         ok &= bufs[i] != NULL;
-    ok = ok && SSL_CTX_set_chain_and_key(ctx, bufs, n, t->key, NULL);
+    ok = ok && tg_signer_attach(ctx, bufs, n, t->key, t->signer, cfg->keyd);
     for (size_t i = 0; i < n; i++)
         CRYPTO_BUFFER_free(bufs[i]);
     if (!ok) {
@@ -399,9 +401,10 @@ fail:
     return NULL;
 }
 
-int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
-                size_t err_len) {
+int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify,
+                struct tg_signer *signer, char *err, size_t err_len) {
     memset(t, 0, sizeof(*t));
+    t->signer = signer;
     pthread_once(&g_policy_once, policy_index_init);
     t->pool = g_pool;
     t->policy = tg_policy_new();
@@ -419,11 +422,23 @@ int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn veri
     }
     if (!tg_tls_read_cert_file(cfg->cert, &t->leaf, &t->chain, err, err_len))
         goto fail;
-    t->key = tg_tls_read_key_file(cfg->key, err, err_len);
-    if (t->key == NULL)
-        goto fail;
+    if (cfg->keyd[0] != '\0') {
+        // tlsgate-keyd holds the key: we keep only its public half (from our certificate) and
+        // make keyd prove, with one signature, that it holds the private half.
+        t->key = X509_get_pubkey(t->leaf);
+        if (t->key == NULL) {
+            ssl_error(err, err_len, cfg->cert, "no public key in the certificate");
+            goto fail;
+        }
+        if (!tg_keyd_check(cfg->keyd, t->key, err, err_len))
+            goto fail;
+    } else {
+        t->key = tg_tls_read_key_file(cfg->key, err, err_len);
+        if (t->key == NULL)
+            goto fail;
+    }
     if (!tg_tls_check_own(t->own_rules, TG_OWN_RULES_MAX, &t->num_own_rules, cfg, t->leaf, t->chain,
-                          t->key, (int64_t)time(NULL), err, err_len))
+                          cfg->keyd[0] != '\0' ? NULL : t->key, (int64_t)time(NULL), err, err_len))
         goto fail;
     t->num_cas = tg_policy_load_ca_file(t->policy, cfg->ca, err, err_len);
     if (t->num_cas == 0)

@@ -12,6 +12,7 @@
 #include <openssl/err.h>
 
 #include "tlsgate/config.h"
+#include "tlsgate/signer.h"
 
 static BIO_METHOD *g_bio_method;
 static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
@@ -95,6 +96,9 @@ int tg_tlsio_init(struct tg_tlsio *t, const struct tg_tlsenv *env, SSL_CTX *ctx,
 void tg_tlsio_drop(struct tg_tlsio *t) {
     SSL_free(t->ssl);
     t->ssl = NULL;
+    tg_sign_req_free(t->sign); // never in flight here: the owner waited for its completion
+    t->sign = NULL;
+    t->sign_new = t->sign_busy = 0;
     tg_bufq_reset(&t->out, t->env != NULL ? t->env->bc : NULL);
     t->in = NULL;
     t->in_len = 0;
@@ -121,7 +125,8 @@ enum tg_tls_status tg_tls_handshake(struct tg_tlsio *t, int *out_ret) {
     *out_ret = r;
     if (r == 1)
         return TG_TLS_OK;
-    if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ && !t->eof)
+    int err = SSL_get_error(t->ssl, r);
+    if ((err == SSL_ERROR_WANT_READ && !t->eof) || err == SSL_ERROR_WANT_PRIVATE_KEY_OPERATION)
         return TG_TLS_WANT;
     return TG_TLS_ERROR;
 }
@@ -142,6 +147,8 @@ enum tg_verdict tg_tls_handshake_verdict(struct tg_tlsio *t, int ret, char *deta
     int err = SSL_get_error(t->ssl, ret);
     unsigned long e = ERR_peek_error();
     tg_tls_err_str(detail, detail_len);
+    if (t->sign_busy)
+        snprintf(detail, detail_len, "signer_busy"); // our key's signers are saturated
     enum tg_verdict v = (enum tg_verdict)t->verdict;
     if (v != TG_VERDICT_OK)
         return v;

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_PATH=(loop timer bufq tlsconn verify peers connstep conn upstream sipglue sipconn sip siprw
-           prober probes worker metrics log srtp sdp media mediaplan mediasig
+           prober probes worker metrics log srtp signer sdp media mediaplan mediasig
            calldir)
 files=()
 for m in "${DATA_PATH[@]}"; do

@@ -15,7 +15,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     int rc = 1;
-    if (!tgb_register_tls(&w) || !tgb_register_policy(&w) || !tgb_register_crypto(&w)) {
+    if (!tgb_register_tls(&w) || !tgb_register_policy(&w) || !tgb_register_crypto(&w) ||
+        !tgb_register_srtp()) {
         fprintf(stderr, "tlsgate-bench: cannot set up the benchmarks\n");
     } else {
         rc = tg_bench_main(argc, argv);

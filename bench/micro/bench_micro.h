@@ -21,6 +21,10 @@ int tgb_register_tls(struct tgb_world *w);
 // leaf <- intermediate <- root chain of |w|.
 int tgb_register_policy(struct tgb_world *w);
 
+// tgb_register_srtp registers `srtp/protect/*` and `srtp/unprotect/*` (a 172-byte RTP packet,
+// each suite, tlsgate's proxy/srtp.c beside libsrtp2) and the primitives srtp.c chose between.
+int tgb_register_srtp(void);
+
 // tgb_print_floor_summary writes, after a run, the floor of a full handshake (measured, and as
 // the sum of its primitives) and each full handshake's multiple of it, to |out|. It compares CPU
 // times, which a busy machine disturbs less than real times.

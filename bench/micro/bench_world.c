@@ -66,7 +66,7 @@ static int make_tls(struct tg_tls *t, const char *dir, const char *tag, X509 *le
     // The names stay ours: the config is not cleaned up, it owns nothing else.
     cfg.peer_names = (char **)peer_names;
     cfg.num_peer_names = num_peer_names;
-    return tg_tls_init(t, &cfg, tgb_verify, err, err_len);
+    return tg_tls_init(t, &cfg, tgb_verify, NULL, err, err_len);
 }
 
 static int new_session_cb(SSL *ssl, SSL_SESSION *session) {

@@ -38,10 +38,26 @@ EXPECTED = [
     "floor/hmac_sha256/1024",
     "floor/handshake_tls13_rsa",
     "floor/handshake_tls13_ecdsa",
+    "srtp/protect/tlsgate/aes_cm_sha1_80",
+    "srtp/protect/libsrtp2/aes_cm_sha1_80",
+    "srtp/unprotect/tlsgate/aes_cm_sha1_80",
+    "srtp/unprotect/libsrtp2/aes_cm_sha1_80",
+    "srtp/protect/tlsgate/aes_cm_sha1_32",
+    "srtp/protect/libsrtp2/aes_cm_sha1_32",
+    "srtp/unprotect/tlsgate/aes_cm_sha1_32",
+    "srtp/unprotect/libsrtp2/aes_cm_sha1_32",
+    "srtp/protect/tlsgate/aead_aes_128_gcm",
+    "srtp/protect/libsrtp2/aead_aes_128_gcm",
+    "srtp/unprotect/tlsgate/aead_aes_128_gcm",
+    "srtp/unprotect/libsrtp2/aead_aes_128_gcm",
+    "srtp/hmac_sha1_precomputed/176",
+    "srtp/hmac_sha1_ctx_copy/176",
+    "srtp/aes_ctr128_encrypt/160",
+    "srtp/evp_aes_128_ctr/160",
 ]
 
 # Benchmarks that report bytes_per_second.
-THROUGHPUT = ("record/", "floor/aes128gcm_", "floor/hmac_")
+THROUGHPUT = ("record/", "floor/aes128gcm_", "floor/hmac_", "srtp/hmac_", "srtp/aes_", "srtp/evp_")
 
 
 def main():

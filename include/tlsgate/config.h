@@ -85,7 +85,8 @@ struct tg_config {
 
     // [tls]
     char cert[4096];
-    char key[4096];
+    char key[4096]; // the private key file; empty with |keyd|
+    char keyd[108]; // `key = keyd:PATH`: tlsgate-keyd's socket (keyd.h); empty: |key| is a file
     char ca[4096];
     char own_ca[4096]; // the CA bundle our own chain must reach; empty = not checked
     char fqdn[TG_HOST_MAX];
@@ -97,6 +98,7 @@ struct tg_config {
     uint32_t handshake_timeout_ms; // default 10000
     uint32_t idle_timeout_ms;      // default 300000; 0 = none
     char ticket_keys[4096];        // session ticket key file; empty = random keys per process
+    uint32_t signers; // threads that sign with our key off the I/O loop (1); 0 = inline
 
     // [media] (media_enabled = 0 without the section: SDP bodies pass as today)
     int media_enabled;

@@ -30,6 +30,7 @@ enum tg_conn_op {
     TG_CONN_OP_SEND_TLS,
     TG_CONN_OP_SEND_PLAIN,
     TG_CONN_OP_CONNECT,
+    TG_CONN_OP_SIGNED, // a signer finished our key's signature (signer.h): posted, no socket
 };
 
 enum tg_conn_state {

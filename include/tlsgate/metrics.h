@@ -104,6 +104,8 @@ struct tg_target_health {
 int tg_target_is_up(const struct tg_target_health *h, uint32_t now_ms);
 
 // tg_metrics holds every worker's counters for every listener.
+struct tg_signer_stats;
+
 struct tg_metrics {
     struct tg_target_health *targets; // [listener * TG_METRICS_MAX_TARGETS + target]
     size_t num_workers;
@@ -113,6 +115,7 @@ struct tg_metrics {
     struct tg_listener_counters **per_worker; // [worker] -> array of |num_listeners|
     struct tg_media_counters *media;          // [worker]
     int media_enabled;                        // render the media series ([media] configured)
+    const struct tg_signer_stats *signer;     // the signer pool's counters; NULL: none
 };
 
 // tg_metrics_new allocates zeroed counters; names are borrowed and must outlive the result.

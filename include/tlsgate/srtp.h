@@ -14,7 +14,12 @@
 // (RFC 3711 3.3.1, 3.3.2). A protecting context numbers SRTCP packets itself (the SRTCP index);
 // an unprotecting one tracks the index and its replay window per SSRC. A stream whose SSRC
 // changes (a re-INVITE, a new source after hold) gets fresh per-SSRC state: up to
-// TG_SRTP_MAX_SSRC of them per context, the least recently used replaced.
+// TG_SRTP_MAX_SSRC of them per context. An unprotecting context replaces the least recently
+// used one (forgotten: an SSRC that comes back starts again), and makes or replaces state only
+// for a packet whose tag verified, so forged packets cannot push a genuine source out. A
+// protecting context never replaces one: a forgotten SSRC would start again at rollover
+// counter 0 and reuse keystream, so a fifth SSRC is refused (TG_SRTP_BAD_PACKET) and the
+// caller re-keys (a new key per new stream).
 //
 // libsrtp2 and the test vectors of RFC 3711 (B.2, B.3) and RFC 7714 (16) are the oracle in the
 // unit tests, packet for packet, both directions.
@@ -102,8 +107,9 @@ struct tg_srtp *tg_srtp_new_session(const struct tg_srtp_params *p,
 // in place: payload encrypted, MKI and tag appended (GCM: tag, then MKI; AES-CM: MKI, then
 // tag). |*out_len| is the new length. The rollover counter follows the sequence numbers as
 // the receiver's estimate does (a jump back by less than half the space is a late packet of
-// the same or the previous roll); a repeated sequence number is protected again, not refused
-// (the PBX is the trusted side).
+// the same or the previous roll). An index this context has already protected (a duplicate,
+// or a sequence restarted under the same SSRC) is refused with TG_SRTP_REPLAY: encrypting it
+// again would reuse its keystream for other bytes.
 //
 // For every call here: when the status is not TG_SRTP_OK, the packet is to be dropped and the
 // bytes of |pkt| are unspecified (GCM decrypts in place while it checks the tag), but no

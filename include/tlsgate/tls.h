@@ -22,7 +22,8 @@ struct tg_tls {
     struct policy_ref *policy_ref;
     X509 *leaf;               // our certificate; owned
     STACK_OF(X509) *chain;    // our intermediates (may be empty); owned
-    EVP_PKEY *key;            // our private key; owned
+    EVP_PKEY *key;            // our private key (with keyd: only its public half); owned
+    struct tg_signer *signer; // signs for both contexts (signer.h); NULL: inline. Borrowed
     CRYPTO_BUFFER_POOL *pool; // the process-wide pool (never freed: see tls.c)
     size_t num_cas;           // certificates loaded from `ca`
     // Keys loaded from `ticket_keys` (the server context owns them); 0: BoringSSL's own
@@ -39,14 +40,18 @@ struct tg_tls {
 // (a reload frees the old one while connections may still use its contexts).
 typedef enum ssl_verify_result_t (*tg_verify_fn)(SSL *ssl, uint8_t *out_alert);
 
+// Our key signs through |signer| (signer.h: a pool of threads off the I/O loop; NULL: inline,
+// on the thread that runs the handshake), set on both contexts.
+struct tg_signer;
+
 // tg_tls_init loads the certificate, key and CA bundle named by |cfg|, runs our certificate's
 // rules (tg_tls_check_own, results in |t->own_rules|), builds the policy (peer names, key
 // floor) and both contexts. With `ticket_keys` set, the server context encrypts session
 // tickets with the newest key of that file and decrypts with any (ticketkeys.h). Returns 1 on
 // success; on failure 0 with `FILE: what is wrong` (`FILE:LINE: ...` for the ticket key file)
 // in |err| and |t| cleaned up.
-int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify, char *err,
-                size_t err_len);
+int tg_tls_init(struct tg_tls *t, const struct tg_config *cfg, tg_verify_fn verify,
+                struct tg_signer *signer, char *err, size_t err_len);
 
 // tg_tls_read_cert_file reads every certificate of the PEM file at |path|: the first into a
 // new |*out_leaf|, the rest into a new |*out_chain| (the caller frees both). Returns 1 on

@@ -16,6 +16,8 @@
 // lives here.
 
 struct tg_verifier;
+struct tg_loop;
+struct tg_sign_req;
 
 // tg_tlsenv is what the connections of one worker share: the buffer cache their ciphertext
 // queues come from, the size of such a queue, and the peer verifier (verify.h).
@@ -26,6 +28,7 @@ struct tg_tlsenv {
     unsigned worker_id; // for log lines: `conn=w<worker_id>-<seq>`
     const char *(*label)(const void *arg, uint16_t listener); // listener name for log lines
     const void *label_arg;
+    struct tg_loop *loop; // where signatures complete (signer.h); NULL: our key signs inline
 };
 
 // tg_tlsio is one TLS endpoint. The SSL's app data points here.
@@ -44,9 +47,13 @@ struct tg_tlsio {
     uint32_t seq;          // connection id within the worker
     int fd;                // the socket the records travel on (-1 when none): log lines only
     uint16_t listener;
-    uint8_t eof;      // no more ciphertext will come (TCP FIN)
-    uint8_t out_busy; // a send from |out| is in flight: its bytes may not move
-    uint8_t verdict;  // enum tg_verdict of the peer verification (TG_VERDICT_OK until one)
+    uint8_t eof;              // no more ciphertext will come (TCP FIN)
+    uint8_t out_busy;         // a send from |out| is in flight: its bytes may not move
+    uint8_t verdict;          // enum tg_verdict of the peer verification (TG_VERDICT_OK until one)
+    uint8_t sign_new;         // a signature was queued since the owner last looked (signer.h)
+    uint8_t sign_busy;        // a signature was refused: the signer queue was full
+    uint64_t sign_ud;         // the user_data its completion carries
+    struct tg_sign_req *sign; // the signature request, once one was made; freed with the SSL
 };
 
 // tg_tls_status is the one classification of what an SSL call came to.

@@ -431,6 +431,7 @@ def base_config(p=None, **tls):
 def write_config(sections, name="tlsgate"):
     path = tmpfile(name + "-", ".conf")
     path.write_text(_ini(sections))
+    path.chmod(0o644)  # readable by a tlsgate started as another user (test_keyd.py)
     return path
 
 
@@ -445,8 +446,11 @@ class Proxy:
     |nofile|, when given, is the RLIMIT_NOFILE (soft and hard) tlsgate starts under.
     """
 
-    def __init__(self, sections, allow_errors=False, expect_rc=0, args=(), nofile=None):
+    def __init__(self, sections, allow_errors=False, expect_rc=0, args=(), nofile=None,
+                 binary=None, preexec=None):
         self.template = sections
+        self.binary = binary or TLSGATE  # another copy of tlsgate (e.g. one another user may run)
+        self.preexec = preexec  # run in the child before exec (e.g. drop to another user)
         self.allow_errors = allow_errors
         self.expect_rc = expect_rc
         self.args = list(args)
@@ -493,9 +497,11 @@ class Proxy:
             self.admin = "http://" + self.sections["admin"]["listen"]
             self._log = open(self.log_path, "ab")
             extra = {}
-            if self.nofile is not None:
-                extra["preexec_fn"] = _rlimit_nofile(self.nofile)
-            self.proc = popen([TLSGATE, "run", "-c", self.config_path, *self.args],
+            steps = ([_rlimit_nofile(self.nofile)] if self.nofile is not None else []) + (
+                [self.preexec] if self.preexec is not None else [])
+            if steps:
+                extra["preexec_fn"] = lambda: [step() for step in steps]
+            self.proc = popen([self.binary, "run", "-c", self.config_path, *self.args],
                               stdout=self._log, stderr=subprocess.STDOUT, env=env, **extra)
             try:
                 wait_for(self._ready, 10, "tlsgate /healthz")

@@ -608,8 +608,9 @@ static void test_rollover(void **state) {
         rollover_run(kSuites[i]);
 }
 
-// flip_run flips every bit of a genuine SRTP (or SRTCP) packet in turn: each must fail, and
-// none may move the state (the genuine packet passes afterwards). Then every truncation, in a
+// flip_run flips every bit of a genuine SRTP (or SRTCP) packet in turn, on a receiver that
+// has seen the packet before it: each must fail, and none may move the state (the genuine
+// packet passes afterwards, and the earlier one is still a replay). Then every truncation, in a
 // buffer of exactly its length (ASan sees any read past it), must fail too.
 static void flip_run(enum tg_srtp_suite suite, uint8_t mki_len, int rtcp) {
     if (oracle_missing(suite))
@@ -617,16 +618,22 @@ static void flip_run(enum tg_srtp_suite suite, uint8_t mki_len, int rtcp) {
     struct tg_srtp_params p = fixed_params(suite, mki_len);
     srtp_t tx = lib_new(&p, 1);
     struct tg_srtp *rx = tg_srtp_new(&p, 0);
-    uint8_t pkt[PKT_MAX], buf[PKT_MAX];
+    uint8_t first[PKT_MAX], pkt[PKT_MAX], buf[PKT_MAX];
+    size_t first_len = rtcp ? make_rtcp(first, 0x01020304, 1, 3)
+                            : make_rtp(first, 4241, 0x01020304, 0, -1, 160, 0);
     size_t len =
         rtcp ? make_rtcp(pkt, 0x01020304, 2, 7) : make_rtp(pkt, 4242, 0x01020304, 2, 1, 160, 1);
+    assert_true(lib_protect(tx, &p, first, &first_len, rtcp));
     assert_true(lib_protect(tx, &p, pkt, &len, rtcp));
     size_t n = 0;
+    memcpy(buf, first, first_len);
+    enum tg_srtp_status st = rtcp ? tg_srtcp_unprotect(rx, buf, first_len, &n)
+                                  : tg_srtp_unprotect(rx, buf, first_len, &n);
+    assert_int_equal(st, TG_SRTP_OK);
     for (size_t bit = 0; bit < len * 8; bit++) {
         memcpy(buf, pkt, len);
         buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-        enum tg_srtp_status st =
-            rtcp ? tg_srtcp_unprotect(rx, buf, len, &n) : tg_srtp_unprotect(rx, buf, len, &n);
+        st = rtcp ? tg_srtcp_unprotect(rx, buf, len, &n) : tg_srtp_unprotect(rx, buf, len, &n);
         if (st != TG_SRTP_AUTH_FAIL && st != TG_SRTP_BAD_PACKET)
             fail_msg("bit %zu of %zu: status %d", bit, len * 8, st);
     }
@@ -634,16 +641,18 @@ static void flip_run(enum tg_srtp_suite suite, uint8_t mki_len, int rtcp) {
         uint8_t *t = malloc(cut ? cut : 1);
         assert_non_null(t);
         memcpy(t, pkt, cut);
-        enum tg_srtp_status st =
-            rtcp ? tg_srtcp_unprotect(rx, t, cut, &n) : tg_srtp_unprotect(rx, t, cut, &n);
+        st = rtcp ? tg_srtcp_unprotect(rx, t, cut, &n) : tg_srtp_unprotect(rx, t, cut, &n);
         if (st != TG_SRTP_AUTH_FAIL && st != TG_SRTP_BAD_PACKET)
             fail_msg("cut to %zu of %zu: status %d", cut, len, st);
         free(t);
     }
     memcpy(buf, pkt, len);
-    enum tg_srtp_status st =
-        rtcp ? tg_srtcp_unprotect(rx, buf, len, &n) : tg_srtp_unprotect(rx, buf, len, &n);
+    st = rtcp ? tg_srtcp_unprotect(rx, buf, len, &n) : tg_srtp_unprotect(rx, buf, len, &n);
     assert_int_equal(st, TG_SRTP_OK);
+    memcpy(buf, first, first_len);
+    st = rtcp ? tg_srtcp_unprotect(rx, buf, first_len, &n)
+              : tg_srtp_unprotect(rx, buf, first_len, &n);
+    assert_int_equal(st, TG_SRTP_REPLAY);
     tg_srtp_free(rx);
     srtp_dealloc(tx);
 }
@@ -751,11 +760,23 @@ static void test_ssrc_lru(void **state) {
     (void)state;
     struct tg_srtp_params p = fixed_params(TG_SRTP_AES_CM_128_HMAC_SHA1_80, 0);
     struct tg_srtp *tx = tg_srtp_new(&p, 1), *rx = tg_srtp_new(&p, 0);
+    struct tg_srtp *tx2 = tg_srtp_new(&p, 1);
     enum { NUM = TG_SRTP_MAX_SSRC + 1 };
     uint8_t pkts[NUM][256];
     size_t lens[NUM], n = 0;
     for (int i = 0; i < NUM; i++) {
         lens[i] = make_rtp(pkts[i], 10, 1000 + (uint32_t)i, 0, -1, 100, 0);
+        if (i == NUM - 1) {
+            // A protecting context never forgets a source (it would reuse keystream when the
+            // source came back): the fifth is refused, and another context protects it.
+            uint8_t copy[256];
+            memcpy(copy, pkts[i], lens[i]);
+            assert_int_equal(tg_srtp_protect(tx, copy, lens[i], sizeof(copy), &n),
+                             TG_SRTP_BAD_PACKET);
+            assert_int_equal(tg_srtp_protect(tx2, pkts[i], lens[i], sizeof(pkts[i]), &lens[i]),
+                             TG_SRTP_OK);
+            continue;
+        }
         assert_int_equal(tg_srtp_protect(tx, pkts[i], lens[i], sizeof(pkts[i]), &lens[i]),
                          TG_SRTP_OK);
     }
@@ -769,7 +790,29 @@ static void test_ssrc_lru(void **state) {
     memcpy(buf, pkts[0], lens[0]);
     assert_int_equal(tg_srtp_unprotect(rx, buf, lens[0], &n), TG_SRTP_OK); // evicted, fresh
     tg_srtp_free(tx);
+    tg_srtp_free(tx2);
     tg_srtp_free(rx);
+}
+
+// A protecting context never encrypts one index twice: the duplicate, and a sequence restarted
+// under the same SSRC, are refused; the stream goes on after them.
+static void test_protect_never_reuses_an_index(void **state) {
+    (void)state;
+    struct tg_srtp_params p = fixed_params(TG_SRTP_AEAD_AES_128_GCM, 0);
+    struct tg_srtp *tx = tg_srtp_new(&p, 1);
+    uint8_t pkt[256];
+    size_t len, n = 0;
+    for (uint16_t seq = 100; seq < 110; seq++) {
+        len = make_rtp(pkt, seq, 7, 0, -1, 100, 0);
+        assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_OK);
+    }
+    len = make_rtp(pkt, 105, 7, 0, -1, 100, 0);
+    assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_REPLAY);
+    len = make_rtp(pkt, 100, 7, 0, -1, 100, 0); // restarted from the beginning
+    assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_REPLAY);
+    len = make_rtp(pkt, 110, 7, 0, -1, 100, 0);
+    assert_int_equal(tg_srtp_protect(tx, pkt, len, sizeof(pkt), &n), TG_SRTP_OK);
+    tg_srtp_free(tx);
 }
 
 static int group_setup(void **state) {
@@ -786,6 +829,7 @@ static int group_teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_suite_names),
+        cmocka_unit_test(test_protect_never_reuses_an_index),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_rfc3711_b3_kdf),
         cmocka_unit_test(test_rfc3711_b2_keystream),

@@ -101,7 +101,7 @@ static int make_tls(struct tg_tls *t, X509 *cert, EVP_PKEY *key, const char *pee
             cfg.num_peer_names = 1;
     }
     char err[512] = "";
-    if (ok && !tg_tls_init(t, &cfg, tg_verify_peer, err, sizeof(err))) {
+    if (ok && !tg_tls_init(t, &cfg, tg_verify_peer, NULL, err, sizeof(err))) {
         fprintf(stderr, "tg_tls_init: %s\n", err);
         ok = 0;
     }
