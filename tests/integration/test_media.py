@@ -132,6 +132,7 @@ class Pbx:
         self.stop = False
         self.version = 1
         self.early_media = False  # 183 with the answer before the 200
+        self.answer = 200  # 180 only: ring until CANCEL; 486: busy
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads += [threading.Thread(target=self._echo, args=(s,), daemon=True)
                          for s in self.udp]
@@ -172,6 +173,17 @@ class Pbx:
                     self.seen.append(m)
                     self.cond.notify_all()
                 if not m.is_request or m.method == "ACK":
+                    continue
+                if m.method == "INVITE" and self.answer != 200:
+                    st.send(response_to(m, 180, "Ringing"))
+                    if self.answer == 486:
+                        st.send(response_to(m, 486, "Busy Here"))
+                    else:
+                        self.ringing = m
+                    continue
+                if m.method == "CANCEL":
+                    st.send(response_to(m, 200, "OK"))
+                    st.send(response_to(self.ringing, 487, "Request Terminated"))
                     continue
                 if m.method == "INVITE":
                     st.send(response_to(m, 100, "Trying"))
@@ -498,6 +510,35 @@ class MediaCallTest(h.TestCase):
             self.assertEqual(self.pbx.requests("INVITE", "media-m2"), [])
             self.assertEqual(px.metric("tlsgate_media_port_exhausted_total"), 1)
             self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
+            st.sock.close()
+
+    def test_cancel_and_busy_free_the_ports(self):
+        """A CANCEL before the answer, and a final failure response (486), end the call: its
+        ports are freed."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            self.pbx.answer = 180
+            st.send(request("INVITE", "media-c", 1, "cinv",
+                            provider_sdp(udp_pair(), [(1, SUITE80, b64key())])))
+            (pinv,) = self.pbx.wait("INVITE", call_id="media-c")
+            pbx_port, _ = media_port(pinv.body)
+            self.assertFalse(can_bind(pbx_port))
+            self.assertEqual(st.read().code, 180)
+            st.send(request("CANCEL", "media-c", 1, "cinv"))
+            codes = {st.read().code, st.read().code}
+            self.assertEqual(codes, {200, 487})
+            st.send(request("ACK", "media-c", 1, "cinv", to_tag="pbx-tag"))
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            h.wait_for(lambda: can_bind(pbx_port), 5, f"port {pbx_port} free after CANCEL")
+            self.pbx.answer = 486
+            busy, got = self.invite(st, "media-b", 1, "binv",
+                                    provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            self.assertEqual(busy.code, 486, got)
+            (pinv,) = self.pbx.wait("INVITE", call_id="media-b")
+            pbx_port, _ = media_port(pinv.body)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            self.assertEqual(px.metric("tlsgate_media_calls_total"), 2)
+            h.wait_for(lambda: can_bind(pbx_port), 5, f"port {pbx_port} free after 486")
             st.sock.close()
 
     def test_unknown_suites_get_488(self):
