@@ -1325,6 +1325,26 @@ static void test_media_bad_values(void **state) {
 #undef MEDIA_HEAD
 }
 
+static void test_config_diff_media(void **state) {
+    (void)state;
+#define MEDIA_A "[media]\npublic_address = 198.51.100.7\ninternal_address = 10.0.0.1\n"
+    static const char a[] = DIFF_BASE "connect = sip.example.net:5061\n" MEDIA_A;
+    expect_diff(a, a, NULL, 0);
+    static const char *const added[] = {"media (added)"};
+    expect_diff(DIFF_BASE "connect = sip.example.net:5061\n", a, added, 1);
+    static const char *const removed[] = {"media (removed)"};
+    expect_diff(a, DIFF_BASE "connect = sip.example.net:5061\n", removed, 1);
+    static const char *const changed[] = {"media.internal_address", "media.port_range",
+                                          "media.srtp_suites", "media.timeout_s",
+                                          "media.max_calls"};
+    expect_diff(a,
+                DIFF_BASE "connect = sip.example.net:5061\n[media]\npublic_address = 198.51.100.7\n"
+                          "internal_address = 10.0.0.2\nport_range = 20000-29999\n"
+                          "srtp_suites = AEAD_AES_128_GCM\ntimeout_s = 60\nmax_calls = 5\n",
+                changed, 5);
+#undef MEDIA_A
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_file),
@@ -1371,6 +1391,7 @@ int main(void) {
         cmocka_unit_test(test_listen_owners_admin),
         cmocka_unit_test(test_config_diff),
         cmocka_unit_test(test_media_keys),
+        cmocka_unit_test(test_config_diff_media),
         cmocka_unit_test(test_media_bad_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
