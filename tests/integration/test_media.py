@@ -541,6 +541,29 @@ class MediaCallTest(h.TestCase):
             h.wait_for(lambda: can_bind(pbx_port), 5, f"port {pbx_port} free after 486")
             st.sock.close()
 
+    def test_late_offer(self):
+        """An INVITE without SDP: the PBX offers in its 200, tlsgate offers the provider
+        RTP/SAVP with its own key, the provider answers in the ACK, and audio flows."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            ok, got = self.invite(st, "media-late", 1, "linv", b"")
+            self.assertEqual(ok.code, 200, got)
+            q, proto = media_port(ok.body)
+            self.assertEqual(proto, "RTP/SAVP")
+            (tag, suite, t), = crypto_lines(ok.body)
+            self.assertEqual(suite, SUITE80.encode())
+            p_port, k = udp_pair(), b64key()
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            st.send(request("ACK", "media-late", 1, "lack",
+                            provider_sdp(p_port, [(int(tag), SUITE80, k)]), to_tag,
+                            ok.all("Record-Route")))
+            (pack,) = self.pbx.wait("ACK", call_id="media-late")
+            self.assertEqual(media_port(pack.body)[1], "RTP/AVP")
+            self.assertEqual(crypto_lines(pack.body), [])
+            r = run_peer(p_port, q, k, t.decode(), count=20, rtcp=False)
+            self.assertEqual(r["matched"], 20, r)
+            st.sock.close()
+
     def test_unknown_suites_get_488(self):
         """An offer with only suites tlsgate cannot meet is answered 488 by tlsgate and never
         reaches the PBX."""
