@@ -18,6 +18,7 @@
 #include "tlsgate/control.h"
 #include "tlsgate/log.h"
 #include "tlsgate/peers.h"
+#include "tlsgate/resolver.h"
 #include "tlsgate/version.h"
 
 // Bounds on the HTTP server, so that slow or many clients cannot take it over (a client that
@@ -150,7 +151,9 @@ static void metrics_extra(struct tg_admin *a, char *buf, size_t len) {
         n += (size_t)w;
     }
     if (a->info->control != NULL)
-        tg_control_metrics(a->info->control, buf + n, len - n);
+        n += tg_control_metrics(a->info->control, buf + n, len - n);
+    if (a->info->resolver != NULL && n < len)
+        tg_resolver_metrics(a->info->resolver, buf + n, len - n);
 }
 
 static enum MHD_Result serve(struct tg_admin *a, struct MHD_Connection *conn,
@@ -161,7 +164,7 @@ static enum MHD_Result serve(struct tg_admin *a, struct MHD_Connection *conn,
             return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "draining\n");
         return reply_text(conn, MHD_HTTP_OK, "ok\n");
     case TG_ADMIN_ROUTE_METRICS: {
-        char extra[4096];
+        char extra[16384];
         metrics_extra(a, extra, sizeof(extra));
         char *body;
         size_t len;

@@ -416,6 +416,37 @@ static int tg_set_admin_hosts(struct tg_parse_state *st, const struct tg_key *ke
     return 1;
 }
 
+// tg_set_resolvers parses `[global] resolvers`: numeric IPv4 `ADDR:PORT` items.
+static int tg_set_resolvers(struct tg_parse_state *st, const struct tg_key *key, const char *value,
+                            char *why, size_t why_len) {
+    (void)key;
+    struct tg_config *cfg = st->cfg;
+    const char *p = value;
+    cfg->num_resolvers = 0;
+    for (size_t n = 1; p != NULL; n++) {
+        size_t len;
+        const char *item = tg_next_item(&p, &len);
+        if (len == 0)
+            return tg_set_why(why, why_len, "item %zu is empty", n);
+        if (cfg->num_resolvers == TG_MAX_RESOLVERS)
+            return tg_set_why(why, why_len, "more than %d nameservers", TG_MAX_RESOLVERS);
+        char text[TG_HOST_MAX + 16], q[TG_QUOTE_MAX + 4], reason[128];
+        tg_quote(q, sizeof(q), item, len);
+        if (len >= sizeof(text))
+            return tg_set_why(why, why_len, "item %zu too long", n);
+        memcpy(text, item, len);
+        text[len] = '\0';
+        struct tg_target *t = &cfg->resolvers[cfg->num_resolvers];
+        if (!tg_parse_hostport(t, text, reason, sizeof(reason)))
+            return tg_set_why(why, why_len, "item %zu '%s': %s", n, q, reason);
+        if (!t->resolved || t->addr.ss_family != AF_INET)
+            return tg_set_why(why, why_len, "item %zu '%s': expected a numeric IPv4 ADDR:PORT", n,
+                              q);
+        cfg->num_resolvers++;
+    }
+    return 1;
+}
+
 static int tg_set_admin_token_file(struct tg_parse_state *st, const struct tg_key *key,
                                    const char *value, char *why, size_t why_len) {
     if (!tg_set_path(st, key, value, why, why_len))
@@ -543,12 +574,17 @@ static int tg_parse_connect_item(struct tg_target *out, const char *item, size_t
     char text[TG_HOST_MAX + 16];
     if (hp_len == 0)
         return tg_set_why(why, why_len, "missing HOST:PORT before '='");
-    if (hp_len >= sizeof(text))
+    if (hp_len >= TG_HOST_MAX + 8)
         return tg_set_why(why, why_len, "too long");
     memcpy(text, hp, hp_len);
     text[hp_len] = '\0';
+    // No port: `[V6]`, `V4` or `NAME`. An address takes 5061; a name asks SRV (RFC 3263 4.2).
+    int no_port = text[0] == '[' ? text[hp_len - 1] == ']' : memchr(text, ':', hp_len) == NULL;
+    if (no_port)
+        snprintf(text + hp_len, sizeof(text) - hp_len, ":%d", TG_SIPS_PORT);
     if (!tg_parse_hostport(out, text, why, why_len))
         return 0;
+    out->srv = (uint8_t)(no_port && !out->resolved);
     if (eq == NULL) {
         if (!out->resolved) // a DNS name, not an address: the target must prove it
             memcpy(out->expect_name, out->host, sizeof(out->expect_name));
@@ -612,6 +648,7 @@ static const struct tg_key k_global_keys[] = {
     TG_U32("new_connections_per_source", 0, 0, 1000000, new_connections_per_source),
     TG_U32("fd_reserve", 0, 0, 1000000, fd_reserve),
     TG_U32("socket_buffer", 0, 0, 67108864, socket_buffer),
+    {"resolvers", tg_set_resolvers, 0, 0, 0, 0, 0},
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 

@@ -49,7 +49,7 @@ static int tg_numeric_host(const char *host, uint8_t out[16]) {
 // name (case-insensitive).
 // A target of the configuration in service may have been resolved; its name still counts.
 static int tg_same_target(const struct tg_target *a, const struct tg_target *b) {
-    if (a->port != b->port || strcmp(a->expect_name, b->expect_name) != 0)
+    if (a->port != b->port || a->srv != b->srv || strcmp(a->expect_name, b->expect_name) != 0)
         return 0;
     uint8_t a_addr[16] = {0}, b_addr[16] = {0};
     int a_family = tg_numeric_host(a->host, a_addr);
@@ -122,6 +122,11 @@ static void tg_diff_global(struct tg_diff *d, const struct tg_config *a,
         tg_diff_add(d, "global.log_level");
     if (strcmp(a->user, b->user) != 0)
         tg_diff_add(d, "global.user");
+    int same_ns = a->num_resolvers == b->num_resolvers; // in order: the first is asked first
+    for (size_t i = 0; same_ns && i < a->num_resolvers; i++)
+        same_ns = tg_same_target(&a->resolvers[i], &b->resolvers[i]);
+    if (!same_ns)
+        tg_diff_add(d, "global.resolvers");
 }
 
 static void tg_diff_admin(struct tg_diff *d, const struct tg_config *a, const struct tg_config *b) {

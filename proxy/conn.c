@@ -157,6 +157,9 @@ static void conn_free(struct tg_conns *cs, struct tg_conn *c) {
     else
         tg_counter_add(&cs->ctr[c->tio.listener].conns_closed, 1);
     tg_sipglue_detach(cs, c);
+    if (c->dns != NULL)
+        tg_dns_view_release(cs->dns, c->dns);
+    c->dns = NULL;
     c->state = TG_CS_FREE;
     tg_slab_free(&cs->slab, tg_conn_slot(cs, c));
 }
@@ -954,7 +957,11 @@ void tg_conn_accepted(struct tg_conns *cs, uint32_t listener, int fd) {
     } else {
         c->plain_fd = fd;
         c->flags |= TG_F_PLAIN_UP;
-        tg_upstream_first(cs, c);
+        if (!tg_upstream_first(cs, c)) {
+            tg_conn_close(cs, c, "no_target_address");
+            tg_conn_reap(cs, c);
+            return;
+        }
         c->state = TG_CS_CONNECTING;
         c->chain_start = cs->loop->now;
         tg_upstream_arm_attempt(cs, c, lc->connect_timeout_ms);

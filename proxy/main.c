@@ -24,6 +24,7 @@
 #include "tlsgate/log.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/policy.h"
+#include "tlsgate/resolver.h"
 #include "tlsgate/signer.h"
 #include "tlsgate/ticketkeys.h"
 #include "tlsgate/tls.h"
@@ -132,10 +133,11 @@ static int check_user(const struct tg_config *cfg, int print, char *err, size_t 
     return 1;
 }
 
-// load prepares config and TLS; returns an exit code (EXIT_OK on success). With |signer|, the
-// pool that signs with our key is started (`[tls] signers`) and the contexts use it.
-static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *tls, int print,
-                struct tg_signer **signer) {
+// load prepares config, the connect targets' addresses (|*out_resolver|) and TLS; returns an
+// exit code (EXIT_OK on success). With |signer|, the pool that signs with our key is started
+// (`[tls] signers`) and the contexts use it.
+static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *tls,
+                struct tg_resolver **out_resolver, int print, struct tg_signer **signer) {
     char err[1024];
     if (o->config == NULL) {
         fprintf(stderr, "tlsgate: -c FILE is required\n");
@@ -155,7 +157,9 @@ static int load(const struct options *o, struct tg_config *cfg, struct tg_tls *t
         fprintf(stderr, "%s\n", err); // the admin token file: missing, unsafe or malformed
         return EXIT_POLICY;
     }
-    if (!tg_config_resolve(cfg, err, sizeof(err))) {
+    *out_resolver = tg_resolver_new(cfg, NULL, err, sizeof(err));
+    if (*out_resolver == NULL ||
+        !tg_resolver_initial(*out_resolver, print ? stderr : NULL, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err);
         return EXIT_POLICY;
     }
@@ -197,7 +201,8 @@ static int cmd_check(const struct options *o) {
     struct tg_tls tls;
     tg_config_init(&cfg);
     memset(&tls, 0, sizeof(tls));
-    int rc = load(o, &cfg, &tls, 1, NULL);
+    struct tg_resolver *resolver = NULL;
+    int rc = load(o, &cfg, &tls, &resolver, 1, NULL);
     if (rc == EXIT_OK) {
         printf("ok: %s: %zu listener%s, %zu trusted CA%s, %zu peer name%s", cfg.path,
                cfg.num_listeners, cfg.num_listeners == 1 ? "" : "s", tls.num_cas,
@@ -207,6 +212,7 @@ static int cmd_check(const struct options *o) {
         printf("\n");
     }
     tg_tls_cleanup(&tls);
+    tg_resolver_free(resolver);
     tg_config_cleanup(&cfg);
     return rc;
 }
@@ -265,6 +271,13 @@ static int publish_to_workers(void *arg, SSL_CTX *server, SSL_CTX *client) {
     return ok;
 }
 
+// The resolver's new snapshots go the same way, to every started worker.
+static void publish_dns(void *arg, struct tg_dns_snapshot *snap) {
+    const struct publish_target *t = arg;
+    for (unsigned w = 0; w < t->num; w++)
+        tg_worker_set_dns(t->workers[w], snap);
+}
+
 // no_core_dumps keeps the private key out of core files: no dump is written (RLIMIT_CORE 0)
 // and the process is not dumpable (nor ptrace-attachable by its own user) from before the key
 // is read until it exits.
@@ -281,7 +294,8 @@ static int cmd_run(const struct options *o) {
     // The first generation; the control owns it from here on and replaces it on reload.
     struct tg_tls *tls = calloc(1, sizeof(*tls));
     struct tg_signer *signer = NULL;
-    int rc = tls != NULL ? load(o, &cfg, tls, 0, &signer) : EXIT_POLICY;
+    struct tg_resolver *resolver = NULL;
+    int rc = tls != NULL ? load(o, &cfg, tls, &resolver, 0, &signer) : EXIT_POLICY;
     struct tg_control *control =
         rc == EXIT_OK ? tg_control_new(&cfg, tls, o->allow_noncompliant) : NULL;
     if (control == NULL) {
@@ -289,6 +303,7 @@ static int cmd_run(const struct options *o) {
             tg_tls_cleanup(tls);
         free(tls);
         tg_signer_free(signer);
+        tg_resolver_free(resolver);
         tg_config_cleanup(&cfg);
         return rc != EXIT_OK ? rc : EXIT_POLICY;
     }
@@ -321,6 +336,7 @@ static int cmd_run(const struct options *o) {
                             .metrics = metrics,
                             .peers = peers,
                             .guard = guard,
+                            .dns = tg_resolver_get1(resolver),
                             .num_workers = num_workers};
     if (cfg.media_enabled) { // which worker owns each call
         uint32_t share = cfg.media_max_calls / num_workers;
@@ -338,7 +354,8 @@ static int cmd_run(const struct options *o) {
                                        .draining = &draining,
                                        .started = (long long)time(NULL),
                                        .control = control,
-                                       .peers = peers};
+                                       .peers = peers,
+                                       .resolver = resolver};
     unsigned started = 0;
     rc = EXIT_POLICY;
     // Signals are taken by signalfd on this thread. They are blocked before any other thread
@@ -401,6 +418,10 @@ static int cmd_run(const struct options *o) {
     }
     struct publish_target publish = {.workers = workers, .num = started};
     tg_control_set_publisher(control, publish_to_workers, &publish);
+    if (!tg_resolver_start(resolver, metrics, publish_dns, &publish, err, sizeof(err))) {
+        TG_ERROR("resolver_failed", "reason=\"%s\"", err);
+        goto stop;
+    }
     for (size_t l = 0; l < cfg.num_listeners; l++) {
         char listen[80], target[80];
         const struct tg_listener_conf *lc = &cfg.listeners[l];
@@ -453,6 +474,9 @@ stop:
     tg_control_set_publisher(control, NULL, NULL); // waits for a reload in progress
     for (unsigned w = 0; w < started; w++)
         tg_worker_stop(workers[w]);
+    // While the workers drain: a refresh in progress may take a query's time-out; the workers
+    // it publishes to are freed only once joined.
+    tg_resolver_stop(resolver);
     for (unsigned w = 0; w < started; w++)
         tg_worker_join(workers[w]);
     if (rc == EXIT_OK)
@@ -475,6 +499,8 @@ out:
     free(kinds);
     tg_control_free(control);
     tg_signer_free(signer); // after every context that signs through it
+    tg_dns_snapshot_free(rt.dns);
+    tg_resolver_free(resolver);
     tg_config_cleanup(&cfg);
     return rc;
 }

@@ -181,6 +181,8 @@ static void render_sip(const struct tg_metrics *m, struct out *o) {
 // tg_target_is_up says whether a connect target is taken by new connections now: not marked
 // down by its OPTIONS probe, and not within the back-off of a failed attempt.
 int tg_target_is_up(const struct tg_target_health *h, uint32_t now_ms) {
+    if (atomic_load_explicit(&h->unresolved, memory_order_relaxed))
+        return 0;
     if (atomic_load_explicit(&h->state, memory_order_relaxed) == TG_TARGET_DOWN)
         return 0;
     if (!atomic_load_explicit(&h->passive_down, memory_order_relaxed))

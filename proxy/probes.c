@@ -183,6 +183,12 @@ static void open_conn(struct tg_conns *cs, size_t l, size_t t) {
     c->tio.listener = (uint16_t)l;
     c->target = (uint8_t)t;
     c->flags |= TG_F_PROBE;
+    if (!tg_upstream_probe_target(cs, c, t)) { // a name with no address yet
+        record(cs, l, t, 0, "unresolved");
+        tg_conn_close(cs, c, "options_unresolved");
+        tg_conn_reap(cs, c);
+        return;
+    }
     c->state = TG_CS_CONNECTING;
     p->conn = tg_conn_slot(cs, c);
     p->gen = tg_conn_gen(cs, c);

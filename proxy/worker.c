@@ -82,6 +82,8 @@ struct tg_worker {
     struct accept_pause *pause; // one per listener
 
     _Atomic(struct ctx_pair *) mailbox; // a newer generation, handed over by the control thread
+    struct tg_dns_view dns;             // connect targets' addresses, from the resolver thread
+    int dns_ok;
     _Atomic int stop;
     int draining;
     uint32_t drain_deadline;
@@ -237,6 +239,7 @@ static void begin_drain(struct tg_worker *w) {
 static int on_wake(void *arg) {
     struct tg_worker *w = arg;
     adopt_contexts(w);
+    tg_dns_view_adopt(&w->dns);
     if (!atomic_load(&w->stop))
         return 1;
     begin_drain(w);
@@ -283,10 +286,12 @@ static int setup(struct tg_worker *w) {
     if (!tg_loop_add_bufgroup(&w->loop, TG_BUF_GROUP, TG_BUF_SIZE, TG_BUF_COUNT, w->init_err,
                               w->init_err_len))
         return 0;
+    w->dns_ok = tg_dns_view_init(&w->dns, rt->dns);
     struct tg_peer_ring *peers = rt->peers != NULL ? tg_peers_ring(rt->peers, w->id) : NULL;
     w->conns_ok = tg_conns_init(&w->conns, &w->loop, rt->cfg, rt->metrics, w->id, w->max_conns,
                                 rt->tls->server, rt->tls->client, rt->sip_key, peers, rt->guard);
-    if (!w->conns_ok || (w->id == 0 && !tg_probes_init(&w->conns))) {
+    w->conns.dns = &w->dns;
+    if (!w->dns_ok || !w->conns_ok || (w->id == 0 && !tg_probes_init(&w->conns))) {
         snprintf(w->init_err, w->init_err_len, "out of memory");
         return 0;
     }
@@ -402,6 +407,8 @@ static void worker_free(struct tg_worker *w) {
         tg_mediasig_cleanup(w->msig);
         free(w->msig);
     }
+    if (w->dns_ok)
+        tg_dns_view_cleanup(&w->dns);
     if (w->loop_ok)
         tg_loop_cleanup(&w->loop);
     for (size_t l = 0; w->listen_fds != NULL && l < w->num_listeners; l++)
@@ -472,6 +479,11 @@ int tg_worker_set_contexts(struct tg_worker *w, SSL_CTX *server, SSL_CTX *client
     ctx_pair_free(atomic_exchange(&w->mailbox, p));
     tg_loop_wake(&w->loop);
     return 1;
+}
+
+void tg_worker_set_dns(struct tg_worker *w, struct tg_dns_snapshot *snap) {
+    tg_dns_view_offer(&w->dns, snap);
+    tg_loop_wake(&w->loop);
 }
 
 void tg_worker_join(struct tg_worker *w) {

@@ -24,6 +24,8 @@ struct tg_admin;
 struct tg_control;
 struct tg_peers;
 
+struct tg_resolver;
+
 struct tg_admin_info {
     const struct tg_config *cfg;
     const struct tg_metrics *metrics;
@@ -32,6 +34,7 @@ struct tg_admin_info {
     long long started;            // CLOCK_REALTIME seconds
     struct tg_control *control;   // may be NULL (no reload, no certificate status)
     const struct tg_peers *peers; // recently verified peers (may be NULL)
+    struct tg_resolver *resolver; // connect targets' DNS (may be NULL)
 };
 
 // tg_admin_check_config reads and checks |cfg|'s `[admin] token_file` when there is one: a

@@ -10,9 +10,13 @@
 
 // The configuration as loaded from an INI file. The loader does no network I/O: addresses
 // must be numeric (`127.0.0.1:5061`, `[::1]:5061`) except `connect` targets, whose host may be a
-// DNS name that tg_config_resolve() turns into addresses at startup.
+// DNS name (with or without a port) that the resolver (resolver.h) follows.
 
 #define TG_MAX_TARGETS 8
+// TG_MAX_RESOLVERS is how many nameservers `[global] resolvers` may name (resolv.h's MAXNS).
+#define TG_MAX_RESOLVERS 3
+// TG_SIPS_PORT is the port of a `connect` target given without one (RFC 3261 19.1.2).
+#define TG_SIPS_PORT 5061
 #define TG_NAME_MAX 64
 
 enum tg_mode { TG_MODE_TCP = 0, TG_MODE_SIP };
@@ -66,6 +70,9 @@ struct tg_config {
     uint32_t new_connections_per_source; // accepted per second from one source; 0 = no cap
     uint32_t fd_reserve;                 // descriptors the data plane leaves free (64); 0 = none
     uint32_t socket_buffer;              // SO_SNDBUF/SO_RCVBUF of our sockets; 0 = autotuned
+    // Nameservers of the `connect` names (IPv4 with a port); none: /etc/resolv.conf.
+    struct tg_target resolvers[TG_MAX_RESOLVERS];
+    size_t num_resolvers;
 
     // [admin]
     int admin_enabled;             // default 1
@@ -136,8 +143,9 @@ int tg_config_load(struct tg_config *cfg, const char *path, char *err, size_t er
 int tg_config_parse(struct tg_config *cfg, const char *name, const char *data, size_t data_len,
                     char *err, size_t err_len);
 
-// tg_config_resolve resolves every unresolved target with getaddrinfo (blocking; call at
-// startup). Returns 1 on success, 0 with `FILE:LINE: key: cannot resolve HOST: why` in |err|.
+// tg_config_resolve resolves every unresolved target with getaddrinfo, first address only
+// (blocking). The daemon follows `connect` names with the resolver instead (resolver.h). Returns 1
+// on success, 0 with `FILE:LINE: key: cannot resolve HOST: why` in |err|.
 int tg_config_resolve(struct tg_config *cfg, char *err, size_t err_len);
 
 // TG_CONFIG_DIFF_NAME_MAX bounds one name written by tg_config_diff, NUL included.

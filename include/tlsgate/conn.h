@@ -11,6 +11,7 @@
 #include "tlsgate/loop.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/prober.h"
+#include "tlsgate/resolver.h"
 #include "tlsgate/sipconn.h"
 #include "tlsgate/timer.h"
 #include "tlsgate/tlsconn.h"
@@ -79,12 +80,15 @@ struct tg_conn {
     uint8_t target;   // outbound: index of the connect target in use
     uint8_t inflight; // submitted operations whose last completion has not arrived
     uint8_t connect_failures;
-    uint16_t guard_bucket; // the admission bucket of its source address (TG_F_GUARDED)
-    uint32_t chain_start;  // ms: outbound, when the first attempt started
-    uint8_t tried;         // outbound: targets this connection has tried (bit per target)
+    uint16_t guard_bucket;   // the admission bucket of its source address (TG_F_GUARDED)
+    uint32_t chain_start;    // ms: outbound, when the first attempt started
+    uint8_t entry;           // outbound: index of the address in use in |dns|'s listener list
+    uint32_t tried;          // outbound: addresses this connection has tried (bit per entry)
+    struct tg_dns_hold *dns; // outbound: the resolver snapshot its attempts walk (a user of it)
 };
 
 _Static_assert(TG_MAX_TARGETS <= 256, "targets fit tg_conn.target");
+_Static_assert(TG_DNS_MAX_ENTRIES <= 32, "addresses fit tg_conn.tried");
 
 struct tg_probes;
 
@@ -121,6 +125,7 @@ struct tg_conns {
     uint32_t next_keepalive;  // ms: next scan for idle provider sides
     uint32_t num_nobufs;      // connections flagged TG_F_NOBUFS
     struct tg_probes *probes; // worker 0 with probed listeners; else NULL
+    struct tg_dns_view *dns;  // the worker's view of the connect targets' addresses
     struct tg_guard *guard;   // admission control shared by the workers (may be NULL)
     uint32_t hs_budget;       // this worker's share of max_handshakes
     uint32_t hs_inflight;     // inbound handshakes in progress holding a share

@@ -96,6 +96,8 @@ struct tg_target_health {
     _Atomic uint8_t passive_down;
     _Atomic uint32_t down_until;
     uint8_t named; // |name| is set: the target exists (written once, before the workers)
+    // A name with no address now (resolver.h): not taken, whatever else says.
+    _Atomic uint8_t unresolved;
 };
 
 // tg_target_is_up says whether target |h| is taken by new connections at |now_ms| (the

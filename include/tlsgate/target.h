@@ -23,6 +23,9 @@ struct tg_target {
     // given by address alone, and every other kind of target): the [tls] peer_names.
     char expect_name[TG_HOST_MAX];
     uint16_t port;
+    // `connect` only: 1 for a DNS name given without a port: its addresses come from the SRV
+    // records of _sips._tcp.HOST (RFC 3263 4.2), else from its A/AAAA records on |port| (5061).
+    uint8_t srv;
     int resolved; // 1 once |addr| holds an address
     struct sockaddr_storage addr;
     socklen_t addr_len;

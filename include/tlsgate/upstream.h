@@ -26,15 +26,22 @@ void tg_upstream_attempt_expired(struct tg_conns *cs, struct tg_conn *c);
 // tg_upstream_verified marks the target of an outbound connection up after its handshake.
 void tg_upstream_verified(struct tg_conns *cs, struct tg_conn *c);
 
-// tg_upstream_handshake_failed marks the target of a failed outbound handshake down.
+// tg_upstream_handshake_failed marks the address of a failed outbound handshake down (and its
+// target, once none of the target's addresses is up).
 void tg_upstream_handshake_failed(struct tg_conns *cs, struct tg_conn *c, const char *why);
 
-// tg_upstream_first chooses the first target of a new outbound connection: the first in the
-// configured order that is neither marked down by the OPTIONS prober nor within the back-off
-// of a failure (else the first). Later attempts take the next target not tried yet, preferring
-// targets that are up; a connection tries each target at most once. Returns 0 when the
-// listener has no target.
+// tg_upstream_first chooses the first address of a new outbound connection from the worker's
+// current resolver snapshot (which the connection holds until it ends): the first, in the
+// configured order of the targets and the DNS order of each target's addresses, whose target
+// is not marked down by the OPTIONS prober and which is not within the back-off of a failure
+// (else the first). Later attempts take the next address not tried yet, preferring those that
+// are up; a connection tries each address at most once. Returns 0 when the listener has no
+// address.
 int tg_upstream_first(struct tg_conns *cs, struct tg_conn *c);
+
+// tg_upstream_probe_target points the OPTIONS connection |c| at the first address of target
+// |target|. Returns 0 when the target has no address now.
+int tg_upstream_probe_target(struct tg_conns *cs, struct tg_conn *c, size_t target);
 
 // tg_upstream_connect opens the far-side socket of |c| toward its current target.
 void tg_upstream_connect(struct tg_conns *cs, struct tg_conn *c);

@@ -9,6 +9,7 @@
 #include "tlsgate/guard.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/peers.h"
+#include "tlsgate/resolver.h"
 #include "tlsgate/tls.h"
 
 // tg_runtime is what every worker reads and none writes: the configuration, the metrics
@@ -18,8 +19,9 @@ struct tg_runtime {
     const struct tg_config *cfg;
     struct tg_tls *tls;
     struct tg_metrics *metrics;
-    struct tg_peers *peers; // recently verified peers, one ring per worker (may be NULL)
-    struct tg_guard *guard; // admission control before any cryptography (may be NULL)
+    struct tg_peers *peers;      // recently verified peers, one ring per worker (may be NULL)
+    struct tg_guard *guard;      // admission control before any cryptography (may be NULL)
+    struct tg_dns_snapshot *dns; // the connect targets' addresses the workers start on
     unsigned num_workers;
     struct tg_calldir *calldir; // [media]: which worker owns each call (NULL without)
     uint8_t sip_key[16];        // flow-token MAC key of mode = sip (RAND_bytes at startup)
@@ -58,6 +60,11 @@ void tg_worker_stop(struct tg_worker *w);
 // use |server| and |client| (it takes its own references); open connections keep theirs. Safe
 // from any thread. Returns 1, or 0 when memory is short (nothing changed).
 int tg_worker_set_contexts(struct tg_worker *w, SSL_CTX *server, SSL_CTX *client);
+
+// tg_worker_set_dns hands the worker a newer snapshot of the connect targets' addresses (it
+// takes its own reference): connections it starts from then on use it; open ones keep theirs.
+// Safe from any thread.
+void tg_worker_set_dns(struct tg_worker *w, struct tg_dns_snapshot *snap);
 
 // tg_worker_join waits for the thread to end and frees the worker.
 void tg_worker_join(struct tg_worker *w);

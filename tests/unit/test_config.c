@@ -572,12 +572,12 @@ static void test_connect_names_bad(void **state) {
     expect_error(OUTBOUND_B "connect = =sip.carrier.example\n",
                  "t.conf:9: outbound b.connect: target 1: missing HOST:PORT before '='");
     // The address part is checked as before.
-    expect_error(OUTBOUND_B "connect = 192.0.2.7=sip.carrier.example\n",
-                 "t.conf:9: outbound b.connect: target 1: missing port: expected HOST:PORT");
     expect_error(OUTBOUND_B "connect = 192.0.2.7:50a=sip.carrier.example\n",
                  "t.conf:9: outbound b.connect: target 1: bad port '50a': expected 1..65535");
-    expect_error(OUTBOUND_B "connect = [::1]=name\n",
-                 "t.conf:9: outbound b.connect: target 1: missing port: expected [ADDR]:PORT");
+    expect_error(OUTBOUND_B "connect = :5061\n",
+                 "t.conf:9: outbound b.connect: target 1: missing host: expected HOST:PORT");
+    expect_error(OUTBOUND_B "connect = sip.example.net:\n",
+                 "t.conf:9: outbound b.connect: target 1: missing port: expected HOST:PORT");
     expect_error(OUTBOUND_B "connect = [::1]x5061=name\n",
                  "t.conf:9: outbound b.connect: target 1: expected ':' after ']'");
     expect_error(OUTBOUND_B "connect = ::1:5061=name\n",
@@ -590,6 +590,66 @@ static void test_connect_names_bad(void **state) {
     // A name is for connect targets only.
     expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10:5060=x\n",
                  "t.conf:9: inbound a.forward: bad port '5060=x': expected 1..65535");
+}
+
+// `connect` without a port: an address takes 5061, a name asks SRV (RFC 3263 4.2) and falls
+// back to 5061; every other address key still needs its port.
+static void test_connect_without_port(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, OUTBOUND_B "connect = 192.0.2.7=sip.carrier.example, [::1], "
+                               "sip.pstnhub.microsoft.com, sip2.example.net=peer.example\n");
+    const struct tg_listener_conf *l = &cfg.listeners[0];
+    assert_int_equal(l->num_targets, 4);
+    assert_int_equal(l->targets[0].port, 5061);
+    assert_int_equal(l->targets[0].resolved, 1);
+    assert_int_equal(l->targets[0].srv, 0);
+    assert_string_equal(l->targets[0].expect_name, "sip.carrier.example");
+    assert_int_equal(l->targets[1].port, 5061);
+    assert_int_equal(l->targets[1].resolved, 1);
+    assert_int_equal(l->targets[1].srv, 0);
+    assert_string_equal(l->targets[2].host, "sip.pstnhub.microsoft.com");
+    assert_int_equal(l->targets[2].srv, 1);
+    assert_int_equal(l->targets[2].resolved, 0);
+    // The certificate name stays the configured name, not an SRV target (RFC 5922 4.1).
+    assert_string_equal(l->targets[2].expect_name, "sip.pstnhub.microsoft.com");
+    assert_int_equal(l->targets[3].srv, 1);
+    assert_string_equal(l->targets[3].expect_name, "peer.example");
+    tg_config_cleanup(&cfg);
+    // With a port, no SRV.
+    expect_ok(&cfg, OUTBOUND_B "connect = sip.example.net:5061\n");
+    assert_int_equal(cfg.listeners[0].targets[0].srv, 0);
+    tg_config_cleanup(&cfg);
+    // Only connect may omit it.
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0\nforward = 192.0.2.10:5060\n",
+                 "t.conf:8: inbound a.listen: missing port: expected HOST:PORT");
+    expect_error(TLS_SECTION "[inbound a]\nlisten = 0.0.0.0:5061\nforward = 192.0.2.10\n",
+                 "t.conf:9: inbound a.forward: missing port: expected HOST:PORT");
+}
+
+// `[global] resolvers`: numeric IPv4 ADDR:PORT, at most three.
+static void test_resolvers(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, "[global]\nresolvers = 127.0.0.1:5353, 192.0.2.53:53\n" OUTBOUND_B
+                    "connect = sip.example.net:5061\n");
+    assert_int_equal(cfg.num_resolvers, 2);
+    assert_int_equal(cfg.resolvers[0].port, 5353);
+    assert_int_equal(cfg.resolvers[1].port, 53);
+    tg_config_cleanup(&cfg);
+    expect_error("[global]\nresolvers = 127.0.0.1\n",
+                 "t.conf:2: global.resolvers: item 1 '127.0.0.1': missing port: expected "
+                 "HOST:PORT");
+    expect_error("[global]\nresolvers = [::1]:53\n",
+                 "t.conf:2: global.resolvers: item 1 '[::1]:53': expected a numeric IPv4 "
+                 "ADDR:PORT");
+    expect_error("[global]\nresolvers = dns.example:53\n",
+                 "t.conf:2: global.resolvers: item 1 'dns.example:53': expected a numeric IPv4 "
+                 "ADDR:PORT");
+    expect_error("[global]\nresolvers = 127.0.0.1:53,,127.0.0.2:53\n",
+                 "t.conf:2: global.resolvers: item 2 is empty");
+    expect_error("[global]\nresolvers = 1.1.1.1:53,1.1.1.2:53,1.1.1.3:53,1.1.1.4:53\n",
+                 "t.conf:2: global.resolvers: more than 3 nameservers");
 }
 
 static void test_overlong_line(void **state) {
@@ -1180,6 +1240,21 @@ static void test_config_diff(void **state) {
                 DIFF_BASE "connect = SIP.Example.NET:5061=peer.example\n", NULL, 0);
     static const char *const want_case[] = {"outbound pbx.connect"};
     expect_diff(a, DIFF_BASE "connect = SIP.Example.NET:5061, [::1]:5061\n", want_case, 1);
+    // A name given without a port (SRV) is not the same target as the name on 5061.
+    expect_diff(DIFF_BASE "connect = sip.example.net\n", DIFF_BASE "connect = sip.example.net\n",
+                NULL, 0);
+    expect_diff(DIFF_BASE "connect = sip.example.net\n",
+                DIFF_BASE "connect = sip.example.net:5061\n", want_case, 1);
+    // The nameservers: a reload does not apply them.
+    static const char *const want_ns[] = {"global.resolvers"};
+    static const char ns_a[] = "[global]\nresolvers = 127.0.0.1:53\n[tls]\ncert = /c.pem\n"
+                               "key = /k.pem\nca = /ca.pem\nfqdn = f.example\npeer_names = p\n"
+                               "[outbound pbx]\nlisten = 127.0.0.1:5062\nconnect = s.example\n";
+    static const char ns_b[] = "[global]\nresolvers = 127.0.0.1:5353\n[tls]\ncert = /c.pem\n"
+                               "key = /k.pem\nca = /ca.pem\nfqdn = f.example\npeer_names = p\n"
+                               "[outbound pbx]\nlisten = 127.0.0.1:5062\nconnect = s.example\n";
+    expect_diff(ns_a, ns_b, want_ns, 1);
+    expect_diff(ns_a, ns_a, NULL, 0);
 
     // The changes of the issue: listen, connect, log_level; and the [tls] keys the workers
     // read from the startup configuration.
@@ -1372,6 +1447,8 @@ int main(void) {
         cmocka_unit_test(test_too_many_targets),
         cmocka_unit_test(test_connect_names),
         cmocka_unit_test(test_connect_names_bad),
+        cmocka_unit_test(test_connect_without_port),
+        cmocka_unit_test(test_resolvers),
         cmocka_unit_test(test_overlong_line),
         cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_empty_peer_name),
