@@ -39,6 +39,7 @@ enum tg_section {
     TG_SECT_TLS,
     TG_SECT_INBOUND,
     TG_SECT_OUTBOUND,
+    TG_SECT_MEDIA,
 };
 
 struct tg_parse_state;
@@ -75,6 +76,7 @@ struct tg_parse_state {
     int global_line;      // header lines of the fixed sections; 0 while absent
     int admin_line;
     int tls_line;
+    int media_line;
     int seen[TG_MAX_KEYS]; // line of each key of the current section; 0 while absent
     size_t listeners_cap;
 };
@@ -682,6 +684,103 @@ static const struct tg_key k_tls_keys[] = {
     {NULL, NULL, 0, 0, 0, 0, 0},
 };
 
+// The SRTP suites of [media] srtp_suites, numbered as enum tg_srtp_suite (srtp.h): config.c
+// stays free of the transform's code.
+static const char *const k_srtp_suites[] = {"", "AES_CM_128_HMAC_SHA1_80",
+                                            "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM"};
+
+// tg_set_media_addr stores a numeric IPv4 or IPv6 address (no port, no brackets) in the text
+// field |key->off| and its parsed form right after the text fields.
+static int tg_set_media_addr(struct tg_parse_state *st, const struct tg_key *key, const char *value,
+                             char *why, size_t why_len) {
+    struct tg_config *cfg = st->cfg;
+    size_t len = strlen(value);
+    char q[TG_QUOTE_MAX + 4];
+    tg_quote(q, sizeof(q), value, len);
+    int internal = key->off == offsetof(struct tg_config, media_internal);
+    struct sockaddr_storage *ss = internal ? &cfg->media_internal_addr : &cfg->media_public_addr;
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (len < sizeof(cfg->media_public) && inet_pton(AF_INET, value, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+    } else if (len < sizeof(cfg->media_public) && inet_pton(AF_INET6, value, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+    } else {
+        return tg_set_why(why, why_len, "bad address '%s': expected a numeric IPv4 or IPv6 address",
+                          q);
+    }
+    memcpy((char *)cfg + key->off, value, len + 1);
+    return 1;
+}
+
+static int tg_set_port_range(struct tg_parse_state *st, const struct tg_key *key, const char *value,
+                             char *why, size_t why_len) {
+    (void)key;
+    char q[TG_QUOTE_MAX + 4];
+    tg_quote(q, sizeof(q), value, strlen(value));
+    const char *dash = strchr(value, '-');
+    char lo[16], hi[16];
+    uint32_t a, b;
+    if (dash == NULL || (size_t)(dash - value) >= sizeof(lo) || strlen(dash + 1) >= sizeof(hi))
+        return tg_set_why(why, why_len, "bad value '%s': expected MIN-MAX (40000-49999)", q);
+    memcpy(lo, value, (size_t)(dash - value));
+    lo[dash - value] = '\0';
+    memcpy(hi, dash + 1, strlen(dash + 1) + 1);
+    if (tg_parse_uint(&a, lo, 1024, 65535) != TG_UINT_OK ||
+        tg_parse_uint(&b, hi, 1024, 65535) != TG_UINT_OK)
+        return tg_set_why(why, why_len, "bad value '%s': expected MIN-MAX within 1024-65535", q);
+    if (a % 2 != 0)
+        return tg_set_why(why, why_len, "'%s': MIN must be even (RTP on even ports)", q);
+    if (b < a + 3)
+        return tg_set_why(why, why_len, "'%s': at least two port pairs needed", q);
+    st->cfg->media_port_min = (uint16_t)a;
+    st->cfg->media_port_max = (uint16_t)b;
+    return 1;
+}
+
+static int tg_set_srtp_suites(struct tg_parse_state *st, const struct tg_key *key,
+                              const char *value, char *why, size_t why_len) {
+    (void)key;
+    struct tg_config *cfg = st->cfg;
+    cfg->media_num_suites = 0;
+    const char *p = value;
+    while (p != NULL) {
+        size_t len;
+        const char *item = tg_next_item(&p, &len);
+        char q[TG_QUOTE_MAX + 4];
+        tg_quote(q, sizeof(q), item, len);
+        if (len == 0)
+            return tg_set_why(why, why_len, "empty item in the list");
+        size_t s = 1;
+        while (s < sizeof(k_srtp_suites) / sizeof(k_srtp_suites[0]) &&
+               !(strlen(k_srtp_suites[s]) == len && memcmp(item, k_srtp_suites[s], len) == 0))
+            s++;
+        if (s == sizeof(k_srtp_suites) / sizeof(k_srtp_suites[0]))
+            return tg_set_why(why, why_len,
+                              "unknown suite '%s': expected AES_CM_128_HMAC_SHA1_80, "
+                              "AES_CM_128_HMAC_SHA1_32 or AEAD_AES_128_GCM",
+                              q);
+        for (size_t i = 0; i < cfg->media_num_suites; i++)
+            if (cfg->media_suites[i] == s)
+                return tg_set_why(why, why_len, "suite '%s' listed twice", q);
+        cfg->media_suites[cfg->media_num_suites++] = (uint8_t)s;
+    }
+    if (cfg->media_num_suites == 0)
+        return tg_set_why(why, why_len, "no suite given");
+    return 1;
+}
+
+static const struct tg_key k_media_keys[] = {
+    {"public_address", tg_set_media_addr, 1, 0, 0, offsetof(struct tg_config, media_public), 0},
+    {"internal_address", tg_set_media_addr, 1, 0, 0, offsetof(struct tg_config, media_internal), 0},
+    {"port_range", tg_set_port_range, 0, 0, 0, 0, 0},
+    {"srtp_suites", tg_set_srtp_suites, 0, 0, 0, 0, 0},
+    TG_U32("timeout_s", 0, 1, 86400, media_timeout_s),
+    TG_U32("max_calls", 0, 1, 1000000, media_max_calls),
+    {NULL, NULL, 0, 0, 0, 0, 0},
+};
+
 #define TG_LU32(name, min, max, field)                                                             \
     { name, tg_set_listener_u32, 0, min, max, offsetof(struct tg_listener_conf, field), 0 }
 
@@ -722,6 +821,8 @@ static const struct tg_key *tg_section_keys(enum tg_section sect) {
         return k_inbound_keys;
     case TG_SECT_OUTBOUND:
         return k_outbound_keys;
+    case TG_SECT_MEDIA:
+        return k_media_keys;
     case TG_SECT_NONE:
         break;
     }
@@ -746,6 +847,9 @@ static void tg_key_name(struct tg_parse_state *st, enum tg_section sect, const c
         return;
     case TG_SECT_TLS:
         snprintf(out, out_len, "tls.%s", key);
+        return;
+    case TG_SECT_MEDIA:
+        snprintf(out, out_len, "media.%s", key);
         return;
     case TG_SECT_NONE:
         break;
@@ -874,8 +978,11 @@ static int tg_open_named(struct tg_parse_state *st, const char *kind, size_t kin
     static const struct {
         const char *word;
         enum tg_section sect;
-    } k_fixed[] = {{"global", TG_SECT_GLOBAL}, {"admin", TG_SECT_ADMIN}, {"tls", TG_SECT_TLS}};
-    int *header_lines[] = {&st->global_line, &st->admin_line, &st->tls_line};
+    } k_fixed[] = {{"global", TG_SECT_GLOBAL},
+                   {"admin", TG_SECT_ADMIN},
+                   {"tls", TG_SECT_TLS},
+                   {"media", TG_SECT_MEDIA}};
+    int *header_lines[] = {&st->global_line, &st->admin_line, &st->tls_line, &st->media_line};
     for (size_t i = 0; i < sizeof(k_fixed) / sizeof(k_fixed[0]); i++) {
         if (!tg_word_is(kind, kind_len, k_fixed[i].word))
             continue;
@@ -1099,6 +1206,10 @@ static int tg_check_whole(struct tg_parse_state *st) {
                        "at least one [inbound NAME] or [outbound NAME] section required");
     if (!tg_check_listen_owners(st))
         return 0;
+    if (st->media_line != 0) {
+        st->cfg->media_enabled = 1;
+        st->cfg->media_line = st->media_line;
+    }
     // Unauthenticated connections get a budget smaller than the slots, so that a flood of them
     // never takes the slots the provider's authenticated connections need.
     if (st->cfg->max_handshakes == 0)
@@ -1127,6 +1238,14 @@ void tg_config_init(struct tg_config *cfg) {
     cfg->handshake_timeout_ms = 10000;
     cfg->signers = 1;
     cfg->idle_timeout_ms = 300000;
+    cfg->media_port_min = 40000;
+    cfg->media_port_max = 49999;
+    cfg->media_suites[0] = 1; // AES_CM_128_HMAC_SHA1_80
+    cfg->media_suites[1] = 2; // AES_CM_128_HMAC_SHA1_32
+    cfg->media_suites[2] = 3; // AEAD_AES_128_GCM
+    cfg->media_num_suites = 3;
+    cfg->media_timeout_s = 30;
+    cfg->media_max_calls = 1000;
 }
 
 void tg_config_cleanup(struct tg_config *cfg) {

@@ -238,6 +238,30 @@ static void tg_diff_listeners(struct tg_diff *d, const struct tg_config *a,
     }
 }
 
+// tg_diff_media names the [media] keys that differ: the workers set up their media state
+// (sockets, port slices) at start, so none of them is applied by a reload.
+static void tg_diff_media(struct tg_diff *d, const struct tg_config *a, const struct tg_config *b) {
+    if (a->media_enabled != b->media_enabled) {
+        tg_diff_add(d, "media (%s)", b->media_enabled ? "added" : "removed");
+        return;
+    }
+    if (!a->media_enabled)
+        return;
+    if (strcmp(a->media_public, b->media_public) != 0)
+        tg_diff_add(d, "media.public_address");
+    if (strcmp(a->media_internal, b->media_internal) != 0)
+        tg_diff_add(d, "media.internal_address");
+    if (a->media_port_min != b->media_port_min || a->media_port_max != b->media_port_max)
+        tg_diff_add(d, "media.port_range");
+    if (a->media_num_suites != b->media_num_suites ||
+        memcmp(a->media_suites, b->media_suites, a->media_num_suites) != 0)
+        tg_diff_add(d, "media.srtp_suites");
+    if (a->media_timeout_s != b->media_timeout_s)
+        tg_diff_add(d, "media.timeout_s");
+    if (a->media_max_calls != b->media_max_calls)
+        tg_diff_add(d, "media.max_calls");
+}
+
 size_t tg_config_diff(const struct tg_config *cur, const struct tg_config *next,
                       char out_names[][TG_CONFIG_DIFF_NAME_MAX], size_t max_names) {
     struct tg_diff d = {.names = out_names, .max_names = out_names != NULL ? max_names : 0};
@@ -245,5 +269,6 @@ size_t tg_config_diff(const struct tg_config *cur, const struct tg_config *next,
     tg_diff_admin(&d, cur, next);
     tg_diff_tls(&d, cur, next);
     tg_diff_listeners(&d, cur, next);
+    tg_diff_media(&d, cur, next);
     return d.num;
 }

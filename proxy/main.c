@@ -325,6 +325,7 @@ static int cmd_run(const struct options *o) {
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
     if (metrics != NULL) {
         tg_upstream_init_health(metrics, &cfg);
+        metrics->media_enabled = cfg.media_enabled;
         if (signer != NULL)
             metrics->signer = tg_signer_stats(signer);
     }
@@ -337,6 +338,10 @@ static int cmd_run(const struct options *o) {
                             .guard = guard,
                             .dns = tg_resolver_get1(resolver),
                             .num_workers = num_workers};
+    if (cfg.media_enabled) { // which worker owns each call
+        uint32_t share = cfg.media_max_calls / num_workers;
+        rt.calldir = tg_calldir_new(num_workers, share > 0 ? share : 1);
+    }
     // The flow-token key of mode = sip: one per process, shared by every worker.
     RAND_bytes(rt.sip_key, sizeof(rt.sip_key));
     struct tg_worker **workers = calloc(num_workers, sizeof(*workers));
@@ -364,7 +369,7 @@ static int cmd_run(const struct options *o) {
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     if (metrics == NULL || peers == NULL || guard == NULL || workers == NULL || fds == NULL ||
-        names == NULL || kinds == NULL) {
+        (cfg.media_enabled && rt.calldir == NULL) || names == NULL || kinds == NULL) {
         TG_ERROR("startup_failed", "reason=\"out of memory\"");
         goto out;
     }
@@ -489,6 +494,7 @@ out:
     tg_metrics_free(metrics);
     tg_peers_free(peers);
     tg_guard_free(guard);
+    tg_calldir_free(rt.calldir);
     free(names);
     free(kinds);
     tg_control_free(control);

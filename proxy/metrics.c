@@ -19,8 +19,10 @@ struct tg_metrics *tg_metrics_new(size_t num_workers, size_t num_listeners,
     m->listener_kinds = listener_kinds;
     m->per_worker = calloc(num_workers, sizeof(*m->per_worker));
     m->targets = calloc(num_listeners * TG_METRICS_MAX_TARGETS + 1, sizeof(*m->targets));
-    if (m->per_worker == NULL || m->targets == NULL)
+    m->media = aligned_alloc(64, (num_workers + 1) * sizeof(*m->media));
+    if (m->per_worker == NULL || m->targets == NULL || m->media == NULL)
         goto fail;
+    memset(m->media, 0, (num_workers + 1) * sizeof(*m->media));
     for (size_t w = 0; w < num_workers; w++) {
         // Each worker's block on its own cache lines: no false sharing between workers.
         size_t size = num_listeners * sizeof(struct tg_listener_counters);
@@ -45,6 +47,7 @@ void tg_metrics_free(struct tg_metrics *m) {
         free(m->per_worker);
     }
     free(m->targets);
+    free(m->media);
     free(m);
 }
 
@@ -218,6 +221,78 @@ static void render_targets(const struct tg_metrics *m, struct out *o) {
     }
 }
 
+static uint64_t media_sum(const struct tg_metrics *m, size_t offset) {
+    uint64_t total = 0;
+    for (size_t w = 0; w < m->num_workers; w++)
+        total += tg_counter_get((const tg_counter *)((const char *)&m->media[w] + offset));
+    return total;
+}
+
+#define MFIELD(f) offsetof(struct tg_media_counters, f)
+
+// render_media writes the media series ([media] configured only).
+static void render_media(const struct tg_metrics *m, struct out *o) {
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } k_counters[] = {
+        {"tlsgate_media_calls_total", "Calls given media sessions.", MFIELD(calls_opened)},
+        {"tlsgate_media_streams_total", "Media streams opened (four UDP sockets each).",
+         MFIELD(streams_opened)},
+        {"tlsgate_media_srtp_auth_failures_total",
+         "SRTP/SRTCP packets whose tag did not verify (dropped).", MFIELD(auth_failures)},
+        {"tlsgate_media_srtp_replays_total", "SRTP/SRTCP packets replayed or too old (dropped).",
+         MFIELD(replays)},
+        {"tlsgate_media_bad_packets_total",
+         "Datagrams that were not RTP/RTCP, truncated, or came before a key (dropped).",
+         MFIELD(bad_packets)},
+        {"tlsgate_media_foreign_source_total",
+         "Datagrams on a PBX-side socket from an address that is not the PBX's (dropped).",
+         MFIELD(foreign_source)},
+        {"tlsgate_media_no_destination_total",
+         "Packets with nowhere to go yet (no SDP address, on hold) (dropped).",
+         MFIELD(no_destination)},
+        {"tlsgate_media_send_errors_total", "Media sends that failed.", MFIELD(send_errors)},
+        {"tlsgate_media_latches_total",
+         "Provider source addresses learnt from authenticated packets.", MFIELD(latches)},
+        {"tlsgate_media_timeouts_total", "Media streams ended by [media] timeout_s.",
+         MFIELD(timeouts)},
+        {"tlsgate_media_port_exhausted_total",
+         "Calls refused for lack of media ports or over max_calls.", MFIELD(port_exhausted)},
+        {"tlsgate_media_crypto_refused_total", "Offers answered 488: no acceptable a=crypto line.",
+         MFIELD(crypto_refused)},
+        {"tlsgate_media_sdp_errors_total", "SDP bodies refused as malformed.", MFIELD(sdp_errors)},
+    };
+    out_printf(o,
+               "# HELP tlsgate_media_calls_active Calls with media sessions now.\n"
+               "# TYPE tlsgate_media_calls_active gauge\ntlsgate_media_calls_active %llu\n",
+               (unsigned long long)(media_sum(m, MFIELD(calls_opened)) -
+                                    media_sum(m, MFIELD(calls_closed))));
+    out_printf(o,
+               "# HELP tlsgate_media_streams_active Media streams (port pairs on each side) "
+               "open now.\n# TYPE tlsgate_media_streams_active gauge\n"
+               "tlsgate_media_streams_active %llu\n",
+               (unsigned long long)(media_sum(m, MFIELD(streams_opened)) -
+                                    media_sum(m, MFIELD(streams_closed))));
+    static const char *const dirs[2] = {"provider_to_pbx", "pbx_to_provider"};
+    out_printf(o, "# HELP tlsgate_media_packets_total Media packets relayed, by direction.\n"
+                  "# TYPE tlsgate_media_packets_total counter\n");
+    for (int d = 0; d < 2; d++)
+        out_printf(
+            o, "tlsgate_media_packets_total{direction=\"%s\"} %llu\n", dirs[d],
+            (unsigned long long)media_sum(m, MFIELD(packets) + (size_t)d * sizeof(tg_counter)));
+    out_printf(o, "# HELP tlsgate_media_bytes_total Media bytes received and relayed, by "
+                  "direction.\n# TYPE tlsgate_media_bytes_total counter\n");
+    for (int d = 0; d < 2; d++)
+        out_printf(
+            o, "tlsgate_media_bytes_total{direction=\"%s\"} %llu\n", dirs[d],
+            (unsigned long long)media_sum(m, MFIELD(bytes) + (size_t)d * sizeof(tg_counter)));
+    for (size_t i = 0; i < sizeof(k_counters) / sizeof(k_counters[0]); i++)
+        out_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", k_counters[i].name,
+                   k_counters[i].help, k_counters[i].name, k_counters[i].name,
+                   (unsigned long long)media_sum(m, k_counters[i].off));
+}
+
 // render_signer writes the counters of the pool that signs with our key (signer.h).
 static void render_signer(struct out *o, const struct tg_signer_stats *s) {
     out_printf(o,
@@ -313,6 +388,8 @@ int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out,
                    m->listener_names[l], (unsigned long long)sum(m, l, FIELD(hs_evicted)));
     render_sip(m, &o);
     render_targets(m, &o);
+    if (m->media_enabled)
+        render_media(m, &o);
     if (extra != NULL)
         out_printf(&o, "%s", extra);
     if (o.failed) {

@@ -124,8 +124,14 @@ static const char *reason_phrase(unsigned status) {
         return "Bad Request";
     case 413:
         return "Request Entity Too Large";
+    case 481:
+        return "Call/Transaction Does Not Exist";
     case 483:
         return "Too Many Hops";
+    case 488:
+        return "Not Acceptable Here";
+    case 503:
+        return "Service Unavailable";
     case 505:
         return "Version Not Supported";
     case 513:
@@ -173,6 +179,30 @@ static void count_response(const struct tg_sipconn_io *io, const struct tg_sip_m
         tg_counter_add(&io->ctr->sip_responses[cls - 1], 1);
 }
 
+// apply_body runs the body hook on the rewritten message in io->scratch (|*n| bytes). Returns 1
+// when it goes on (its body maybe replaced, |*n| updated), 0 when it is refused: |*status| is
+// then the answer to give (0: drop it).
+static int apply_body(struct tg_sipconn *sc, enum tg_sip_side from, const struct tg_sipconn_io *io,
+                      const struct tg_sip_msg *m, const uint8_t *buf, size_t *n, uint16_t *status) {
+    *status = 0;
+    if (io->body == NULL)
+        return 1;
+    uint32_t body_len = 0;
+    enum tg_sip_body b =
+        io->body(io->body_arg, from, m, buf, io->body_buf, io->body_cap, &body_len, status);
+    if (b == TG_SIP_BODY_KEEP)
+        return 1;
+    if (b == TG_SIP_BODY_REFUSE)
+        return 0;
+    enum tg_sip_rw r = tg_sip_set_body(io->scratch, n, io->scratch_len, m->body_len, io->body_buf,
+                                       body_len, &sc->rw.limits);
+    if (r == TG_SIP_RW_OK)
+        return 1;
+    tg_counter_add(&io->ctr->sip_rw_errors[r], 1);
+    *status = tg_sip_rw_status(r);
+    return 0;
+}
+
 // process_message handles one complete message of |m->len| bytes at |buf|. Returns IDLE when it
 // is done with it (forwarded, answered or dropped), BLOCKED or FAILED.
 static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip_side from,
@@ -195,6 +225,13 @@ static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip
         enum tg_sip_rw r =
             tg_sip_rewrite_request(&sc->rw, io->scratch, io->scratch_len, &n, m, buf, &self,
                                    from == TG_SIP_SIDE_PROVIDER ? sc->peer_name : NULL);
+        uint16_t refused = 0;
+        if (r == TG_SIP_RW_OK && !apply_body(sc, from, io, m, buf, &n, &refused)) {
+            log_refused(io, from, "media");
+            if (refused == 0 || m->method == TG_SIP_M_ACK)
+                return TG_SIPCONN_IDLE;
+            return answer(io, from, m, buf, refused, NULL) ? TG_SIPCONN_IDLE : TG_SIPCONN_FAILED;
+        }
         if (r == TG_SIP_RW_OK)
             return io->send(io->arg, to, io->scratch, (uint32_t)n) ? TG_SIPCONN_IDLE
                                                                    : TG_SIPCONN_FAILED;
@@ -221,6 +258,11 @@ static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip
         flow.side != (uint8_t)to) {
         tg_counter_add(&io->ctr->sip_flow_errors, 1);
         log_refused(io, from, "flow_mismatch");
+        return TG_SIPCONN_IDLE;
+    }
+    uint16_t refused;
+    if (!apply_body(sc, from, io, m, buf, &n, &refused)) {
+        log_refused(io, from, "media");
         return TG_SIPCONN_IDLE;
     }
     return io->send(io->arg, to, io->scratch, (uint32_t)n) ? TG_SIPCONN_IDLE : TG_SIPCONN_FAILED;

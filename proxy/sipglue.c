@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 
 #include "tlsgate/log.h"
+#include "tlsgate/mediasig.h"
 
 int tg_sipglue_init(struct tg_conns *cs) {
     const struct tg_config *cfg = cs->cfg;
@@ -25,14 +26,18 @@ int tg_sipglue_init(struct tg_conns *cs) {
         return 1;
     cs->sip = calloc(cs->slab.cap > 0 ? cs->slab.cap : 1, sizeof(*cs->sip));
     cs->sip_scratch = malloc(cs->sip_scratch_len);
+    if (cfg->media_enabled && (cs->sip_body = malloc(TG_SDP_MAX_BODY)) == NULL)
+        return 0;
     return cs->sip != NULL && cs->sip_scratch != NULL;
 }
 
 void tg_sipglue_cleanup(struct tg_conns *cs) {
     free(cs->sip);
     free(cs->sip_scratch);
+    free(cs->sip_body);
     cs->sip = NULL;
     cs->sip_scratch = NULL;
+    cs->sip_body = NULL;
 }
 
 uint16_t tg_sipglue_fqdn_port(const struct tg_config *cfg, const struct tg_listener_conf *lc) {
@@ -71,6 +76,8 @@ void tg_sipglue_detach(struct tg_conns *cs, struct tg_conn *c) {
     if (cs->sip == NULL)
         return;
     uint32_t slot = tg_conn_slot(cs, c);
+    if (cs->msig != NULL && cs->sip[slot] != NULL)
+        tg_mediasig_conn_closed(cs->msig, slot, tg_conn_gen(cs, c)); // the calls it carried
     tg_sipconn_free(cs->sip[slot]);
     cs->sip[slot] = NULL;
 }
@@ -155,6 +162,8 @@ static int sip_run(struct tg_conns *cs, struct tg_conn *c, struct tg_sipconn *sc
     if (c->state != TG_CS_OPEN || (c->flags & (TG_F_FATAL_FLUSH | TG_F_SIP_CLOSE)))
         return 0;
     struct sip_arg arg = {.cs = cs, .c = c, .from = side};
+    struct tg_mediasig_arg marg = {
+        .ms = cs->msig, .conn_slot = tg_conn_slot(cs, c), .conn_gen = tg_conn_gen(cs, c)};
     struct tg_sipconn_io io = {
         .arg = &arg,
         .can_send = sip_can_send,
@@ -166,6 +175,10 @@ static int sip_run(struct tg_conns *cs, struct tg_conn *c, struct tg_sipconn *sc
         .scratch_len = cs->sip_scratch_len,
         .ctr = &cs->ctr[c->tio.listener],
         .conn_seq = c->tio.seq,
+        .body = cs->msig != NULL ? tg_mediasig_body : NULL,
+        .body_arg = &marg,
+        .body_buf = cs->sip_body,
+        .body_cap = TG_SDP_MAX_BODY,
     };
     enum tg_sipconn_result r = tg_sipconn_process(sc, side, &io);
     if (r == TG_SIPCONN_CLOSE) {

@@ -7,6 +7,7 @@
 
 #include "tlsgate/cursor.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/siphash.h>
@@ -1019,4 +1020,34 @@ int tg_sip_is_options_to_us(const struct tg_sip_msg *msg, const uint8_t *buf, co
     if (!parse_sip_uri(&c, msg->uri.off, (size_t)msg->uri.off + msg->uri.len, &u) || u.has_user)
         return 0;
     return tg_cur_ieq(&c, u.host_off, u.host_end - u.host_off, fqdn, strlen(fqdn));
+}
+
+enum tg_sip_rw tg_sip_set_body(uint8_t *msg, size_t *len, size_t cap, uint32_t old_body_len,
+                               const uint8_t *body, uint32_t body_len,
+                               const struct tg_sip_limits *limits) {
+    static const char k_cl[] = "\r\nContent-Length: ";
+    const size_t cl_len = sizeof(k_cl) - 1;
+    if (*len < (size_t)old_body_len + 4)
+        return TG_SIP_RW_BAD_REQUEST;
+    size_t head_end = *len - old_body_len; // just past CRLFCRLF
+    if (memcmp(msg + head_end - 4, "\r\n\r\n", 4) != 0)
+        return TG_SIP_RW_BAD_REQUEST;
+    // Find the start of the last header line: it must be our Content-Length.
+    size_t line = head_end - 4; // the CR ending the last header
+    size_t start = line;
+    while (start > 0 && msg[start - 1] != '\n')
+        start--;
+    if (start < 2 || line - start < cl_len - 2 || memcmp(msg + start - 2, k_cl, cl_len) != 0)
+        return TG_SIP_RW_BAD_REQUEST;
+    char num[16];
+    int n = snprintf(num, sizeof(num), "%u", body_len);
+    size_t value_at = start + cl_len - 2;
+    size_t out = value_at + (size_t)n + 4 + body_len;
+    if (out > cap || out > limits->max_message)
+        return TG_SIP_RW_TOO_LARGE;
+    memcpy(msg + value_at, num, (size_t)n);
+    memcpy(msg + value_at + (size_t)n, "\r\n\r\n", 4);
+    memmove(msg + value_at + (size_t)n + 4, body, body_len);
+    *len = out;
+    return TG_SIP_RW_OK;
 }

@@ -18,6 +18,7 @@
 #include "tlsgate/conn.h"
 #include "tlsgate/log.h"
 #include "tlsgate/loop.h"
+#include "tlsgate/mediasig.h"
 #include "tlsgate/probes.h"
 #include "tlsgate/sipglue.h"
 
@@ -73,6 +74,7 @@ struct tg_worker {
     int loop_ok;
     struct tg_conns conns;
     int conns_ok;
+    struct tg_mediasig *msig; // [media] configured: calls and media sessions
 
     int *listen_fds; // one per listener; -1 once closed
     size_t num_listeners;
@@ -251,6 +253,8 @@ static void on_tick(void *arg) {
     resume_accepts(w);
     tg_conns_rearm_nobufs(cs);
     tg_conns_expire(cs);
+    if (w->msig != NULL)
+        tg_mediasig_tick(w->msig);
     if (cs->probes != NULL && !w->draining)
         tg_probes_tick(cs);
     if (cs->sip != NULL && !w->draining && tg_time_reached(w->loop.now, cs->next_keepalive))
@@ -297,6 +301,14 @@ static int setup(struct tg_worker *w) {
     struct tg_kind_ops k;
     tg_conns_kind(&w->conns, &k);
     tg_loop_set_kind(&w->loop, TG_KIND_CONN, &k);
+    if (rt->cfg->media_enabled) {
+        w->msig = calloc(1, sizeof(*w->msig));
+        if (w->msig == NULL ||
+            !tg_mediasig_init(w->msig, &w->loop, rt->cfg, &rt->metrics->media[w->id], rt->calldir,
+                              w->id, rt->num_workers, w->init_err, w->init_err_len))
+            return 0;
+        w->conns.msig = w->msig;
+    }
     tg_loop_set_kind(
         &w->loop, TG_KIND_LISTENER,
         &(struct tg_kind_ops){.name = "listener", .on_cqe = on_accept, .arg = w, .bgid = -1});
@@ -325,6 +337,8 @@ static void *worker_main(void *arg) {
         if (w->draining && tg_conns_active(&w->conns) == 0 && w->accepts_armed == 0)
             break;
     }
+    if (w->msig != NULL)
+        tg_mediasig_detach(w->msig); // no other worker posts to this loop from now on
     TG_INFO("worker_stopped", "worker=%u", w->id);
     return NULL;
 }
@@ -388,6 +402,10 @@ static void worker_free(struct tg_worker *w) {
     if (w->conns_ok) {
         tg_probes_cleanup(&w->conns);
         tg_conns_cleanup(&w->conns);
+    }
+    if (w->msig != NULL) { // after the connections: closing them ends their calls
+        tg_mediasig_cleanup(w->msig);
+        free(w->msig);
     }
     if (w->dns_ok)
         tg_dns_view_cleanup(&w->dns);

@@ -10,7 +10,7 @@ PKI=$RUN/pki
 
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j "$(nproc)" --target tlsgate tg-client tg-echo
+cmake --build build -j "$(nproc)" --target tlsgate tg-client tg-echo tg-srtp-peer
 mkdir -p "$RUN"
 scripts/make-pki.sh "$PKI" sbc.tlsgate.test
 
@@ -71,6 +71,9 @@ PY
 
 say "metrics (http://127.0.0.1:19900/metrics)"
 curl -fs http://127.0.0.1:19900/metrics | grep -v '^#' | grep -v ' 0$'
+
+say "a SIP call with SRTP audio through [media] (a second tlsgate, scripts/demo_media.py)"
+python3 scripts/demo_media.py
 
 say "tlsgate keeps running: try it yourself, Ctrl-C to stop"
 echo "  build/tests/tools/tg-client --connect 127.0.0.1:15061 --cert $PKI/client.pem --key $PKI/client.key --ca $PKI/ca.pem"

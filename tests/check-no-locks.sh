@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_PATH=(loop timer bufq tlsconn verify peers connstep conn upstream sipglue sipconn sip siprw
-           prober probes worker metrics log srtp signer resolver dnsmsg)
+           prober probes worker metrics log srtp signer resolver dnsmsg sdp media mediaplan
+           mediasig calldir)
 files=()
 for m in "${DATA_PATH[@]}"; do
   for f in "proxy/$m.c" "include/tlsgate/$m.h"; do

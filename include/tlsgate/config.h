@@ -107,6 +107,21 @@ struct tg_config {
     char ticket_keys[4096];        // session ticket key file; empty = random keys per process
     uint32_t signers; // threads that sign with our key off the I/O loop (1); 0 = inline
 
+    // [media] (media_enabled = 0 without the section: SDP bodies pass as today)
+    int media_enabled;
+    int media_line; // line of the section header, for messages
+    // Numeric addresses (no port): what the provider is told (public) and what the PBX is told
+    // (internal); tlsgate's media sockets bind there. Text kept for SDP, parsed for bind().
+    char media_public[48];
+    char media_internal[48];
+    struct sockaddr_storage media_public_addr; // port 0
+    struct sockaddr_storage media_internal_addr;
+    uint16_t media_port_min, media_port_max; // even min; RTP on even ports, RTCP on port + 1
+    uint8_t media_suites[4];                 // enum tg_srtp_suite, preference order
+    size_t media_num_suites;
+    uint32_t media_timeout_s; // a call without any packet this long ends (30)
+    uint32_t media_max_calls; // calls with media at once, whole process (1000)
+
     struct tg_listener_conf *listeners; // owned
     size_t num_listeners;
 };

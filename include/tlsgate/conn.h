@@ -93,6 +93,8 @@ _Static_assert(TG_DNS_MAX_ENTRIES <= 32, "addresses fit tg_conn.tried");
 struct tg_probes;
 
 // tg_conns is one worker's connection table and what its connections share.
+struct tg_mediasig;
+
 struct tg_conns {
     struct tg_loop *loop;
     const struct tg_config *cfg;
@@ -115,6 +117,10 @@ struct tg_conns {
     struct tg_sipconn **sip;
     uint8_t *sip_scratch;
     uint32_t sip_scratch_len;
+    // [media] only (NULL otherwise): the worker's calls and media sessions, and the SDP
+    // writer's output buffer of the body hook.
+    struct tg_mediasig *msig;
+    uint8_t *sip_body;
     const uint8_t *sip_key;   // flow-token key (16 bytes)
     uint32_t next_keepalive;  // ms: next scan for idle provider sides
     uint32_t num_nobufs;      // connections flagged TG_F_NOBUFS

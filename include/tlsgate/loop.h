@@ -26,6 +26,9 @@ enum tg_kind {
     TG_KIND_CORE = 0, // the loop's own: ignored completions, wake-ups, the tick
     TG_KIND_LISTENER, // single-shot accepts; slot = listener index, no slab
     TG_KIND_CONN,     // a proxied TLS connection pair (conn.c)
+    TG_KIND_MEDIA,    // a media session's UDP receives (media.c); op = the socket
+    TG_KIND_MEDIA_TX, // a relayed datagram's send (media.c); slot = its buffer id, no slab
+    TG_KIND_DIALOG,   // a message from another worker about a call (mediasig.c)
     TG_KIND_MAX = 16,
 };
 

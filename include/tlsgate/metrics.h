@@ -56,6 +56,29 @@ struct tg_listener_counters {
     tg_counter sip_flow_errors;                 // responses whose flow names another connection
 };
 
+// tg_media_counters are one worker's media counters ([media] only). Directions: 0 is from the
+// provider toward the PBX (SRTP in, RTP out), 1 from the PBX toward the provider.
+struct tg_media_counters {
+    // Each worker's block on its own cache lines (sizeof is a multiple of 64).
+    _Alignas(64) tg_counter calls_opened; // calls given media sessions; active = opened - closed
+    tg_counter calls_closed;
+    tg_counter streams_opened; // media sessions (one per m= stream): four UDP sockets each
+    tg_counter streams_closed;
+    tg_counter packets[2];     // relayed, by direction
+    tg_counter bytes[2];       // bytes received that were relayed, by direction
+    tg_counter auth_failures;  // SRTP/SRTCP tag did not verify: dropped, never latched
+    tg_counter replays;        // SRTP/SRTCP replayed or too old: dropped
+    tg_counter bad_packets;    // not RTP/RTCP, truncated, or no key yet: dropped
+    tg_counter foreign_source; // from an address that is not the PBX's: dropped
+    tg_counter no_destination; // nowhere to send yet (no SDP address, on hold): dropped
+    tg_counter send_errors;    // sendmsg failed
+    tg_counter latches;        // the provider's source address learnt or moved (authenticated)
+    tg_counter timeouts;       // streams ended by [media] timeout_s
+    tg_counter port_exhausted; // a call refused for lack of ports or of max_calls (503)
+    tg_counter crypto_refused; // offers answered 488: no acceptable a=crypto
+    tg_counter sdp_errors;     // SDP bodies refused as malformed (400 / response dropped)
+};
+
 // TG_METRICS_MAX_TARGETS is the number of connect targets per listener (TG_MAX_TARGETS).
 #define TG_METRICS_MAX_TARGETS 8
 
@@ -92,6 +115,8 @@ struct tg_metrics {
     const char **listener_names;              // borrowed, |num_listeners| entries
     const char **listener_kinds;              // borrowed: "inbound" or "outbound"
     struct tg_listener_counters **per_worker; // [worker] -> array of |num_listeners|
+    struct tg_media_counters *media;          // [worker]
+    int media_enabled;                        // render the media series ([media] configured)
     const struct tg_signer_stats *signer;     // the signer pool's counters; NULL: none
 };
 

@@ -25,6 +25,24 @@ struct sockaddr;
 #define TG_SIPCONN_SCRATCH_FOR(max) ((max) + 1024u)
 #define TG_SIPCONN_SCRATCH TG_SIPCONN_SCRATCH_FOR(TG_SIPCONN_MAX_MESSAGE)
 
+// tg_sip_body is what the body hook decides for a message about to be forwarded.
+enum tg_sip_body {
+    TG_SIP_BODY_KEEP = 0, // forward as rewritten
+    TG_SIP_BODY_REPLACE,  // forward with the body the hook wrote (Content-Length follows)
+    TG_SIP_BODY_REFUSE,   // a request: not forwarded, answered with the hook's status; a
+                          // response (or status 0, or an ACK): dropped
+};
+
+// tg_sip_body_fn is the body hook ([media] SDP anchoring; NULL without it). It sees each
+// request and response once it has been rewritten and is about to go to the other side (a
+// response only once its flow is known to be this connection), |from| the side it came from,
+// its body at |buf| + |m->head_len|. It may write a new body into |out| (|cap| bytes; length in
+// |*out_len|) or refuse the message with |*status| (488, 503, ...).
+typedef enum tg_sip_body (*tg_sip_body_fn)(void *arg, enum tg_sip_side from,
+                                           const struct tg_sip_msg *m, const uint8_t *buf,
+                                           uint8_t *out, uint32_t cap, uint32_t *out_len,
+                                           uint16_t *status);
+
 // tg_sipconn_io is how processing reaches the worker: |can_send| says whether the queue toward
 // |side| takes one more message now (no send in flight, under its bound, side up); |send|
 // queues |len| bytes toward |side| and returns 1, or 0 when the connection failed (it is then
@@ -39,6 +57,10 @@ struct tg_sipconn_io {
     uint32_t scratch_len;
     struct tg_listener_counters *ctr; // this listener's counters on this worker
     uint32_t conn_seq;                // for log lines: `conn=w<self.worker>-<conn_seq>`
+    tg_sip_body_fn body;              // NULL: bodies pass as they came
+    void *body_arg;
+    uint8_t *body_buf; // the hook's output, |body_cap| bytes
+    uint32_t body_cap;
 };
 
 // tg_sipconn is one connection pair's SIP state: an input buffer per side (taken on first use,

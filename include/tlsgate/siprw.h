@@ -118,6 +118,17 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
                                        size_t *out_len, const struct tg_sip_msg *msg,
                                        const uint8_t *buf, enum tg_sip_side arrived_from);
 
+// tg_sip_set_body replaces the body of a message tlsgate wrote (the output of
+// tg_sip_rewrite_request / tg_sip_rewrite_response: its head ends in the one Content-Length,
+// then CRLFCRLF, then |old_body_len| bytes of body) by |body| (|body_len| bytes), with the
+// Content-Length rewritten to match: the second step of a rewrite whose body changes (SDP),
+// which keeps the rewriter itself body-blind. |*len| is the message length in and out, |cap|
+// the room at |msg|. Returns TG_SIP_RW_OK, TG_SIP_RW_TOO_LARGE when the result would pass
+// |limits->max_message| or |cap|, TG_SIP_RW_BAD_REQUEST when |msg| does not end that way.
+enum tg_sip_rw tg_sip_set_body(uint8_t *msg, size_t *len, size_t cap, uint32_t old_body_len,
+                               const uint8_t *body, uint32_t body_len,
+                               const struct tg_sip_limits *limits);
+
 // tg_sip_build_response writes a complete response with |status| and |reason| to the request
 // |req| (scanned from |buf|; its index may be partial after a scan error) into |out|: every
 // Via in order, From, To (with ";tag=|to_tag|" added when |to_tag| is not NULL, |status| > 100

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tlsgate/calldir.h"
 #include "tlsgate/config.h"
 #include "tlsgate/guard.h"
 #include "tlsgate/metrics.h"
@@ -22,7 +23,8 @@ struct tg_runtime {
     struct tg_guard *guard;      // admission control before any cryptography (may be NULL)
     struct tg_dns_snapshot *dns; // the connect targets' addresses the workers start on
     unsigned num_workers;
-    uint8_t sip_key[16]; // flow-token MAC key of mode = sip (RAND_bytes at startup)
+    struct tg_calldir *calldir; // [media]: which worker owns each call (NULL without)
+    uint8_t sip_key[16];        // flow-token MAC key of mode = sip (RAND_bytes at startup)
 };
 
 // tg_worker is one I/O thread: its own loop (io_uring, provided buffers), its own SO_REUSEPORT

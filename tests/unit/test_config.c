@@ -1332,6 +1332,94 @@ static void test_config_diff(void **state) {
     assert_int_equal(diff_texts(a, b4, NULL, 0), 3);
 }
 
+// ---------------------------------------------------------------------------------------------
+// [media].
+
+static void test_media_keys(void **state) {
+    (void)state;
+    struct tg_config cfg;
+    expect_ok(&cfg, MINIMAL);
+    assert_int_equal(cfg.media_enabled, 0); // no [media]: SDP passes as before
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, MINIMAL "[media]\npublic_address = 198.51.100.7\ninternal_address = "
+                            "fd00::5\n");
+    assert_int_equal(cfg.media_enabled, 1);
+    assert_string_equal(cfg.media_public, "198.51.100.7");
+    assert_string_equal(cfg.media_internal, "fd00::5");
+    assert_int_equal(cfg.media_internal_addr.ss_family, AF_INET6);
+    assert_int_equal(cfg.media_port_min, 40000);
+    assert_int_equal(cfg.media_port_max, 49999);
+    assert_int_equal(cfg.media_num_suites, 3);
+    assert_int_equal(cfg.media_suites[0], 1);
+    assert_int_equal(cfg.media_timeout_s, 30);
+    assert_int_equal(cfg.media_max_calls, 1000);
+    tg_config_cleanup(&cfg);
+    expect_ok(&cfg, MINIMAL "[media]\npublic_address = 198.51.100.7\ninternal_address = 10.0.0.1\n"
+                            "port_range = 20000-20099\nsrtp_suites = AEAD_AES_128_GCM, "
+                            "AES_CM_128_HMAC_SHA1_80\ntimeout_s = 5\nmax_calls = 7\n");
+    assert_int_equal(cfg.media_port_min, 20000);
+    assert_int_equal(cfg.media_port_max, 20099);
+    assert_int_equal(cfg.media_num_suites, 2);
+    assert_int_equal(cfg.media_suites[0], 3);
+    assert_int_equal(cfg.media_suites[1], 1);
+    assert_int_equal(cfg.media_timeout_s, 5);
+    assert_int_equal(cfg.media_max_calls, 7);
+    tg_config_cleanup(&cfg);
+}
+
+static void test_media_bad_values(void **state) {
+    (void)state;
+#define MEDIA_HEAD MINIMAL "[media]\npublic_address = 198.51.100.7\ninternal_address = 10.0.0.1\n"
+    expect_error(MINIMAL "[media]\npublic_address = 198.51.100.7\n",
+                 "t.conf:10: media.internal_address: required key missing");
+    expect_error(MINIMAL "[media]\npublic_address = media.example.com\n",
+                 "t.conf:11: media.public_address: bad address 'media.example.com': expected a "
+                 "numeric IPv4 or IPv6 address");
+    expect_error(MINIMAL "[media]\npublic_address = 198.51.100.7:5000\n",
+                 "t.conf:11: media.public_address: bad address '198.51.100.7:5000': expected a "
+                 "numeric IPv4 or IPv6 address");
+    expect_error(MEDIA_HEAD "port_range = 40001-49999\n",
+                 "t.conf:13: media.port_range: '40001-49999': MIN must be even (RTP on even "
+                 "ports)");
+    expect_error(MEDIA_HEAD "port_range = 40000-40002\n",
+                 "t.conf:13: media.port_range: '40000-40002': at least two port pairs needed");
+    expect_error(MEDIA_HEAD "port_range = 40000\n",
+                 "t.conf:13: media.port_range: bad value '40000': expected MIN-MAX (40000-49999)");
+    expect_error(MEDIA_HEAD "port_range = 80-49999\n",
+                 "t.conf:13: media.port_range: bad value '80-49999': expected MIN-MAX within "
+                 "1024-65535");
+    expect_error(MEDIA_HEAD "srtp_suites = AES_CM_128_HMAC_SHA1_80, F8_128_HMAC_SHA1_80\n",
+                 "t.conf:13: media.srtp_suites: unknown suite 'F8_128_HMAC_SHA1_80': expected "
+                 "AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32 or AEAD_AES_128_GCM");
+    expect_error(MEDIA_HEAD "srtp_suites = AEAD_AES_128_GCM,AEAD_AES_128_GCM\n",
+                 "t.conf:13: media.srtp_suites: suite 'AEAD_AES_128_GCM' listed twice");
+    expect_error(MEDIA_HEAD "timeout_s = 0\n",
+                 "t.conf:13: media.timeout_s: value 0 out of range 1..86400");
+    expect_error(MEDIA_HEAD "[media]\n",
+                 "t.conf:13: [media]: duplicate section (first at line 10)");
+#undef MEDIA_HEAD
+}
+
+static void test_config_diff_media(void **state) {
+    (void)state;
+#define MEDIA_A "[media]\npublic_address = 198.51.100.7\ninternal_address = 10.0.0.1\n"
+    static const char a[] = DIFF_BASE "connect = sip.example.net:5061\n" MEDIA_A;
+    expect_diff(a, a, NULL, 0);
+    static const char *const added[] = {"media (added)"};
+    expect_diff(DIFF_BASE "connect = sip.example.net:5061\n", a, added, 1);
+    static const char *const removed[] = {"media (removed)"};
+    expect_diff(a, DIFF_BASE "connect = sip.example.net:5061\n", removed, 1);
+    static const char *const changed[] = {"media.internal_address", "media.port_range",
+                                          "media.srtp_suites", "media.timeout_s",
+                                          "media.max_calls"};
+    expect_diff(a,
+                DIFF_BASE "connect = sip.example.net:5061\n[media]\npublic_address = 198.51.100.7\n"
+                          "internal_address = 10.0.0.2\nport_range = 20000-29999\n"
+                          "srtp_suites = AEAD_AES_128_GCM\ntimeout_s = 60\nmax_calls = 5\n",
+                changed, 5);
+#undef MEDIA_A
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_file),
@@ -1379,6 +1467,9 @@ int main(void) {
         cmocka_unit_test(test_listen_owners),
         cmocka_unit_test(test_listen_owners_admin),
         cmocka_unit_test(test_config_diff),
+        cmocka_unit_test(test_media_keys),
+        cmocka_unit_test(test_config_diff_media),
+        cmocka_unit_test(test_media_bad_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1186,6 +1186,74 @@ static void test_bad_contacts(void **state) {
                      TG_SIP_RW_TOO_LARGE);
 }
 
+// tg_sip_set_body: the second step of a rewrite whose body changes (media SDP): the body
+// replaced, Content-Length following it, grown and shrunk; a buffer that is not our output,
+// and a result over the limits, refused.
+static void test_set_body(void **state) {
+    (void)state;
+    static struct scanned in, out;
+    build(&in, k_pbx_invite, k_sdp);
+    uint8_t buf[16384];
+    size_t n = 0;
+    assert_int_equal(tg_sip_rewrite_request(&g_cfg, buf, sizeof(buf), &n, &in.msg,
+                                            (const uint8_t *)in.buf, &k_pbx_flow, NULL),
+                     TG_SIP_RW_OK);
+    const size_t head = n - in.msg.body_len;
+    static const char grown[] = "v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\n"
+                                "c=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 40000 RTP/SAVP 0\r\n"
+                                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+                                "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+    size_t len = n;
+    assert_int_equal(tg_sip_set_body(buf, &len, sizeof(buf), in.msg.body_len,
+                                     (const uint8_t *)grown, sizeof(grown) - 1, &g_cfg.limits),
+                     TG_SIP_RW_OK);
+    must_scan(&out, (const char *)buf, len);
+    assert_int_equal(out.msg.body_len, sizeof(grown) - 1);
+    assert_memory_equal(out.buf + out.msg.head_len, grown, sizeof(grown) - 1);
+    char cl[16];
+    snprintf(cl, sizeof(cl), "%zu", sizeof(grown) - 1);
+    assert_string_equal(value_of(&out, TG_SIP_H_CONTENT_LENGTH, 0), cl);
+    assert_int_equal(tg_sip_count(&out.msg, TG_SIP_H_CONTENT_LENGTH), 1);
+    char old_cl[16];
+    snprintf(old_cl, sizeof(old_cl), "%u", in.msg.body_len);
+    assert_int_equal(out.msg.head_len, head - strlen(old_cl) + strlen(cl));
+    // Shrunk to nothing, then a second replacement over the first.
+    size_t len2 = len;
+    assert_int_equal(tg_sip_set_body(buf, &len2, sizeof(buf), (uint32_t)(sizeof(grown) - 1),
+                                     (const uint8_t *)"", 0, &g_cfg.limits),
+                     TG_SIP_RW_OK);
+    must_scan(&out, (const char *)buf, len2);
+    assert_int_equal(out.msg.body_len, 0);
+    assert_int_equal(len2, out.msg.head_len);
+    // Not our output (no Content-Length last), or a body length that does not match.
+    uint8_t other[] = "INVITE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\nxyz";
+    size_t olen = sizeof(other) - 1;
+    assert_int_equal(
+        tg_sip_set_body(other, &olen, sizeof(other), 3, (const uint8_t *)"a", 1, &g_cfg.limits),
+        TG_SIP_RW_BAD_REQUEST);
+    size_t cur = len2; // the message with an empty body
+    assert_int_equal(
+        tg_sip_set_body(buf, &cur, sizeof(buf), 5, (const uint8_t *)"a", 1, &g_cfg.limits),
+        TG_SIP_RW_BAD_REQUEST);
+    assert_int_equal(cur, len2);
+    // Over the room or the message limit: refused, nothing written.
+    assert_int_equal(
+        tg_sip_set_body(buf, &cur, len2 + 101, 0, (const uint8_t *)grown, 100, &g_cfg.limits),
+        TG_SIP_RW_TOO_LARGE); // "100" is two digits more than "0"
+    struct tg_sip_limits small = g_cfg.limits;
+    small.max_message = (uint32_t)len2 + 101;
+    assert_int_equal(
+        tg_sip_set_body(buf, &cur, sizeof(buf), 0, (const uint8_t *)grown, 100, &small),
+        TG_SIP_RW_TOO_LARGE);
+    assert_int_equal(cur, len2);
+    small.max_message = (uint32_t)len2 + 102;
+    assert_int_equal(tg_sip_set_body(buf, &cur, len2 + 102, 0, (const uint8_t *)grown, 100, &small),
+                     TG_SIP_RW_OK);
+    assert_int_equal(cur, len2 + 102);
+    must_scan(&out, (const char *)buf, cur);
+    assert_int_equal(out.msg.body_len, 100);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_pbx_to_provider),
@@ -1209,6 +1277,7 @@ int main(void) {
         cmocka_unit_test(test_tg_orig_sealed),
         cmocka_unit_test(test_forged_tg_orig_refused),
         cmocka_unit_test(test_bad_contacts),
+        cmocka_unit_test(test_set_body),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -1,0 +1,302 @@
+// tg-media-load: the media load of bench/media/media_bench.py.
+//
+//   tg-media-load echo --bind 127.0.0.1:PORT [--seconds S]
+//       the PBX's media end: every datagram back to its source (recvmmsg/sendmmsg).
+//   tg-media-load load --bind 127.0.0.1:PORT --calls FILE --key B64 --seconds S [--pps 50]
+//       the provider's media end for every call in FILE (one line per call: tlsgate's RTP
+//       port): SRTP (libsrtp2, AES_CM_128_HMAC_SHA1_80, key B64, SSRC = line number) with
+//       160-byte payloads at --pps packets per second per call, all calls spread evenly over
+//       each 20 ms; the echoes come back through tlsgate, and the time from send to receive
+//       of each (matched by SSRC and sequence number in the clear RTP header) goes into a
+//       histogram. Prints one JSON line: sent, received, p50_us, p99_us, max_us.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <srtp2/srtp.h>
+
+#define PAYLOAD 160
+#define BATCH 64
+#define HIST_US 200000 // 1 us buckets up to 200 ms; later ones in the last
+
+static void die(const char *what) {
+    fprintf(stderr, "tg-media-load: %s\n", what);
+    exit(2);
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void parse_addr(const char *s, struct sockaddr_in *out) {
+    char host[64];
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+        die("address must be IPv4:PORT");
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    memset(out, 0, sizeof(*out));
+    out->sin_family = AF_INET;
+    out->sin_port = htons((uint16_t)atoi(colon + 1));
+    if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
+        die("bad IPv4 address");
+}
+
+static int udp_bound(const char *addr) {
+    struct sockaddr_in sa;
+    parse_addr(addr, &sa);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    int big = 8 << 20;
+    // Past rmem_max where we may (root): the load must not be what drops packets.
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        die("bind failed");
+    return fd;
+}
+
+static int echo(const char *bind_s, unsigned seconds) {
+    int fd = udp_bound(bind_s);
+    static uint8_t bufs[BATCH][2048];
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    struct sockaddr_in from[BATCH];
+    uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u, n = 0;
+    while (now_ns() < end) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        for (int i = 0; i < BATCH; i++) {
+            iov[i] = (struct iovec){.iov_base = bufs[i], .iov_len = sizeof(bufs[i])};
+            msgs[i].msg_hdr = (struct msghdr){.msg_name = &from[i],
+                                              .msg_namelen = sizeof(from[i]),
+                                              .msg_iov = &iov[i],
+                                              .msg_iovlen = 1};
+        }
+        int r = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+        if (r <= 0)
+            continue;
+        for (int i = 0; i < r; i++)
+            iov[i].iov_len = msgs[i].msg_len;
+        sendmmsg(fd, msgs, (unsigned)r, 0);
+        n += (uint64_t)r;
+    }
+    printf("{\"echoed\": %llu}\n", (unsigned long long)n);
+    return 0;
+}
+
+static size_t b64_decode(const char *in, uint8_t *out, size_t cap) {
+    static const char k[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (; *in != '\0' && *in != '='; in++) {
+        const char *p = strchr(k, *in);
+        if (p == NULL)
+            die("bad base64");
+        acc = (acc << 6) | (uint32_t)(p - k);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == cap)
+                die("key too long");
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return n;
+}
+
+struct call {
+    struct sockaddr_in to;
+    uint16_t seq;
+    uint64_t sent_ns[64]; // by seq % 64
+};
+
+struct rx {
+    uint32_t *hist;
+    uint64_t received, max_us;
+};
+
+// drain takes every echo waiting (recvmmsg) and records its round trip.
+static void drain(int fd, struct call *calls, size_t ncalls, struct rx *x) {
+    static uint8_t rbuf[BATCH][2048];
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    for (;;) {
+        for (int i = 0; i < BATCH; i++) {
+            iov[i] = (struct iovec){.iov_base = rbuf[i], .iov_len = sizeof(rbuf[i])};
+            msgs[i].msg_hdr = (struct msghdr){.msg_iov = &iov[i], .msg_iovlen = 1};
+        }
+        int r = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+        if (r <= 0)
+            return;
+        uint64_t rt = now_ns();
+        for (int i = 0; i < r; i++) {
+            const uint8_t *p = rbuf[i];
+            if (msgs[i].msg_len < 12)
+                continue;
+            uint32_t ssrc = ntohl(*(const uint32_t *)(const void *)(p + 8));
+            uint16_t seq = (uint16_t)((p[2] << 8) | p[3]);
+            if (ssrc == 0 || ssrc > ncalls)
+                continue;
+            uint64_t us = (rt - calls[ssrc - 1].sent_ns[seq % 64]) / 1000;
+            x->hist[us < HIST_US ? us : HIST_US]++;
+            if (us > x->max_us)
+                x->max_us = us;
+            x->received++;
+        }
+        if (r < BATCH)
+            return;
+    }
+}
+
+static int load(const char *bind_s, const char *calls_path, const char *key_s, unsigned seconds,
+                unsigned pps) {
+    FILE *f = fopen(calls_path, "r");
+    if (f == NULL)
+        die("cannot open the calls file");
+    size_t ncalls = 0, cap = 1024;
+    struct call *calls = calloc(cap, sizeof(*calls));
+    unsigned port;
+    while (fscanf(f, "%u", &port) == 1) {
+        if (ncalls == cap) {
+            cap *= 2;
+            calls = realloc(calls, cap * sizeof(*calls));
+            memset(calls + ncalls, 0, (cap - ncalls) * sizeof(*calls));
+        }
+        parse_addr("127.0.0.1:0", &calls[ncalls].to);
+        calls[ncalls].to.sin_port = htons((uint16_t)port);
+        ncalls++;
+    }
+    fclose(f);
+    if (ncalls == 0 || pps == 0)
+        die("no calls");
+    static uint8_t key[64];
+    if (b64_decode(key_s, key, sizeof(key)) != 30)
+        die("the key must be 30 bytes");
+    if (srtp_init() != srtp_err_status_ok)
+        die("srtp_init");
+    srtp_policy_t pol;
+    memset(&pol, 0, sizeof(pol));
+    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtp);
+    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtcp);
+    pol.ssrc.type = ssrc_any_outbound;
+    pol.key = key;
+    pol.window_size = 128;
+    srtp_t tx;
+    if (srtp_create(&tx, &pol) != srtp_err_status_ok)
+        die("srtp_create");
+    int fd = udp_bound(bind_s);
+    struct rx x = {.hist = calloc(HIST_US + 1, sizeof(uint32_t))};
+    uint64_t sent = 0;
+    const uint64_t period = 1000000000u / pps; // per call
+    const uint64_t start = now_ns(), end = start + (uint64_t)seconds * 1000000000u;
+    size_t next_call = 0;
+    uint64_t round_start = start;
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= end + 500000000u) // half a second for the last echoes
+            break;
+        // Send what is due: call i at round_start + i * period / ncalls.
+        while (t < end && next_call < ncalls &&
+               round_start + (uint64_t)next_call * period / ncalls <= t) {
+            struct call *c = &calls[next_call];
+            uint8_t pkt[12 + PAYLOAD + SRTP_MAX_TRAILER_LEN];
+            uint32_t ssrc = (uint32_t)next_call + 1;
+            pkt[0] = 0x80;
+            pkt[1] = 0;
+            pkt[2] = (uint8_t)(c->seq >> 8);
+            pkt[3] = (uint8_t)c->seq;
+            uint32_t ts = (uint32_t)c->seq * 160u;
+            memcpy(pkt + 4, &(uint32_t){htonl(ts)}, 4);
+            memcpy(pkt + 8, &(uint32_t){htonl(ssrc)}, 4);
+            memset(pkt + 12, (int)(c->seq & 0xff), PAYLOAD);
+            int len = 12 + PAYLOAD;
+            if (srtp_protect(tx, pkt, &len) != srtp_err_status_ok)
+                die("srtp_protect");
+            c->sent_ns[c->seq % 64] = now_ns();
+            if (sendto(fd, pkt, (size_t)len, 0, (struct sockaddr *)&c->to, sizeof(c->to)) > 0)
+                sent++;
+            c->seq++;
+            next_call++;
+            if (sent % 16 == 0)
+                drain(fd, calls, ncalls, &x);
+        }
+        if (next_call == ncalls) {
+            next_call = 0;
+            round_start += period;
+        }
+        uint64_t before = x.received;
+        drain(fd, calls, ncalls, &x);
+        int r = (int)(x.received - before);
+        if (r <= 0) {
+            // Sleep until the next send is due (or a little, after the end).
+            uint64_t due =
+                t >= end ? t + 1000000 : round_start + (uint64_t)next_call * period / ncalls;
+            int ms = due > t ? (int)((due - t) / 1000000) : 0;
+            struct pollfd pf = {.fd = fd, .events = POLLIN};
+            if (ms > 0)
+                poll(&pf, 1, ms);
+        }
+    }
+    uint64_t acc = 0, p50 = 0, p99 = 0, received = x.received, max_us = x.max_us;
+    for (uint64_t us = 0; us <= HIST_US; us++) {
+        acc += x.hist[us];
+        if (p50 == 0 && acc * 2 >= received)
+            p50 = us;
+        if (p99 == 0 && acc * 100 >= received * 99) {
+            p99 = us;
+            break;
+        }
+    }
+    printf("{\"calls\": %zu, \"sent\": %llu, \"received\": %llu, \"p50_us\": %llu, "
+           "\"p99_us\": %llu, \"max_us\": %llu}\n",
+           ncalls, (unsigned long long)sent, (unsigned long long)received, (unsigned long long)p50,
+           (unsigned long long)p99, (unsigned long long)max_us);
+    srtp_dealloc(tx);
+    free(x.hist);
+    free(calls);
+    close(fd);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        die("usage: tg-media-load echo|load ... (see the top of media_load.c)");
+    const char *bind_s = NULL, *calls = NULL, *key = NULL;
+    unsigned seconds = 5, pps = 50;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--bind") == 0)
+            bind_s = argv[i + 1];
+        else if (strcmp(argv[i], "--calls") == 0)
+            calls = argv[i + 1];
+        else if (strcmp(argv[i], "--key") == 0)
+            key = argv[i + 1];
+        else if (strcmp(argv[i], "--seconds") == 0)
+            seconds = (unsigned)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--pps") == 0)
+            pps = (unsigned)atoi(argv[i + 1]);
+        else
+            die("unknown option");
+    }
+    if (bind_s == NULL)
+        die("--bind is required");
+    if (strcmp(argv[1], "echo") == 0)
+        return echo(bind_s, seconds);
+    if (strcmp(argv[1], "load") == 0 && calls != NULL && key != NULL)
+        return load(bind_s, calls, key, seconds, pps);
+    die("usage: tg-media-load echo|load ... (see the top of media_load.c)");
+    return 2;
+}

@@ -1,0 +1,134 @@
+#ifndef TLSGATE_MEDIAPLAN_H
+#define TLSGATE_MEDIAPLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "tlsgate/loop.h"
+#include "tlsgate/sdp.h"
+
+// The pure parts of media anchoring: the port allocator of a worker's slice, the dialog table
+// (calls by Call-ID, with their media streams), and the offer/answer decisions (which crypto
+// line, which streams are relayed, 488, hold). No I/O, no clock, no lock: media.c and
+// mediasig.c act on what these decide.
+
+// ---------------------------------------------------------------------------------------------
+// Port allocator (pure).
+
+// tg_portalloc hands out even ports (RTP; RTCP is port + 1) of one worker's slice of the range.
+// Taking is next-fit from a cursor, so a freed pair is reused as late as possible: a port a
+// cancelled receive may still hold for a moment, and a late packet of an ended call, meet a new
+// call only after the whole slice has been used.
+struct tg_portalloc {
+    uint16_t base;   // first RTP port of the slice
+    uint32_t pairs;  // pairs in the slice
+    uint32_t next;   // cursor (pair index)
+    uint32_t in_use; // pairs taken
+    uint8_t *used;   // per pair
+};
+
+// tg_portalloc_slice computes worker |worker|'s slice of [min, max] among |num_workers|:
+// disjoint slices of whole pairs, every pair in one. Returns the number of pairs (0: none).
+uint32_t tg_portalloc_slice(uint16_t min, uint16_t max, unsigned worker, unsigned num_workers,
+                            uint16_t *out_base);
+
+// tg_portalloc_init sets |pa| up for |pairs| pairs from |base|. Returns 0 when memory is short.
+int tg_portalloc_init(struct tg_portalloc *pa, uint16_t base, uint32_t pairs);
+void tg_portalloc_cleanup(struct tg_portalloc *pa);
+
+// tg_portalloc_take returns a free RTP port (even), or 0 when the slice is exhausted.
+uint16_t tg_portalloc_take(struct tg_portalloc *pa);
+
+// tg_portalloc_give returns |port| (taken from |pa|); anything else is ignored.
+void tg_portalloc_give(struct tg_portalloc *pa, uint16_t port);
+
+// ---------------------------------------------------------------------------------------------
+// Dialog table.
+
+#define TG_DIALOG_STREAMS 4 // m= sections relayed per call; later ones are declined (port 0)
+#define TG_CALL_ID_MAX 256  // longer Call-IDs are refused (400)
+
+enum tg_dlg_side { TG_DLG_NONE = 0, TG_DLG_PROVIDER, TG_DLG_PBX };
+
+// tg_dstream is one relayed m= section of a call.
+struct tg_dstream {
+    uint32_t slot, gen;        // media session (slot TG_NIL: none)
+    uint8_t suite;             // enum tg_srtp_suite toward the provider (the offer's, then in use)
+    uint32_t tag;              // a=crypto tag of the provider's offer (answered with the same tag)
+    uint8_t prov_mux, pbx_mux; // a=rtcp-mux in that side's last SDP
+    // tlsgate's crypto toward the provider and the CSeq it was made for: a repeated answer
+    // (183 then 200 to one INVITE) carries the same key, a new exchange a fresh one.
+    struct tg_sdp_crypto ours;
+    uint32_t ours_cseq;
+    uint8_t ours_valid;
+};
+
+// tg_dialog is one call: its Call-ID, the connection pair that owns it, the offer/answer state
+// and the streams.
+struct tg_dialog {
+    uint32_t hnext;               // hash chain (TG_NIL ends it)
+    uint32_t conn_slot, conn_gen; // the connection pair whose SIP made it
+    uint32_t invite_cseq;         // CSeq of the INVITE in progress
+    uint8_t invite_offer;         // that INVITE carried an offer (its responses carry answers)
+    uint8_t confirmed;            // a 2xx to the initial INVITE went through
+    uint8_t offer_from;           // enum tg_dlg_side whose offer awaits its answer
+    uint8_t has_call;             // holds one of the media module's call slots
+    uint64_t dir_hash;            // its key in the call directory (0: not listed)
+    uint16_t call_id_len;
+    char call_id[TG_CALL_ID_MAX];
+    struct tg_dstream st[TG_DIALOG_STREAMS];
+};
+
+struct tg_dialogs {
+    struct tg_slab slab; // of struct tg_dialog
+    uint32_t *buckets;
+    uint32_t mask;
+    uint64_t key[2]; // SipHash key: Call-IDs come from the network
+};
+
+// tg_dialogs_init makes a table of |cap| dialogs keyed with |key|. Returns 0 when memory is
+// short.
+int tg_dialogs_init(struct tg_dialogs *t, uint32_t cap, const uint64_t key[2]);
+void tg_dialogs_cleanup(struct tg_dialogs *t);
+
+// tg_dialog_find returns the dialog of Call-ID |cid| (|len| bytes), or NULL.
+struct tg_dialog *tg_dialog_find(struct tg_dialogs *t, const char *cid, size_t len);
+
+// tg_dialog_add makes a dialog for |cid| (absent from the table; 1..TG_CALL_ID_MAX bytes),
+// with no streams. NULL when the table is full or |len| is out of bounds.
+struct tg_dialog *tg_dialog_add(struct tg_dialogs *t, const char *cid, size_t len);
+
+// tg_dialog_remove takes |d| out of the table.
+void tg_dialog_remove(struct tg_dialogs *t, struct tg_dialog *d);
+
+// tg_dialog_cookie / tg_dialog_by_cookie: a dialog named by slot and generation (64 bits), so
+// that a timer or a message that outlives it finds nothing.
+uint64_t tg_dialog_cookie(const struct tg_dialogs *t, const struct tg_dialog *d);
+struct tg_dialog *tg_dialog_by_cookie(struct tg_dialogs *t, uint64_t cookie);
+
+// ---------------------------------------------------------------------------------------------
+// Offer/answer decisions.
+
+// tg_mplan_relayable says whether section |m| can be relayed: an RTP profile (RTP/AVP, SAVP,
+// AVPF, SAVPF) with a port. Anything else (udptl, TCP, a declined stream) is declined.
+int tg_mplan_relayable(const struct tg_sdp_media *m);
+
+// tg_mplan_provider_crypto chooses, for SDP from the provider, the a=crypto line of each
+// section: in an offer the first of |prefs| (the operator's srtp_suites) that the section
+// offers; in an answer the line with the suite tlsgate offered (|offered[i]|). |out_idx[i]| is
+// the index in sdp->media[i].crypto, or -1 (the section is declined). Returns 1, or 0 when no
+// relayable section can be met: an offer is then answered 488 Not Acceptable Here.
+int tg_mplan_provider_crypto(const struct tg_sdp *sdp, int is_offer, const uint8_t *prefs,
+                             size_t num_prefs, const uint8_t *offered, int out_idx[]);
+
+// tg_mplan_peer fills |out| with the RTP address of section |m| (c= and port): where the peer
+// receives and, with symmetric RTP, sends from. Returns 0 when there is none: c=0.0.0.0 or ::
+// (the old way to hold), no address, or port 0.
+int tg_mplan_peer(const struct tg_sdp_media *m, struct sockaddr_storage *out);
+
+// tg_mplan_receives says whether the peer of section |m| wants media: not a=sendonly, not
+// a=inactive, not on hold by address, not declined.
+int tg_mplan_receives(const struct tg_sdp_media *m);
+
+#endif // TLSGATE_MEDIAPLAN_H

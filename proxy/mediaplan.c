@@ -1,0 +1,196 @@
+// The pure parts of media anchoring: port allocator, dialog table, offer/answer decisions
+// (see include/tlsgate/mediaplan.h).
+#include "tlsgate/mediaplan.h"
+
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/siphash.h>
+
+// ---------------------------------------------------------------------------------------------
+// Port allocator.
+
+uint32_t tg_portalloc_slice(uint16_t min, uint16_t max, unsigned worker, unsigned num_workers,
+                            uint16_t *out_base) {
+    *out_base = 0;
+    if (num_workers == 0 || worker >= num_workers || max < min)
+        return 0;
+    uint64_t total = ((uint64_t)max - min + 1) / 2; // whole pairs: RTCP of the last fits
+    uint64_t from = total * worker / num_workers, to = total * (worker + 1) / num_workers;
+    *out_base = (uint16_t)(min + 2 * from);
+    return (uint32_t)(to - from);
+}
+
+int tg_portalloc_init(struct tg_portalloc *pa, uint16_t base, uint32_t pairs) {
+    memset(pa, 0, sizeof(*pa));
+    pa->used = calloc(pairs > 0 ? pairs : 1, 1);
+    if (pa->used == NULL)
+        return 0;
+    pa->base = base;
+    pa->pairs = pairs;
+    return 1;
+}
+
+void tg_portalloc_cleanup(struct tg_portalloc *pa) {
+    free(pa->used);
+    memset(pa, 0, sizeof(*pa));
+}
+
+uint16_t tg_portalloc_take(struct tg_portalloc *pa) {
+    if (pa->in_use >= pa->pairs)
+        return 0;
+    for (uint32_t i = 0; i < pa->pairs; i++) {
+        uint32_t p = pa->next;
+        pa->next = p + 1 < pa->pairs ? p + 1 : 0;
+        if (!pa->used[p]) {
+            pa->used[p] = 1;
+            pa->in_use++;
+            return (uint16_t)(pa->base + 2 * p);
+        }
+    }
+    return 0;
+}
+
+void tg_portalloc_give(struct tg_portalloc *pa, uint16_t port) {
+    if (port < pa->base || (port - pa->base) % 2 != 0)
+        return;
+    uint32_t p = (uint32_t)(port - pa->base) / 2;
+    if (p >= pa->pairs || !pa->used[p])
+        return;
+    pa->used[p] = 0;
+    pa->in_use--;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialog table.
+
+int tg_dialogs_init(struct tg_dialogs *t, uint32_t cap, const uint64_t key[2]) {
+    memset(t, 0, sizeof(*t));
+    uint32_t nb = 16;
+    while (nb < cap * 2 && nb < (1u << 24))
+        nb *= 2;
+    t->buckets = malloc(nb * sizeof(*t->buckets));
+    if (t->buckets == NULL || !tg_slab_init(&t->slab, sizeof(struct tg_dialog), cap)) {
+        free(t->buckets);
+        t->buckets = NULL;
+        return 0;
+    }
+    for (uint32_t i = 0; i < nb; i++)
+        t->buckets[i] = TG_NIL;
+    t->mask = nb - 1;
+    t->key[0] = key[0];
+    t->key[1] = key[1];
+    return 1;
+}
+
+void tg_dialogs_cleanup(struct tg_dialogs *t) {
+    tg_slab_cleanup(&t->slab);
+    free(t->buckets);
+    t->buckets = NULL;
+}
+
+static uint32_t bucket_of(const struct tg_dialogs *t, const char *cid, size_t len) {
+    return (uint32_t)SIPHASH_24(t->key, (const uint8_t *)cid, len) & t->mask;
+}
+
+struct tg_dialog *tg_dialog_find(struct tg_dialogs *t, const char *cid, size_t len) {
+    if (len == 0 || len > TG_CALL_ID_MAX)
+        return NULL;
+    for (uint32_t i = t->buckets[bucket_of(t, cid, len)]; i != TG_NIL;) {
+        struct tg_dialog *d = tg_slab_at(&t->slab, i);
+        if (d->call_id_len == len && memcmp(d->call_id, cid, len) == 0)
+            return d;
+        i = d->hnext;
+    }
+    return NULL;
+}
+
+struct tg_dialog *tg_dialog_add(struct tg_dialogs *t, const char *cid, size_t len) {
+    if (len == 0 || len > TG_CALL_ID_MAX)
+        return NULL;
+    uint32_t slot;
+    struct tg_dialog *d = tg_slab_alloc(&t->slab, &slot);
+    if (d == NULL)
+        return NULL;
+    memcpy(d->call_id, cid, len);
+    d->call_id_len = (uint16_t)len;
+    for (size_t i = 0; i < TG_DIALOG_STREAMS; i++)
+        d->st[i].slot = TG_NIL;
+    uint32_t b = bucket_of(t, cid, len);
+    d->hnext = t->buckets[b];
+    t->buckets[b] = slot;
+    return d;
+}
+
+void tg_dialog_remove(struct tg_dialogs *t, struct tg_dialog *d) {
+    uint32_t slot = tg_slab_index(&t->slab, d);
+    uint32_t *link = &t->buckets[bucket_of(t, d->call_id, d->call_id_len)];
+    while (*link != TG_NIL && *link != slot)
+        link = &((struct tg_dialog *)tg_slab_at(&t->slab, *link))->hnext;
+    if (*link == slot)
+        *link = d->hnext;
+    tg_slab_free(&t->slab, slot);
+}
+
+uint64_t tg_dialog_cookie(const struct tg_dialogs *t, const struct tg_dialog *d) {
+    uint32_t slot = tg_slab_index(&t->slab, d);
+    return (uint64_t)slot | ((uint64_t)tg_slab_gen(&t->slab, slot) << 32);
+}
+
+struct tg_dialog *tg_dialog_by_cookie(struct tg_dialogs *t, uint64_t cookie) {
+    return tg_slab_lookup(&t->slab, (uint32_t)cookie, (uint32_t)(cookie >> 32));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offer/answer decisions.
+
+int tg_mplan_relayable(const struct tg_sdp_media *m) {
+    return m->port != 0 && m->proto != TG_SDP_PROTO_OTHER;
+}
+
+int tg_mplan_provider_crypto(const struct tg_sdp *sdp, int is_offer, const uint8_t *prefs,
+                             size_t num_prefs, const uint8_t *offered, int out_idx[]) {
+    int any = 0;
+    for (size_t i = 0; i < sdp->num_media; i++) {
+        const struct tg_sdp_media *m = &sdp->media[i];
+        out_idx[i] = -1;
+        if (!tg_mplan_relayable(m) || i >= TG_DIALOG_STREAMS)
+            continue;
+        enum tg_srtp_suite p[4];
+        size_t n = 0;
+        if (is_offer) {
+            for (size_t k = 0; k < num_prefs && k < 4; k++)
+                p[n++] = (enum tg_srtp_suite)prefs[k];
+        } else if (offered != NULL && offered[i] != TG_SRTP_NONE) {
+            p[n++] = (enum tg_srtp_suite)offered[i];
+        }
+        out_idx[i] = n > 0 ? tg_sdp_choose_crypto(m, p, n) : -1;
+        if (out_idx[i] >= 0)
+            any = 1;
+    }
+    return any;
+}
+
+int tg_mplan_receives(const struct tg_sdp_media *m) {
+    return m->port != 0 && m->conn.family != 0 && !m->conn.hold && m->dir != TG_SDP_SENDONLY &&
+           m->dir != TG_SDP_INACTIVE;
+}
+
+int tg_mplan_peer(const struct tg_sdp_media *m, struct sockaddr_storage *out) {
+    memset(out, 0, sizeof(*out));
+    if (m->port == 0 || m->conn.family == 0 || m->conn.hold)
+        return 0;
+    if (m->conn.family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+        s6->sin6_family = AF_INET6;
+        memcpy(&s6->sin6_addr, m->conn.bytes, 16);
+        s6->sin6_port = htons(m->port);
+        return 1;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+    s4->sin_family = AF_INET;
+    memcpy(&s4->sin_addr, m->conn.bytes, 4);
+    s4->sin_port = htons(m->port);
+    return 1;
+}

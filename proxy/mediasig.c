@@ -1,0 +1,497 @@
+// Call signalling for the media relay: the SIP body hook over the dialog table and the media
+// sessions (see include/tlsgate/mediasig.h).
+#include "tlsgate/mediasig.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/rand.h>
+
+#include "tlsgate/log.h"
+
+// ---------------------------------------------------------------------------------------------
+// Calls.
+
+static void on_timeout(void *arg, uint64_t owner);
+
+enum dialog_op { OP_BYE = 1, OP_CANCEL, OP_MOVED };
+
+static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *why);
+
+// on_dialog_msg handles a message from another worker about dialog |obj| (the loop checked
+// its generation: a call that ended meanwhile gets nothing).
+static void on_dialog_msg(void *arg, void *obj, uint32_t slot, unsigned op,
+                          const struct io_uring_cqe *cqe) {
+    (void)slot;
+    (void)cqe;
+    struct tg_mediasig *ms = arg;
+    struct tg_dialog *d = obj;
+    if (op == OP_BYE)
+        end_call(ms, d, "bye_elsewhere");
+    else if (op == OP_CANCEL && !d->confirmed)
+        end_call(ms, d, "cancel_elsewhere");
+    else if (op == OP_MOVED)
+        end_call(ms, d, "moved");
+}
+
+int tg_mediasig_init(struct tg_mediasig *ms, struct tg_loop *loop, const struct tg_config *cfg,
+                     struct tg_media_counters *ctr, struct tg_calldir *dir, unsigned worker,
+                     unsigned num_workers, char *err, size_t err_len) {
+    memset(ms, 0, sizeof(*ms));
+    ms->dir = dir;
+    ms->loop = loop;
+    ms->cfg = cfg;
+    ms->ctr = ctr;
+    ms->worker = worker;
+    if (!tg_media_init(&ms->media, loop, cfg, ctr, worker, num_workers, err, err_len))
+        return 0;
+    ms->media_ok = 1;
+    ms->media.on_timeout = on_timeout;
+    ms->media.cb_arg = ms;
+    uint64_t key[2];
+    RAND_bytes((uint8_t *)key, sizeof(key));
+    if (!tg_dialogs_init(&ms->dialogs, ms->media.max_calls, key)) {
+        snprintf(err, err_len, "out of memory for the dialog table");
+        return 0;
+    }
+    ms->dialogs_ok = 1;
+    tg_loop_set_kind(loop, TG_KIND_DIALOG,
+                     &(struct tg_kind_ops){.name = "dialog",
+                                           .on_cqe = on_dialog_msg,
+                                           .arg = ms,
+                                           .slab = &ms->dialogs.slab,
+                                           .bgid = -1});
+    if (dir != NULL)
+        tg_calldir_attach(dir, worker, loop);
+    return 1;
+}
+
+void tg_mediasig_detach(struct tg_mediasig *ms) {
+    if (ms->dir != NULL)
+        tg_calldir_detach(ms->dir, ms->worker);
+}
+
+// post_owner sends |op| about the call of Call-ID |cid| to the worker that owns it. Returns 1
+// when another worker owns it (whether or not the message could be queued).
+static int post_owner(struct tg_mediasig *ms, const char *cid, size_t len, enum dialog_op op) {
+    unsigned owner;
+    uint64_t cookie;
+    if (ms->dir == NULL ||
+        !tg_calldir_find(ms->dir, ms->worker, tg_calldir_hash(ms->dir, cid, len), &owner, &cookie))
+        return 0;
+    if (!tg_calldir_post(ms->dir, ms->loop, owner,
+                         tg_ud(TG_KIND_DIALOG, op, (uint32_t)cookie, (uint32_t)(cookie >> 32))))
+        TG_WARN("media_post_failed", "worker=%u owner=%u op=%d", ms->worker, owner, (int)op);
+    return 1;
+}
+
+// end_call closes the streams of |d|, gives its call slot back and forgets it.
+static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *why) {
+    unsigned streams = 0;
+    for (size_t i = 0; i < TG_DIALOG_STREAMS; i++) {
+        if (d->st[i].slot == TG_NIL)
+            continue;
+        if (tg_media_get(&ms->media, d->st[i].slot, d->st[i].gen) != NULL) {
+            tg_media_close(&ms->media, d->st[i].slot);
+            streams++;
+        }
+        d->st[i].slot = TG_NIL;
+    }
+    if (d->has_call)
+        tg_media_call_end(&ms->media);
+    TG_INFO("media_call_end", "worker=%u reason=%s streams=%u", ms->worker, why, streams);
+    if (ms->dir != NULL && d->dir_hash != 0)
+        tg_calldir_del(ms->dir, ms->worker, d->dir_hash);
+    memset(&d->st, 0, sizeof(d->st)); // keys gone
+    tg_dialog_remove(&ms->dialogs, d);
+}
+
+void tg_mediasig_cleanup(struct tg_mediasig *ms) {
+    if (ms->dialogs_ok) {
+        for (uint32_t i = 0; i < ms->dialogs.slab.cap; i++)
+            if (tg_slab_live(&ms->dialogs.slab, i))
+                end_call(ms, tg_slab_at(&ms->dialogs.slab, i), "shutdown");
+        tg_dialogs_cleanup(&ms->dialogs);
+    }
+    if (ms->media_ok)
+        tg_media_cleanup(&ms->media);
+    ms->dialogs_ok = ms->media_ok = 0;
+}
+
+static void on_timeout(void *arg, uint64_t owner) {
+    struct tg_mediasig *ms = arg;
+    struct tg_dialog *d = tg_dialog_by_cookie(&ms->dialogs, owner);
+    if (d != NULL)
+        end_call(ms, d, "media_timeout");
+}
+
+void tg_mediasig_tick(struct tg_mediasig *ms) {
+    tg_media_tick(&ms->media);
+}
+
+void tg_mediasig_conn_closed(struct tg_mediasig *ms, uint32_t slot, uint32_t gen) {
+    for (uint32_t i = 0; i < ms->dialogs.slab.cap; i++) {
+        if (!tg_slab_live(&ms->dialogs.slab, i))
+            continue;
+        struct tg_dialog *d = tg_slab_at(&ms->dialogs.slab, i);
+        if (d->conn_slot == slot && d->conn_gen == gen)
+            end_call(ms, d, "connection_closed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the message.
+
+static int header(const struct tg_sip_msg *m, const uint8_t *buf, enum tg_sip_hdr id,
+                  const char **v, size_t *len) {
+    if (m->first[id] < 0)
+        return 0;
+    const struct tg_sip_header *h = &m->headers[m->first[id]];
+    *v = (const char *)buf + h->value.off;
+    *len = h->value.len;
+    return 1;
+}
+
+// is_sdp says whether the message carries an SDP body (Content-Type application/sdp).
+static int is_sdp(const struct tg_sip_msg *m, const uint8_t *buf) {
+    static const char k_type[] = "application/sdp";
+    const size_t n = sizeof(k_type) - 1;
+    const char *v;
+    size_t len;
+    if (m->body_len == 0 || !header(m, buf, TG_SIP_H_CONTENT_TYPE, &v, &len) || len < n ||
+        strncasecmp(v, k_type, n) != 0)
+        return 0;
+    return len == n || v[n] == ';' || v[n] == ' ' || v[n] == '\t';
+}
+
+// cseq reads "NUMBER METHOD".
+static int cseq(const struct tg_sip_msg *m, const uint8_t *buf, uint32_t *num,
+                enum tg_sip_method *method) {
+    const char *v;
+    size_t len, i = 0;
+    if (!header(m, buf, TG_SIP_H_CSEQ, &v, &len))
+        return 0;
+    uint64_t n = 0;
+    while (i < len && v[i] >= '0' && v[i] <= '9' && n <= UINT32_MAX)
+        n = n * 10 + (uint64_t)(v[i++] - '0');
+    if (i == 0 || n > UINT32_MAX)
+        return 0;
+    while (i < len && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    *num = (uint32_t)n;
+    *method = TG_SIP_M_OTHER;
+    for (int k = 1; k < TG_SIP_M_NUM; k++) {
+        const char *name = tg_sip_method_name((enum tg_sip_method)k);
+        if (strlen(name) == len - i && memcmp(name, v + i, len - i) == 0)
+            *method = (enum tg_sip_method)k;
+    }
+    return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offer and answer.
+
+// stream_session returns the session of stream |i| of |d|, opened if it has none.
+static struct tg_msess *stream_session(struct tg_mediasig *ms, struct tg_dialog *d, size_t i) {
+    struct tg_dstream *ds = &d->st[i];
+    struct tg_msess *s = ds->slot != TG_NIL ? tg_media_get(&ms->media, ds->slot, ds->gen) : NULL;
+    if (s != NULL)
+        return s;
+    ds->slot = tg_media_open(&ms->media, tg_dialog_cookie(&ms->dialogs, d), &ds->gen);
+    return ds->slot != TG_NIL ? tg_media_get(&ms->media, ds->slot, ds->gen) : NULL;
+}
+
+static void close_stream(struct tg_mediasig *ms, struct tg_dstream *ds) {
+    if (ds->slot != TG_NIL && tg_media_get(&ms->media, ds->slot, ds->gen) != NULL)
+        tg_media_close(&ms->media, ds->slot);
+    ds->slot = TG_NIL;
+}
+
+// our_crypto sets tlsgate's key toward the provider for stream |ds| (session |s|): the one
+// already made for this CSeq when a response repeats its answer, else a fresh one.
+static int our_crypto(struct tg_mediasig *ms, struct tg_dstream *ds, struct tg_msess *s,
+                      int is_offer, int is_response, uint32_t num, struct tg_sdp_crypto *out) {
+    if (is_response && ds->ours_valid && ds->ours_cseq == num) {
+        *out = ds->ours;
+        return 1;
+    }
+    enum tg_srtp_suite su = (enum tg_srtp_suite)ds->suite;
+    uint32_t tag = ds->tag;
+    if (is_offer || su == TG_SRTP_NONE) {
+        su = (enum tg_srtp_suite)ms->cfg->media_suites[0];
+        tag = 1;
+    }
+    memset(out, 0, sizeof(*out));
+    out->tag = tag;
+    out->usable = 1;
+    if (!tg_srtp_params_random(&out->params, su) || !tg_media_set_tx_key(s, &out->params))
+        return 0;
+    ds->suite = (uint8_t)su;
+    ds->ours = *out;
+    ds->ours_cseq = num;
+    ds->ours_valid = 1;
+    return 1;
+}
+
+struct sdp_msg {
+    enum tg_dlg_side side; // where it came from
+    int is_offer, is_response;
+    uint32_t cseq;
+    const char *body;
+    size_t len;
+};
+
+// stream fills |mo| for section |i| of |sdp| (relayed) and sets its session up. Returns 0
+// when the session or a key cannot be made.
+static int stream(struct tg_mediasig *ms, struct tg_dialog *d, const struct sdp_msg *sm,
+                  const struct tg_sdp *sdp, size_t i, int idx, struct tg_sdp_media_out *mo) {
+    const struct tg_sdp_media *md = &sdp->media[i];
+    struct tg_dstream *ds = &d->st[i];
+    struct tg_msess *s = stream_session(ms, d, i);
+    if (s == NULL)
+        return 0;
+    int from_pbx = sm->side == TG_DLG_PBX;
+    if (from_pbx)
+        ds->pbx_mux = (uint8_t)md->rtcp_mux;
+    else
+        ds->prov_mux = (uint8_t)md->rtcp_mux;
+    struct sockaddr_storage peer;
+    int have = tg_mplan_peer(md, &peer);
+    tg_media_set_peer(&ms->media, s, from_pbx, have ? (const struct sockaddr *)&peer : NULL,
+                      md->rtcp_port, md->rtcp_mux, tg_mplan_receives(md));
+    if (!sm->is_offer) { // the exchange is complete: rtcp-mux where both sides said so
+        s->prov.mux = s->pbx.mux = (uint8_t)(ds->prov_mux && ds->pbx_mux);
+    }
+    if (!from_pbx) {
+        const struct tg_sdp_crypto *c = &md->crypto[idx];
+        if (!tg_media_set_rx_key(s, &c->params))
+            return 0;
+        if (sm->is_offer) {
+            ds->suite = (uint8_t)c->params.suite;
+            ds->tag = c->tag;
+        }
+        mo->secure = 0;
+    } else {
+        mo->secure = 1;
+        if (!our_crypto(ms, ds, s, sm->is_offer, sm->is_response, sm->cseq, &mo->crypto))
+            return 0;
+    }
+    mo->port = s->port[from_pbx ? 0 : 1];
+    mo->rtcp_mux = md->rtcp_mux;
+    mo->rtcp_port = md->rtcp_mux ? 0 : (uint16_t)(mo->port + 1);
+    return 1;
+}
+
+// process_sdp rewrites the SDP of |sm| for the other side into |out|. Returns REPLACE, or
+// REFUSE with |*status| (0 for a response: dropped).
+static enum tg_sip_body process_sdp(struct tg_mediasig *ms, struct tg_dialog *d,
+                                    const struct sdp_msg *sm, uint8_t *out, uint32_t cap,
+                                    uint32_t *out_len, uint16_t *status) {
+    struct tg_sdp sdp;
+    char why[128] = "";
+    *status = 0;
+    if (tg_sdp_parse(&sdp, sm->body, sm->len, why, sizeof(why)) != TG_SDP_OK) {
+        tg_counter_add(&ms->ctr->sdp_errors, 1);
+        TG_DEBUG("media_sdp_refused", "worker=%u why=\"%s\"", ms->worker, why);
+        *status = sm->is_response ? 0 : 400;
+        return TG_SIP_BODY_REFUSE;
+    }
+    int idx[TG_SDP_MAX_MEDIA];
+    if (sm->side == TG_DLG_PROVIDER) {
+        uint8_t offered[TG_SDP_MAX_MEDIA] = {0};
+        for (size_t i = 0; i < TG_DIALOG_STREAMS && i < TG_SDP_MAX_MEDIA; i++)
+            offered[i] = d->st[i].suite;
+        if (!tg_mplan_provider_crypto(&sdp, sm->is_offer, ms->cfg->media_suites,
+                                      ms->cfg->media_num_suites, offered, idx)) {
+            tg_counter_add(&ms->ctr->crypto_refused, 1);
+            TG_INFO("media_crypto_refused", "worker=%u offer=%d", ms->worker, sm->is_offer);
+            *status = sm->is_response ? 0 : 488;
+            return TG_SIP_BODY_REFUSE;
+        }
+    }
+    struct tg_sdp_media_out mo[TG_SDP_MAX_MEDIA];
+    memset(mo, 0, sizeof(mo));
+    for (size_t i = 0; i < sdp.num_media; i++) {
+        const struct tg_sdp_media *md = &sdp.media[i];
+        int relay = i < TG_DIALOG_STREAMS && tg_mplan_relayable(md) &&
+                    (sm->side == TG_DLG_PBX || idx[i] >= 0);
+        if (!relay) {
+            if (i < TG_DIALOG_STREAMS && md->port == 0)
+                close_stream(ms, &d->st[i]); // declined: its ports go back
+            continue;                        // port 0: declined on the far side too
+        }
+        if (!stream(ms, d, sm, &sdp, i, sm->side == TG_DLG_PBX ? -1 : idx[i], &mo[i])) {
+            *status = sm->is_response ? 0 : 503;
+            return TG_SIP_BODY_REFUSE;
+        }
+    }
+    const char *addr = sm->side == TG_DLG_PBX ? ms->cfg->media_public : ms->cfg->media_internal;
+    size_t n = 0;
+    if (tg_sdp_write(&sdp, sm->body, sm->len, addr, mo, (char *)out, cap, &n) != TG_SDP_OK) {
+        *status = sm->is_response ? 0 : 500;
+        return TG_SIP_BODY_REFUSE;
+    }
+    *out_len = (uint32_t)n;
+    d->offer_from = sm->is_offer ? (uint8_t)sm->side : TG_DLG_NONE;
+    return TG_SIP_BODY_REPLACE;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hook.
+
+static enum tg_sip_body refuse(uint16_t *status, uint16_t code) {
+    *status = code;
+    return TG_SIP_BODY_REFUSE;
+}
+
+// new_call makes the dialog of an initial INVITE. NULL with |*status| when refused.
+static struct tg_dialog *new_call(struct tg_mediasig_arg *a, const char *cid, size_t cid_len,
+                                  uint16_t *status) {
+    struct tg_mediasig *ms = a->ms;
+    if (cid_len > TG_CALL_ID_MAX) {
+        *status = 400;
+        return NULL;
+    }
+    if (!tg_media_call_begin(&ms->media)) {
+        *status = 503;
+        return NULL;
+    }
+    struct tg_dialog *d = tg_dialog_add(&ms->dialogs, cid, cid_len);
+    if (d == NULL) {
+        tg_media_call_end(&ms->media);
+        tg_counter_add(&ms->ctr->port_exhausted, 1);
+        *status = 503;
+        return NULL;
+    }
+    d->has_call = 1;
+    d->conn_slot = a->conn_slot;
+    d->conn_gen = a->conn_gen;
+    if (ms->dir != NULL) {
+        d->dir_hash = tg_calldir_hash(ms->dir, cid, cid_len);
+        if (!tg_calldir_put(ms->dir, ms->worker, d->dir_hash, tg_dialog_cookie(&ms->dialogs, d)))
+            d->dir_hash = 0;
+    }
+    return d;
+}
+
+static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *d,
+                                   struct sdp_msg *sm, int sdp, const struct tg_sip_msg *m,
+                                   const char *cid, size_t cid_len, uint8_t *out, uint32_t cap,
+                                   uint32_t *out_len, uint16_t *status) {
+    struct tg_mediasig *ms = a->ms;
+    enum tg_dlg_side other = sm->side == TG_DLG_PROVIDER ? TG_DLG_PBX : TG_DLG_PROVIDER;
+    switch (m->method) {
+    case TG_SIP_M_BYE:
+        if (d != NULL)
+            end_call(ms, d, "bye");
+        else
+            post_owner(ms, cid, cid_len, OP_BYE);
+        return sdp ? refuse(status, 488) : TG_SIP_BODY_KEEP;
+    case TG_SIP_M_CANCEL:
+        if (d != NULL && !d->confirmed)
+            end_call(ms, d, "cancel");
+        else if (d == NULL)
+            post_owner(ms, cid, cid_len, OP_CANCEL);
+        return TG_SIP_BODY_KEEP;
+    case TG_SIP_M_INVITE: {
+        int created = 0;
+        if (d == NULL) {
+            // A call another worker owns moves here with this offer (see mediasig.h).
+            int moved = sdp && post_owner(ms, cid, cid_len, OP_MOVED);
+            d = new_call(a, cid, cid_len, status);
+            if (d == NULL)
+                return TG_SIP_BODY_REFUSE;
+            d->confirmed = (uint8_t)moved;
+            created = !moved;
+        }
+        d->invite_cseq = sm->cseq;
+        d->invite_offer = (uint8_t)sdp;
+        if (!sdp)
+            return TG_SIP_BODY_KEEP; // a late offer: the 2xx brings it
+        sm->is_offer = 1;
+        enum tg_sip_body b = process_sdp(ms, d, sm, out, cap, out_len, status);
+        if (b != TG_SIP_BODY_REPLACE && created)
+            end_call(ms, d, "refused");
+        return b;
+    }
+    case TG_SIP_M_UPDATE:
+    case TG_SIP_M_PRACK:
+    case TG_SIP_M_ACK:
+        if (!sdp)
+            return TG_SIP_BODY_KEEP;
+        if (d == NULL && m->method == TG_SIP_M_UPDATE && post_owner(ms, cid, cid_len, OP_MOVED)) {
+            d = new_call(a, cid, cid_len, status);
+            if (d == NULL)
+                return TG_SIP_BODY_REFUSE;
+            d->confirmed = 1;
+        }
+        if (d == NULL)
+            return refuse(status, 481); // an ACK is dropped
+        sm->is_offer =
+            m->method == TG_SIP_M_UPDATE || (m->method == TG_SIP_M_PRACK && d->offer_from != other);
+        return process_sdp(ms, d, sm, out, cap, out_len, status);
+    default:
+        // SDP in any other request is not a media session tlsgate anchors: never forwarded.
+        return sdp ? refuse(status, 488) : TG_SIP_BODY_KEEP;
+    }
+}
+
+static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog *d,
+                                    struct sdp_msg *sm, int sdp, const struct tg_sip_msg *m,
+                                    enum tg_sip_method method, uint8_t *out, uint32_t cap,
+                                    uint32_t *out_len, uint16_t *status) {
+    struct tg_mediasig *ms = a->ms;
+    *status = 0;
+    if (d == NULL)
+        return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
+    if (method == TG_SIP_M_INVITE && sm->cseq == d->invite_cseq && m->code >= 300) {
+        if (!d->confirmed) {
+            end_call(ms, d, "rejected");
+        } else {
+            d->offer_from = TG_DLG_NONE; // the re-INVITE's offer is void
+        }
+        return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
+    }
+    if (!sdp)
+        goto done;
+    if (m->code < 101 || m->code >= 300 ||
+        (method != TG_SIP_M_INVITE && method != TG_SIP_M_UPDATE && method != TG_SIP_M_PRACK))
+        return TG_SIP_BODY_REFUSE;
+    if (method == TG_SIP_M_INVITE)
+        sm->is_offer = !d->invite_offer; // a late offer comes in the 18x/2xx
+    else
+        sm->is_offer = d->offer_from == TG_DLG_NONE;
+    enum tg_sip_body b = process_sdp(ms, d, sm, out, cap, out_len, status);
+    if (b != TG_SIP_BODY_REPLACE)
+        return b;
+done:
+    if (method == TG_SIP_M_INVITE && m->code >= 200 && m->code < 300)
+        d->confirmed = 1;
+    return sdp ? TG_SIP_BODY_REPLACE : TG_SIP_BODY_KEEP;
+}
+
+enum tg_sip_body tg_mediasig_body(void *arg, enum tg_sip_side from, const struct tg_sip_msg *m,
+                                  const uint8_t *buf, uint8_t *out, uint32_t cap, uint32_t *out_len,
+                                  uint16_t *status) {
+    struct tg_mediasig_arg *a = arg;
+    int sdp = is_sdp(m, buf);
+    const char *cid;
+    size_t cid_len;
+    uint32_t num;
+    enum tg_sip_method method;
+    *status = 0;
+    if (!header(m, buf, TG_SIP_H_CALL_ID, &cid, &cid_len) || !cseq(m, buf, &num, &method))
+        return sdp ? refuse(status, m->is_request ? 400 : 0) : TG_SIP_BODY_KEEP;
+    struct tg_dialog *d = tg_dialog_find(&a->ms->dialogs, cid, cid_len);
+    struct sdp_msg sm = {
+        .side = from == TG_SIP_SIDE_PROVIDER ? TG_DLG_PROVIDER : TG_DLG_PBX,
+        .is_response = !m->is_request,
+        .cseq = num,
+        .body = (const char *)buf + m->head_len,
+        .len = m->body_len,
+    };
+    if (m->is_request)
+        return on_request(a, d, &sm, sdp, m, cid, cid_len, out, cap, out_len, status);
+    return on_response(a, d, &sm, sdp, m, method, out, cap, out_len, status);
+}

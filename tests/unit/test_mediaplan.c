@@ -1,0 +1,279 @@
+// Unit tests for the pure parts of media anchoring (proxy/mediaplan.c): the port allocator and
+// its per-worker slices, the dialog table, and the offer/answer decisions (which crypto line,
+// 488, declined sections, hold).
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tlsgate/mediaplan.h"
+
+// ---------------------------------------------------------------------------------------------
+// Port allocator.
+
+static void test_slices_disjoint_and_complete(void **state) {
+    (void)state;
+    const uint16_t min = 40000, max = 49999;
+    for (unsigned workers = 1; workers <= 17; workers++) {
+        uint32_t total = 0;
+        uint32_t next_base = min;
+        for (unsigned w = 0; w < workers; w++) {
+            uint16_t base;
+            uint32_t pairs = tg_portalloc_slice(min, max, w, workers, &base);
+            assert_int_equal(base % 2, 0);
+            assert_int_equal(base, next_base); // contiguous, no overlap, no gap
+            next_base = base + 2 * pairs;
+            total += pairs;
+        }
+        assert_int_equal(total, 5000);
+        assert_true(next_base - 1 <= max); // the last RTCP port is in the range
+    }
+    uint16_t base;
+    assert_int_equal(tg_portalloc_slice(40000, 40003, 3, 2, &base), 0); // no such worker
+    // An odd max: the last even port has no RTCP partner in the range and is not handed out.
+    assert_int_equal(tg_portalloc_slice(40000, 40004, 0, 1, &base), 2);
+}
+
+static void test_take_give(void **state) {
+    (void)state;
+    struct tg_portalloc pa;
+    assert_true(tg_portalloc_init(&pa, 20000, 3));
+    assert_int_equal(tg_portalloc_take(&pa), 20000);
+    assert_int_equal(tg_portalloc_take(&pa), 20002);
+    assert_int_equal(tg_portalloc_take(&pa), 20004);
+    assert_int_equal(tg_portalloc_take(&pa), 0); // exhausted
+    // Foreign, odd and free ports are ignored.
+    tg_portalloc_give(&pa, 19998);
+    tg_portalloc_give(&pa, 20001);
+    tg_portalloc_give(&pa, 20006);
+    assert_int_equal(pa.in_use, 3);
+    tg_portalloc_give(&pa, 20002);
+    tg_portalloc_give(&pa, 20002); // twice: once
+    assert_int_equal(pa.in_use, 2);
+    assert_int_equal(tg_portalloc_take(&pa), 20002);
+    // Next-fit: a pair given back is reused only after the others.
+    tg_portalloc_give(&pa, 20000);
+    tg_portalloc_give(&pa, 20004);
+    assert_int_equal(tg_portalloc_take(&pa), 20004);
+    assert_int_equal(tg_portalloc_take(&pa), 20000);
+    assert_int_equal(tg_portalloc_take(&pa), 0);
+    tg_portalloc_cleanup(&pa);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialog table.
+
+static void test_dialogs(void **state) {
+    (void)state;
+    struct tg_dialogs t;
+    const uint64_t key[2] = {1, 2};
+    assert_true(tg_dialogs_init(&t, 4, key));
+    struct tg_dialog *a = tg_dialog_add(&t, "a@x", 3);
+    struct tg_dialog *b = tg_dialog_add(&t, "b@x", 3);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(a->st[0].slot, TG_NIL);
+    assert_ptr_equal(tg_dialog_find(&t, "a@x", 3), a);
+    assert_ptr_equal(tg_dialog_find(&t, "b@x", 3), b);
+    assert_null(tg_dialog_find(&t, "a@", 2));
+    assert_null(tg_dialog_find(&t, "A@x", 3)); // Call-IDs compare exactly
+    uint64_t ca = tg_dialog_cookie(&t, a);
+    assert_ptr_equal(tg_dialog_by_cookie(&t, ca), a);
+    tg_dialog_remove(&t, a);
+    assert_null(tg_dialog_find(&t, "a@x", 3));
+    assert_null(tg_dialog_by_cookie(&t, ca)); // a late timer finds nothing
+    assert_ptr_equal(tg_dialog_find(&t, "b@x", 3), b);
+    // Bounds: the table's capacity and the Call-ID length.
+    char big[TG_CALL_ID_MAX + 1];
+    memset(big, 'c', sizeof(big));
+    assert_null(tg_dialog_add(&t, big, sizeof(big)));
+    assert_null(tg_dialog_add(&t, "", 0));
+    assert_non_null(tg_dialog_add(&t, big, TG_CALL_ID_MAX));
+    assert_non_null(tg_dialog_add(&t, "c", 1));
+    assert_non_null(tg_dialog_add(&t, "d", 1));
+    assert_null(tg_dialog_add(&t, "e", 1)); // full
+    assert_ptr_equal(tg_dialog_find(&t, big, TG_CALL_ID_MAX)->call_id_len, TG_CALL_ID_MAX);
+    tg_dialogs_cleanup(&t);
+}
+
+static void test_dialogs_many(void **state) {
+    (void)state;
+    struct tg_dialogs t;
+    const uint64_t key[2] = {7, 9};
+    assert_true(tg_dialogs_init(&t, 1000, key));
+    char id[32];
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(id, sizeof(id), "call-%d@pbx", i);
+        assert_non_null(tg_dialog_add(&t, id, (size_t)n));
+    }
+    for (int i = 0; i < 1000; i += 2) {
+        int n = snprintf(id, sizeof(id), "call-%d@pbx", i);
+        tg_dialog_remove(&t, tg_dialog_find(&t, id, (size_t)n));
+    }
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(id, sizeof(id), "call-%d@pbx", i);
+        struct tg_dialog *d = tg_dialog_find(&t, id, (size_t)n);
+        if (i % 2 == 0)
+            assert_null(d);
+        else
+            assert_non_null(d);
+    }
+    tg_dialogs_cleanup(&t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offer/answer.
+
+static const char k_key1[] = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"; // 30 bytes
+static const char k_key2[] = "PS1uJDBpaXV3fGJOBmVnKXxsKjEsKWdCSg9qbUZq";
+
+static void parse(struct tg_sdp *sdp, const char *body) {
+    char why[128] = "";
+    enum tg_sdp_status st = tg_sdp_parse(sdp, body, strlen(body), why, sizeof(why));
+    if (st != TG_SDP_OK)
+        fail_msg("parse: %s", why);
+}
+
+static const uint8_t k_prefs[] = {TG_SRTP_AES_CM_128_HMAC_SHA1_80, TG_SRTP_AES_CM_128_HMAC_SHA1_32,
+                                  TG_SRTP_AEAD_AES_128_GCM};
+
+static void test_offer_picks_operator_order(void **state) {
+    (void)state;
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+             "m=audio 5000 RTP/SAVP 0\r\n"
+             "a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:%s\r\n"
+             "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:%s|2^20|1:4\r\n",
+             k_key1, k_key2);
+    struct tg_sdp sdp;
+    parse(&sdp, body);
+    int idx[TG_SDP_MAX_MEDIA];
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 1, k_prefs, 3, NULL, idx), 1);
+    assert_int_equal(idx[0], 1); // _80 first in the operator's order, though offered second
+    assert_int_equal(sdp.media[0].crypto[1].params.mki_len, 4);
+    // The operator prefers _32: it wins.
+    const uint8_t p32[] = {TG_SRTP_AES_CM_128_HMAC_SHA1_32, TG_SRTP_AES_CM_128_HMAC_SHA1_80};
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 1, p32, 2, NULL, idx), 1);
+    assert_int_equal(idx[0], 0);
+    // Only GCM accepted: nothing can be met, an offer gets 488.
+    const uint8_t gcm[] = {TG_SRTP_AEAD_AES_128_GCM};
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 1, gcm, 1, NULL, idx), 0);
+    assert_int_equal(idx[0], -1);
+}
+
+static void test_offer_unknown_suites_488(void **state) {
+    (void)state;
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+             "m=audio 5000 RTP/SAVP 0\r\n"
+             "a=crypto:1 F8_128_HMAC_SHA1_80 inline:%s\r\n",
+             k_key1);
+    struct tg_sdp sdp;
+    parse(&sdp, body);
+    int idx[TG_SDP_MAX_MEDIA];
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 1, k_prefs, 3, NULL, idx), 0);
+    // No crypto at all (plain RTP/AVP from the provider): 488 as well.
+    parse(&sdp, "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+                "m=audio 5000 RTP/AVP 0\r\n");
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 1, k_prefs, 3, NULL, idx), 0);
+}
+
+static void test_crypto_under_avp_and_declined_sections(void **state) {
+    (void)state;
+    char body[1024];
+    // a=crypto under RTP/AVP is accepted; a T.38 section and a declined one are not relayed.
+    snprintf(body, sizeof(body),
+             "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+             "m=audio 5000 RTP/AVP 0\r\na=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n"
+             "m=image 5002 udptl t38\r\n"
+             "m=audio 0 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n",
+             k_key1, k_key2);
+    struct tg_sdp sdp;
+    parse(&sdp, body);
+    assert_true(tg_mplan_relayable(&sdp.media[0]));
+    assert_false(tg_mplan_relayable(&sdp.media[1]));
+    assert_false(tg_mplan_relayable(&sdp.media[2]));
+    int idx[TG_SDP_MAX_MEDIA];
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 1, k_prefs, 3, NULL, idx), 1);
+    assert_int_equal(idx[0], 0);
+    assert_int_equal(idx[1], -1);
+    assert_int_equal(idx[2], -1);
+    assert_int_equal(sdp.media[0].crypto[0].tag, 7);
+}
+
+static void test_answer_must_carry_offered_suite(void **state) {
+    (void)state;
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+             "m=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:%s\r\n",
+             k_key1);
+    struct tg_sdp sdp;
+    parse(&sdp, body);
+    int idx[TG_SDP_MAX_MEDIA];
+    uint8_t offered[TG_SDP_MAX_MEDIA] = {TG_SRTP_AES_CM_128_HMAC_SHA1_32};
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 0, k_prefs, 3, offered, idx), 1);
+    assert_int_equal(idx[0], 0);
+    // We offered _80; an answer in _32 cannot be used.
+    offered[0] = TG_SRTP_AES_CM_128_HMAC_SHA1_80;
+    assert_int_equal(tg_mplan_provider_crypto(&sdp, 0, k_prefs, 3, offered, idx), 0);
+    assert_int_equal(idx[0], -1);
+}
+
+static void test_peer_and_hold(void **state) {
+    (void)state;
+    struct tg_sdp sdp;
+    struct sockaddr_storage ss;
+    parse(&sdp, "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
+                "m=audio 5004 RTP/AVP 0\r\n"
+                "m=audio 6000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\n"
+                "m=audio 6002 RTP/AVP 0\r\na=sendonly\r\n"
+                "m=audio 6004 RTP/AVP 0\r\na=inactive\r\n"
+                "m=audio 6006 RTP/AVP 0\r\na=recvonly\r\n"
+                "m=audio 6008 RTP/AVP 0\r\nc=IN IP6 2001:db8::7\r\n");
+    assert_int_equal(tg_mplan_peer(&sdp.media[0], &ss), 1);
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+    assert_int_equal(s4->sin_family, AF_INET);
+    assert_int_equal(ntohs(s4->sin_port), 5004);
+    assert_int_equal(ntohl(s4->sin_addr.s_addr), 0xc0000209);
+    assert_true(tg_mplan_receives(&sdp.media[0]));
+    assert_int_equal(tg_mplan_peer(&sdp.media[1], &ss), 0); // hold: c=0.0.0.0
+    assert_false(tg_mplan_receives(&sdp.media[1]));
+    assert_true(tg_mplan_relayable(&sdp.media[1])); // ... the stream stays
+    // sendonly (music on hold from it): its address stands, it gets nothing.
+    assert_int_equal(tg_mplan_peer(&sdp.media[2], &ss), 1);
+    assert_int_equal(ntohs(((const struct sockaddr_in *)&ss)->sin_port), 6002);
+    assert_false(tg_mplan_receives(&sdp.media[2]));
+    assert_int_equal(tg_mplan_peer(&sdp.media[3], &ss), 1); // inactive
+    assert_false(tg_mplan_receives(&sdp.media[3]));
+    assert_true(tg_mplan_receives(&sdp.media[4])); // recvonly: it receives
+    assert_int_equal(tg_mplan_peer(&sdp.media[5], &ss), 1);
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+    assert_int_equal(s6->sin6_family, AF_INET6);
+    assert_int_equal(ntohs(s6->sin6_port), 6008);
+    assert_int_equal(s6->sin6_addr.s6_addr[15], 7);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_slices_disjoint_and_complete),
+        cmocka_unit_test(test_take_give),
+        cmocka_unit_test(test_dialogs),
+        cmocka_unit_test(test_dialogs_many),
+        cmocka_unit_test(test_offer_picks_operator_order),
+        cmocka_unit_test(test_offer_unknown_suites_488),
+        cmocka_unit_test(test_crypto_under_avp_and_declined_sections),
+        cmocka_unit_test(test_answer_must_carry_offered_suite),
+        cmocka_unit_test(test_peer_and_hold),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
