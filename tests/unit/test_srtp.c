@@ -794,6 +794,33 @@ static void test_ssrc_lru(void **state) {
     tg_srtp_free(rx);
 }
 
+// Key uniqueness: tlsgate's own keys (one per direction and exchange, tg_srtp_params_random)
+// never repeat: 4096 per suite, key and salt, all distinct, none all-zero.
+static int cmp_keysalt(const void *a, const void *b) {
+    return memcmp(a, b, TG_SRTP_KEY_LEN + TG_SRTP_SALT_MAX);
+}
+
+static void test_random_keys_unique(void **state) {
+    (void)state;
+    enum { N = 4096, W = TG_SRTP_KEY_LEN + TG_SRTP_SALT_MAX };
+    static uint8_t ks[N][W];
+    static const uint8_t zero[W];
+    for (int suite = 1; suite < TG_SRTP_SUITE_NUM; suite++) {
+        memset(ks, 0, sizeof(ks));
+        for (int i = 0; i < N; i++) {
+            struct tg_srtp_params p;
+            assert_int_equal(tg_srtp_params_random(&p, (enum tg_srtp_suite)suite), 1);
+            assert_int_equal(p.mki_len, 0);
+            memcpy(ks[i], p.key, TG_SRTP_KEY_LEN);
+            memcpy(ks[i] + TG_SRTP_KEY_LEN, p.salt, tg_srtp_salt_len(p.suite));
+            assert_memory_not_equal(ks[i], zero, W);
+        }
+        qsort(ks, N, W, cmp_keysalt);
+        for (int i = 1; i < N; i++)
+            assert_memory_not_equal(ks[i - 1], ks[i], W);
+    }
+}
+
 // A protecting context never encrypts one index twice: the duplicate, and a sequence restarted
 // under the same SSRC, are refused; the stream goes on after them.
 static void test_protect_never_reuses_an_index(void **state) {
@@ -830,6 +857,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_suite_names),
         cmocka_unit_test(test_protect_never_reuses_an_index),
+        cmocka_unit_test(test_random_keys_unique),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_rfc3711_b3_kdf),
         cmocka_unit_test(test_rfc3711_b2_keystream),
