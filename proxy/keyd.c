@@ -241,6 +241,21 @@ static const char *status_text(int s) {
     return "unknown status";
 }
 
+int tg_keyd_verify(EVP_PKEY *pub, uint16_t alg, const uint8_t *msg, size_t msg_len,
+                   const uint8_t *sig, size_t sig_len) {
+    EVP_MD_CTX ctx;
+    EVP_MD_CTX_init(&ctx);
+    EVP_PKEY_CTX *pctx = NULL;
+    int ok = EVP_DigestVerifyInit(&ctx, &pctx, SSL_get_signature_algorithm_digest(alg), NULL, pub);
+    if (ok && SSL_is_signature_algorithm_rsa_pss(alg))
+        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) &&
+             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, -1);
+    ok = ok && EVP_DigestVerify(&ctx, sig, sig_len, msg, msg_len);
+    EVP_MD_CTX_cleanup(&ctx);
+    ERR_clear_error();
+    return ok;
+}
+
 int tg_keyd_check(const char *path, EVP_PKEY *pub, char *err, size_t err_len) {
     uint8_t spki[32], msg[64], sig[TG_KEYD_MAX_SIG];
     size_t sig_len = 0;
@@ -268,16 +283,7 @@ int tg_keyd_check(const char *path, EVP_PKEY *pub, char *err, size_t err_len) {
         return 0;
     }
     // The signature must verify with our certificate's public key: keyd holds the right key.
-    EVP_MD_CTX ctx;
-    EVP_MD_CTX_init(&ctx);
-    EVP_PKEY_CTX *pctx = NULL;
-    int ok = EVP_DigestVerifyInit(&ctx, &pctx, SSL_get_signature_algorithm_digest(alg), NULL, pub);
-    if (ok && SSL_is_signature_algorithm_rsa_pss(alg))
-        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) &&
-             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, -1);
-    ok = ok && EVP_DigestVerify(&ctx, sig, sig_len, msg, sizeof(msg));
-    EVP_MD_CTX_cleanup(&ctx);
-    ERR_clear_error();
+    int ok = tg_keyd_verify(pub, alg, msg, sizeof(msg), sig, sig_len);
     if (!ok)
         snprintf(err, err_len, "keyd:%s: its signature does not verify with our certificate", path);
     return ok;

@@ -79,6 +79,11 @@ size_t tg_keyd_digest(uint16_t alg, const uint8_t *in, size_t in_len,
 int tg_keyd_sign_digest(EVP_PKEY *key, uint16_t alg, const uint8_t *digest, size_t digest_len,
                         uint8_t *out, size_t *out_len, size_t max_out);
 
+// tg_keyd_verify checks |sig| over |msg| with public key |pub| under SignatureScheme |alg| (RSA
+// PKCS#1 v1.5 and PSS with salt = digest length, ECDSA). Returns 1 when it verifies.
+int tg_keyd_verify(EVP_PKEY *pub, uint16_t alg, const uint8_t *msg, size_t msg_len,
+                   const uint8_t *sig, size_t sig_len);
+
 // tg_keyd_handle answers one request packet |in| with the key among |keys| (|num| of them,
 // their SPKI hashes in |hashes|): the response packet goes to |out| (TG_KEYD_RESP_LEN bytes).
 // Returns its length; a packet too malformed to carry an id is answered with id 0 and

@@ -205,6 +205,21 @@ def ipv6_available():
     return None
 
 
+def accept_loop(lsock, stopped, handle):
+    """Accept on |lsock| until |stopped()| is true (checked every 0.2 s) or the socket is
+    closed, and start a daemon thread running |handle(sock, peer)| for each connection: the
+    accept loop of every threaded test server."""
+    lsock.settimeout(0.2)
+    while not stopped():
+        try:
+            s, peer = lsock.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        threading.Thread(target=handle, args=(s, peer), daemon=True).start()
+
+
 def connect_refused(addr, timeout=2):
     """True when a TCP connect to |addr| is refused (nothing listening)."""
     host, port = split_addr(addr)

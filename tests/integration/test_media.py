@@ -153,15 +153,7 @@ class Pbx:
             s.sendto(data, src)
 
     def _accept(self):
-        self.lsock.settimeout(0.2)
-        while not self.stop:
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        h.accept_loop(self.lsock, lambda: self.stop, lambda s, peer: self._serve(s))
 
     def _serve(self, s):
         try:
@@ -625,14 +617,7 @@ class Provider:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        while not self.stop:
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        h.accept_loop(self.lsock, lambda: self.stop, lambda s, peer: self._serve(s))
 
     def _serve(self, s):
         try:

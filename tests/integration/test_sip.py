@@ -79,15 +79,7 @@ class Uas:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        self.lsock.settimeout(0.2)
-        while not self.stop:
-            try:
-                s, peer = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s, peer), daemon=True).start()
+        h.accept_loop(self.lsock, lambda: self.stop, self._serve)
 
     def _serve(self, s, peer):
         try:

@@ -95,15 +95,7 @@ class NaivePbx:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        self.lsock.settimeout(0.2)
-        while not self.stop:
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        h.accept_loop(self.lsock, lambda: self.stop, lambda s, peer: self._serve(s))
 
     def _serve(self, s):
         buf = b""

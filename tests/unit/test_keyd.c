@@ -16,20 +16,6 @@
 #include "testpki.h"
 #include "tlsgate/keyd.h"
 
-static int verify(EVP_PKEY *key, uint16_t alg, const uint8_t *msg, size_t len, const uint8_t *sig,
-                  size_t sig_len) {
-    EVP_MD_CTX ctx;
-    EVP_MD_CTX_init(&ctx);
-    EVP_PKEY_CTX *pctx = NULL;
-    int ok = EVP_DigestVerifyInit(&ctx, &pctx, SSL_get_signature_algorithm_digest(alg), NULL, key);
-    if (ok && SSL_is_signature_algorithm_rsa_pss(alg))
-        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) &&
-             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, -1);
-    ok = ok && EVP_DigestVerify(&ctx, sig, sig_len, msg, len);
-    EVP_MD_CTX_cleanup(&ctx);
-    return ok;
-}
-
 static void test_roundtrip(void **state) {
     (void)state;
     struct tg_keyd_req a = {
@@ -78,7 +64,7 @@ static void check_scheme(EVP_PKEY *key, uint16_t alg) {
     assert_int_equal(tg_keyd_resp_decode(&resp, out, m), 1);
     assert_int_equal(resp.id, 42);
     assert_int_equal(resp.status, TG_KEYD_OK);
-    assert_int_equal(verify(key, alg, msg, sizeof(msg), resp.sig, resp.sig_len), 1);
+    assert_int_equal(tg_keyd_verify(key, alg, msg, sizeof(msg), resp.sig, resp.sig_len), 1);
 }
 
 static void test_schemes(void **state) {

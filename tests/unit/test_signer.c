@@ -18,27 +18,13 @@
 #include <openssl/ssl.h>
 
 #include "testpki.h"
+#include "tlsgate/keyd.h"
 #include "tlsgate/loop.h"
 #include "tlsgate/signer.h"
 #include "tlsgate/tlsconn.h"
 
 #define K_SIGN 5 // a kind of the test's own
 #define OP_SIGNED 3
-
-// verify_sig checks |sig| over |msg| with |key| under SignatureScheme |alg|.
-static int verify_sig(EVP_PKEY *key, uint16_t alg, const uint8_t *msg, size_t msg_len,
-                      const uint8_t *sig, size_t sig_len) {
-    EVP_MD_CTX ctx;
-    EVP_MD_CTX_init(&ctx);
-    EVP_PKEY_CTX *pctx = NULL;
-    int ok = EVP_DigestVerifyInit(&ctx, &pctx, SSL_get_signature_algorithm_digest(alg), NULL, key);
-    if (ok && SSL_is_signature_algorithm_rsa_pss(alg))
-        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) &&
-             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, -1);
-    ok = ok && EVP_DigestVerify(&ctx, sig, sig_len, msg, msg_len);
-    EVP_MD_CTX_cleanup(&ctx);
-    return ok;
-}
 
 static void test_sign_now(void **state) {
     (void)state;
@@ -55,13 +41,13 @@ static void test_sign_now(void **state) {
         assert_int_equal(tg_sign_now(rsa, rsa_algs[i], msg, sizeof(msg), sig, &len, sizeof(sig)),
                          1);
         assert_int_equal(len, 256);
-        assert_int_equal(verify_sig(rsa, rsa_algs[i], msg, sizeof(msg), sig, len), 1);
+        assert_int_equal(tg_keyd_verify(rsa, rsa_algs[i], msg, sizeof(msg), sig, len), 1);
     }
     assert_int_equal(
         tg_sign_now(ec, SSL_SIGN_ECDSA_SECP256R1_SHA256, msg, sizeof(msg), sig, &len, sizeof(sig)),
         1);
-    assert_int_equal(verify_sig(ec, SSL_SIGN_ECDSA_SECP256R1_SHA256, msg, sizeof(msg), sig, len),
-                     1);
+    assert_int_equal(
+        tg_keyd_verify(ec, SSL_SIGN_ECDSA_SECP256R1_SHA256, msg, sizeof(msg), sig, len), 1);
     // A scheme of another key type, or no room for the signature: refused, nothing written.
     assert_int_equal(
         tg_sign_now(rsa, SSL_SIGN_ECDSA_SECP256R1_SHA256, msg, sizeof(msg), sig, &len, sizeof(sig)),
