@@ -79,8 +79,9 @@ enum tg_admit tg_guard_admit_conn(struct tg_guard *g, size_t listener) {
     // Two descriptors per connection (its socket and the far side's), and fd_reserve kept for
     // the admin server, the control thread and reloads: the data plane never exhausts them.
     uint32_t all = atomic_fetch_add_explicit(&g->conns, 1, memory_order_relaxed);
+    uint32_t other = atomic_load_explicit(&g->other_fds, memory_order_relaxed);
     if (g->fd_limit != 0 && g->fd_reserve != 0 &&
-        2ull * (all + 1) + g->fd_reserve > (uint64_t)g->fd_limit) {
+        2ull * (all + 1) + other + g->fd_reserve > (uint64_t)g->fd_limit) {
         atomic_fetch_sub_explicit(&g->conns, 1, memory_order_relaxed);
         return TG_ADMIT_FD_LIMIT;
     }
@@ -92,6 +93,21 @@ enum tg_admit tg_guard_admit_conn(struct tg_guard *g, size_t listener) {
         return TG_ADMIT_LISTENER_MAX;
     }
     return TG_ADMIT_OK;
+}
+
+int tg_guard_take_fds(struct tg_guard *g, uint32_t n) {
+    uint32_t other = atomic_fetch_add_explicit(&g->other_fds, n, memory_order_relaxed);
+    uint32_t conns = atomic_load_explicit(&g->conns, memory_order_relaxed);
+    if (g->fd_limit != 0 && g->fd_reserve != 0 &&
+        2ull * conns + other + n + g->fd_reserve > (uint64_t)g->fd_limit) {
+        atomic_fetch_sub_explicit(&g->other_fds, n, memory_order_relaxed);
+        return 0;
+    }
+    return 1;
+}
+
+void tg_guard_give_fds(struct tg_guard *g, uint32_t n) {
+    atomic_fetch_sub_explicit(&g->other_fds, n, memory_order_relaxed);
 }
 
 void tg_guard_release_conn(struct tg_guard *g, size_t listener) {

@@ -217,16 +217,22 @@ static int cmd_check(const struct options *o) {
     return rc;
 }
 
-static void raise_fd_limit(uint32_t max_connections) {
+// raise_fd_limit lifts the soft descriptor limit to the hard one and warns when that is under
+// what |cfg| may use at its busiest: two per connection, four per media stream (a stream per
+// RTP port pair of [media] port_range, at most), and the reserve.
+static void raise_fd_limit(const struct tg_config *cfg) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
-    uint64_t need = 2ull * max_connections + 64;
+    uint64_t streams =
+        cfg->media_enabled ? ((uint64_t)cfg->media_port_max - cfg->media_port_min + 1) / 4 : 0;
+    uint64_t need = 2ull * cfg->max_connections + 4 * streams + 64;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
-        TG_WARN("fd_limit", "limit=%llu needed=%llu max_connections=%u",
-                (unsigned long long)rl.rlim_cur, (unsigned long long)need, max_connections);
+        TG_WARN("fd_limit", "limit=%llu needed=%llu max_connections=%u media_streams=%llu",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)need, cfg->max_connections,
+                (unsigned long long)streams);
 }
 
 static int drop_privileges(const char *user) {
@@ -314,7 +320,7 @@ static int cmd_run(const struct options *o) {
         num_workers = n > 0 ? (unsigned)n : 1;
     }
     uint32_t per_worker = (cfg.max_connections + num_workers - 1) / num_workers;
-    raise_fd_limit(cfg.max_connections);
+    raise_fd_limit(&cfg);
 
     const char **names = calloc(cfg.num_listeners, sizeof(char *));
     const char **kinds = calloc(cfg.num_listeners, sizeof(char *));

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tlsgate/guard.h"
 #include "tlsgate/log.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -369,9 +370,17 @@ void tg_media_call_end(struct tg_media *m) {
 }
 
 uint32_t tg_media_open(struct tg_media *m, uint64_t owner, uint32_t *gen) {
+    // The four sockets are counted with the connections' descriptors: a session that would eat
+    // into fd_reserve is refused like one that finds no port (the call gets 503).
+    if (m->guard != NULL && !tg_guard_take_fds(m->guard, TG_MS_NUM)) {
+        tg_counter_add(&m->ctr->port_exhausted, 1);
+        return TG_NIL;
+    }
     uint32_t slot;
     struct tg_msess *s = tg_slab_alloc(&m->sess, &slot);
     if (s == NULL) {
+        if (m->guard != NULL)
+            tg_guard_give_fds(m->guard, TG_MS_NUM);
         tg_counter_add(&m->ctr->port_exhausted, 1);
         return TG_NIL;
     }
@@ -430,6 +439,8 @@ void tg_media_close(struct tg_media *m, uint32_t slot) {
     tg_timer_cancel(&s->timer);
     memset(s, 0, sizeof(*s));
     tg_slab_free(&m->sess, slot);
+    if (m->guard != NULL)
+        tg_guard_give_fds(m->guard, TG_MS_NUM);
     tg_counter_add(&m->ctr->streams_closed, 1);
 }
 

@@ -307,6 +307,7 @@ static int setup(struct tg_worker *w) {
             !tg_mediasig_init(w->msig, &w->loop, rt->cfg, &rt->metrics->media[w->id], rt->calldir,
                               w->id, rt->num_workers, w->init_err, w->init_err_len))
             return 0;
+        w->msig->media.guard = rt->guard; // media sockets count against fd_reserve too
         w->conns.msig = w->msig;
     }
     tg_loop_set_kind(

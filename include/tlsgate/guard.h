@@ -13,7 +13,8 @@ struct sockaddr;
 // and shared by every worker without a lock (relaxed atomics on counters).
 //
 // - Per listener: its own `max_connections` (0: only the global cap).
-// - Descriptors: two per connection, and `fd_reserve` kept free for the admin server, the
+// - Descriptors: two per connection, those media sessions hold (tg_guard_take_fds), and
+//   `fd_reserve` kept free for the admin server, the
 //   control thread and reloads, so the data plane never exhausts them (EMFILE would also stop
 //   the admin server, whose library then busy-waits).
 // - The unauthenticated budget (`max_handshakes`) is not here: each worker keeps its share
@@ -39,7 +40,8 @@ struct tg_guard {
     uint32_t fd_limit;   // RLIMIT_NOFILE when the guard was made (0: unknown or unlimited)
     uint32_t fd_reserve; // 0: no reservation
     uint64_t key[2];
-    _Atomic uint32_t conns; // connections counted, all listeners
+    _Atomic uint32_t conns;     // connections counted, all listeners
+    _Atomic uint32_t other_fds; // descriptors held besides connections (media sockets)
     size_t num_listeners;
     const uint32_t *listener_max;     // [listener]; 0 = no cap of its own
     _Atomic uint32_t *listener_conns; // [listener]
@@ -68,6 +70,14 @@ uint16_t tg_guard_bucket(const struct tg_guard *g, const struct sockaddr *sa);
 // with tg_guard_release_conn), TG_ADMIT_FD_LIMIT or TG_ADMIT_LISTENER_MAX.
 enum tg_admit tg_guard_admit_conn(struct tg_guard *g, size_t listener);
 void tg_guard_release_conn(struct tg_guard *g, size_t listener);
+
+// tg_guard_take_fds counts |n| descriptors held outside connections (a media session's UDP
+// sockets): 1 when they fit under the limit less fd_reserve with the connections' (always 1
+// when there is no limit or no reserve), 0 (nothing counted) when they would eat into the
+// reserve. tg_guard_give_fds gives them back. Connections are admitted against the same sum,
+// so neither kind can starve the admin server and reloads of descriptors.
+int tg_guard_take_fds(struct tg_guard *g, uint32_t n);
+void tg_guard_give_fds(struct tg_guard *g, uint32_t n);
 
 // tg_guard_admit_handshake counts a new unauthenticated inbound connection from |bucket| at
 // second |now_s|: TG_ADMIT_OK (counted; release it with tg_guard_release_handshake when it

@@ -84,6 +84,7 @@ struct tg_media {
     struct tg_media_tx *tx;          // [TG_MEDIA_BUF_COUNT]
     struct msghdr rx_mh;             // the multishot recvmsg template (name only)
     uint8_t keep[TG_MEDIA_BUF_SIZE]; // a packet kept for the previous key while one rekeys
+    struct tg_guard *guard;          // counts the sessions' descriptors (guard.h); NULL: none
     uint32_t max_calls;              // this worker's share of max_calls
     uint32_t num_calls;              // counted by the owner (tg_media_call_begin / _end)
     // The owner's callback when a session times out (it must close the session).

@@ -504,6 +504,39 @@ class MediaCallTest(h.TestCase):
             self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
             st.sock.close()
 
+    def test_descriptor_reserve_holds_against_calls(self):
+        """Media sockets count against fd_reserve with the connections: under a small
+        descriptor limit, calls beyond what fits are answered 503 (never EMFILE), the admin
+        server keeps answering, and ending calls makes room again."""
+        cfg = media_config(self.pbx, self.base)
+        cfg["global"]["workers"] = 1
+        cfg["global"]["fd_reserve"] = 64
+        cfg["media"]["max_calls"] = 1000
+        # 160 descriptors, 64 kept: 96 for connections (two each) and streams (four each).
+        with h.Proxy(cfg, nofile=160) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            codes = []
+            for i in range(30):
+                r, got = self.invite(st, f"media-fd{i}", 1, f"fd{i}",
+                                     provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+                codes.append(r.code)
+            ok = codes.count(200)
+            self.assertGreater(ok, 5, codes)
+            self.assertLess(ok, 30, f"no call was refused: {codes}")
+            self.assertEqual(set(codes), {200, 503}, codes)
+            self.assertEqual(codes, [200] * ok + [503] * (30 - ok), "refused, then admitted")
+            code, body = px.http("/healthz")
+            self.assertEqual((code, body.strip()), (200, "ok"))
+            self.assertEqual(px.log_lines("event=accept_paused"), [])
+            self.assertEqual(px.metric("tlsgate_media_calls_active"), ok)
+            st.sock.close()  # the connection's loss ends its calls and frees their sockets
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            st = Stream(h.tls_connect(px.addr("provider")))
+            r, got = self.invite(st, "media-fd-after", 1, "fda",
+                                 provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            self.assertEqual(r.code, 200, got)
+            st.sock.close()
+
     def test_cancel_and_busy_free_the_ports(self):
         """A CANCEL before the answer, and a final failure response (486), end the call: its
         ports are freed."""

@@ -89,6 +89,28 @@ static void test_fd_reserve(void **state) {
     done(g, cfg);
 }
 
+// Media sessions' sockets and connections share one budget under the reserve: neither can
+// starve the other of the reserve, and a refusal counts nothing.
+static void test_fd_reserve_with_media(void **state) {
+    (void)state;
+    struct tg_config *cfg = config(100, 0, 0);
+    cfg->fd_reserve = 64;
+    struct tg_guard *g = tg_guard_new(cfg);
+    g->fd_limit = 256;           // 192 usable
+    for (int i = 0; i < 40; i++) // 40 streams of four sockets: 160
+        assert_int_equal(tg_guard_take_fds(g, 4), 1);
+    for (int i = 0; i < 16; i++) // 16 connections of two: 192
+        assert_int_equal(tg_guard_admit_conn(g, 1), TG_ADMIT_OK);
+    assert_int_equal(tg_guard_admit_conn(g, 1), TG_ADMIT_FD_LIMIT);
+    assert_int_equal(tg_guard_take_fds(g, 4), 0);
+    assert_int_equal(atomic_load(&g->other_fds), 160);
+    tg_guard_give_fds(g, 4);
+    assert_int_equal(tg_guard_admit_conn(g, 1), TG_ADMIT_OK); // two of the four freed
+    assert_int_equal(tg_guard_take_fds(g, 4), 0);             // two left: not four
+    assert_int_equal(tg_guard_take_fds(g, 2), 1);
+    done(g, cfg);
+}
+
 static void test_per_source_in_progress(void **state) {
     (void)state;
     struct tg_config *cfg = config(1000, 2, 0);
@@ -178,6 +200,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_listener_cap),
         cmocka_unit_test(test_fd_reserve),
+        cmocka_unit_test(test_fd_reserve_with_media),
         cmocka_unit_test(test_per_source_in_progress),
         cmocka_unit_test(test_per_source_rate),
         cmocka_unit_test(test_no_limits),
