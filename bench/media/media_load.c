@@ -1,18 +1,23 @@
 // tg-media-load: the media load of bench/media/media_bench.py.
 //
 //   tg-media-load echo --bind 127.0.0.1:PORT [--seconds S]
-//       the PBX's media end: every datagram back to its source (recvmmsg/sendmmsg).
+//       the PBX's media end: every datagram back to its source (recvmmsg/sendmmsg). Stops
+//       after S seconds or at SIGTERM/SIGINT, and prints {"echoed": N}.
 //   tg-media-load load --bind 127.0.0.1:PORT --calls FILE --key B64 --seconds S [--pps 50]
-//       the provider's media end for every call in FILE (one line per call: tlsgate's RTP
-//       port): SRTP (libsrtp2, AES_CM_128_HMAC_SHA1_80, key B64, SSRC = line number) with
-//       160-byte payloads at --pps packets per second per call, all calls spread evenly over
-//       each 20 ms; the echoes come back through tlsgate, and the time from send to receive
-//       of each (matched by SSRC and sequence number in the clear RTP header) goes into a
-//       histogram. Prints one JSON line: sent, received, p50_us, p99_us, max_us.
+//       the provider's media end for every call in FILE (one line per call: the relay's
+//       provider-side RTP port on 127.0.0.1, then optionally the relay's SRTP key for that
+//       call, base64, from its SDP answer): SRTP (libsrtp2, AES_CM_128_HMAC_SHA1_80, key B64,
+//       SSRC = line number) with 160-byte payloads at --pps packets per second per call, all
+//       calls spread evenly over each 20 ms; the echoes come back through the relay, and the
+//       time from send to receive of each (matched by SSRC and sequence number in the clear
+//       RTP header) goes into a histogram. With a key on the line, each echo must also
+//       unprotect with it (a failure is counted, not received). Prints one JSON line: sent,
+//       received, auth_failures, p50_us, p99_us, max_us.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,14 +72,24 @@ static int udp_bound(const char *addr) {
     return fd;
 }
 
+static volatile sig_atomic_t g_stop;
+
+static void on_stop(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
 static int echo(const char *bind_s, unsigned seconds) {
     int fd = udp_bound(bind_s);
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     static uint8_t bufs[BATCH][2048];
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     struct sockaddr_in from[BATCH];
     uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u, n = 0;
-    while (now_ns() < end) {
+    while (now_ns() < end && !g_stop) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 100) <= 0)
             continue;
@@ -118,15 +133,35 @@ static size_t b64_decode(const char *in, uint8_t *out, size_t cap) {
     return n;
 }
 
+// srtp_session: an AES_CM_128_HMAC_SHA1_80 session with the 30-byte master key and salt in
+// base64 |key_s|, for any SSRC of the given direction.
+static srtp_t srtp_session(const char *key_s, srtp_ssrc_type_t dir) {
+    uint8_t key[64];
+    if (b64_decode(key_s, key, sizeof(key)) != 30)
+        die("the key must be 30 bytes");
+    srtp_policy_t pol;
+    memset(&pol, 0, sizeof(pol));
+    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtp);
+    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtcp);
+    pol.ssrc.type = dir;
+    pol.key = key;
+    pol.window_size = 128;
+    srtp_t s;
+    if (srtp_create(&s, &pol) != srtp_err_status_ok)
+        die("srtp_create");
+    return s;
+}
+
 struct call {
     struct sockaddr_in to;
+    srtp_t rx; // the relay's key for this call, or NULL: echoes are not checked
     uint16_t seq;
     uint64_t sent_ns[64]; // by seq % 64
 };
 
 struct rx {
     uint32_t *hist;
-    uint64_t received, max_us;
+    uint64_t received, max_us, auth_failures;
 };
 
 // drain takes every echo waiting (recvmmsg) and records its round trip.
@@ -151,6 +186,12 @@ static void drain(int fd, struct call *calls, size_t ncalls, struct rx *x) {
             uint16_t seq = (uint16_t)((p[2] << 8) | p[3]);
             if (ssrc == 0 || ssrc > ncalls)
                 continue;
+            int len = (int)msgs[i].msg_len;
+            if (calls[ssrc - 1].rx != NULL &&
+                srtp_unprotect(calls[ssrc - 1].rx, rbuf[i], &len) != srtp_err_status_ok) {
+                x->auth_failures++;
+                continue;
+            }
             uint64_t us = (rt - calls[ssrc - 1].sent_ns[seq % 64]) / 1000;
             x->hist[us < HIST_US ? us : HIST_US]++;
             if (us > x->max_us)
@@ -167,10 +208,16 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
     FILE *f = fopen(calls_path, "r");
     if (f == NULL)
         die("cannot open the calls file");
+    if (srtp_init() != srtp_err_status_ok)
+        die("srtp_init");
     size_t ncalls = 0, cap = 1024;
     struct call *calls = calloc(cap, sizeof(*calls));
+    char line[256], rxkey[128];
     unsigned port;
-    while (fscanf(f, "%u", &port) == 1) {
+    while (fgets(line, sizeof(line), f) != NULL) {
+        int fields = sscanf(line, "%u %127s", &port, rxkey);
+        if (fields < 1)
+            continue;
         if (ncalls == cap) {
             cap *= 2;
             calls = realloc(calls, cap * sizeof(*calls));
@@ -178,26 +225,14 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
         }
         parse_addr("127.0.0.1:0", &calls[ncalls].to);
         calls[ncalls].to.sin_port = htons((uint16_t)port);
+        if (fields == 2)
+            calls[ncalls].rx = srtp_session(rxkey, ssrc_any_inbound);
         ncalls++;
     }
     fclose(f);
     if (ncalls == 0 || pps == 0)
         die("no calls");
-    static uint8_t key[64];
-    if (b64_decode(key_s, key, sizeof(key)) != 30)
-        die("the key must be 30 bytes");
-    if (srtp_init() != srtp_err_status_ok)
-        die("srtp_init");
-    srtp_policy_t pol;
-    memset(&pol, 0, sizeof(pol));
-    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtp);
-    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtcp);
-    pol.ssrc.type = ssrc_any_outbound;
-    pol.key = key;
-    pol.window_size = 128;
-    srtp_t tx;
-    if (srtp_create(&tx, &pol) != srtp_err_status_ok)
-        die("srtp_create");
+    srtp_t tx = srtp_session(key_s, ssrc_any_outbound);
     int fd = udp_bound(bind_s);
     struct rx x = {.hist = calloc(HIST_US + 1, sizeof(uint32_t))};
     uint64_t sent = 0;
@@ -261,11 +296,15 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
             break;
         }
     }
-    printf("{\"calls\": %zu, \"sent\": %llu, \"received\": %llu, \"p50_us\": %llu, "
-           "\"p99_us\": %llu, \"max_us\": %llu}\n",
-           ncalls, (unsigned long long)sent, (unsigned long long)received, (unsigned long long)p50,
-           (unsigned long long)p99, (unsigned long long)max_us);
+    printf("{\"calls\": %zu, \"sent\": %llu, \"received\": %llu, \"auth_failures\": %llu, "
+           "\"p50_us\": %llu, \"p99_us\": %llu, \"max_us\": %llu}\n",
+           ncalls, (unsigned long long)sent, (unsigned long long)received,
+           (unsigned long long)x.auth_failures, (unsigned long long)p50, (unsigned long long)p99,
+           (unsigned long long)max_us);
     srtp_dealloc(tx);
+    for (size_t i = 0; i < ncalls; i++)
+        if (calls[i].rx != NULL)
+            srtp_dealloc(calls[i].rx);
     free(x.hist);
     free(calls);
     close(fd);
