@@ -47,7 +47,10 @@ from sipmsg import Stream  # noqa: E402
 LOAD = os.environ.get("TG_MEDIA_LOAD") or str(REPO / "build/bench/media/tg-media-load")
 RTPENGINE = os.environ.get("RTPENGINE") or shutil.which("rtpengine") or "/usr/bin/rtpengine"
 SUITE = "AES_CM_128_HMAC_SHA1_80"
-RELAY_CPU, LOAD_CPU = 0, 1
+# The relay on the first CPU we may use, the load and the echo on the second (on one CPU, the
+# smoke test's worst case, both on it).
+_CPUS = sorted(os.sched_getaffinity(0))
+RELAY_CPU, LOAD_CPU = _CPUS[0], _CPUS[1 if len(_CPUS) > 1 else 0]
 # 4 sockets per call on the relay (RTP and RTCP, both sides): as many as the hard limit allows
 # (raising it needs CAP_SYS_RESOURCE; this machine's 20,000 caps the calls near 4,900).
 NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -62,6 +65,26 @@ def pin_relay():
 def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_drops(pid):
+    """Datagrams dropped at |pid|'s UDP sockets (full receive buffers): the drops column of
+    /proc/net/udp for the socket inodes among its descriptors. Says where a loss happened."""
+    inodes = set()
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    total = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[9] in inodes:
+            total += int(f[12])
+    return total
 
 
 class PbxSip:
@@ -188,7 +211,7 @@ class Rtpengine:
 
     def __init__(self, n):
         self.ng_port = h.free_port()
-        lo = 30000
+        lo = 41000  # above Debian's rtpengine.conf (30000-40000), should its service run
         hi = min(65000, lo + 8 * n + 2000)
         self.log = h.tmpfile("rtpengine-", ".log")
         args = [RTPENGINE, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
@@ -209,6 +232,7 @@ class Rtpengine:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.1)
+        self.close()
         raise SystemExit(f"rtpengine did not start: {self.log.read_text()[-2000:]}")
 
     def ng(self, cmd):
@@ -282,13 +306,20 @@ def rtpengine(n, key, load_port, echo_port):
     """rtpengine (see Rtpengine) with the calls set up through ng; yields as tlsgate() does
     (rtpengine's counters are not read: the ends count for both)."""
     r = Rtpengine(n)
-    try:
+    try:  # also when setting up the calls fails
         yield r.proc.pid, r.set_up_calls(n, key, load_port, echo_port), dict
     finally:
         r.close()
 
 
-RELAYS = {"tlsgate": tlsgate, "rtpengine": rtpengine}
+@contextlib.contextmanager
+def direct(n, key, load_port, echo_port):
+    """No relay: the load straight at the echo, which returns its own SRTP (so the load's key
+    authenticates it): the round trip floor of the load and the echo on this machine."""
+    yield None, [(echo_port, key)] * n, dict
+
+
+RELAYS = {"direct": direct, "tlsgate": tlsgate, "rtpengine": rtpengine}
 
 
 def run(relay, n, seconds):
@@ -305,13 +336,15 @@ def run(relay, n, seconds):
             path = h.tmpfile("calls-", ".txt")
             path.write_text("".join(f"{port} {k}\n" for port, k in calls))
             before = counters()
-            cpu0 = cpu_seconds(pid)
+            cpu0 = cpu_seconds(pid) if pid else 0
             r = subprocess.run(["taskset", "-c", str(LOAD_CPU), LOAD, "load", "--bind",
                                 f"127.0.0.1:{load_port}", "--calls", str(path), "--key", key,
                                 "--seconds", str(seconds)], capture_output=True, text=True,
                                timeout=seconds + 120)
-            cpu = cpu_seconds(pid) - cpu0
+            cpu = cpu_seconds(pid) - cpu0 if pid else 0
             after = counters()
+            relay_drops = udp_drops(pid) if pid else 0
+            echo_drops = udp_drops(echo.pid)
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
             load = json.loads(r.stdout)
@@ -319,7 +352,8 @@ def run(relay, n, seconds):
         echo.terminate()
         out, _ = echo.communicate(timeout=30)
     echoed = json.loads(out)["echoed"]
-    relayed = echoed + load["received"]  # provider->PBX at the echo, PBX->provider at the load
+    # provider->PBX at the echo, PBX->provider at the load (direct: nothing relayed)
+    relayed = echoed + load["received"] if pid else 0
     row = {"relay": relay, "calls": n, "seconds": seconds, "setup_s": round(setup_s, 2),
            "relayed": relayed, "cpu_s": round(cpu, 3),
            "cpu_us_per_packet": round(cpu * 1e6 / relayed, 2) if relayed else None,
@@ -328,6 +362,8 @@ def run(relay, n, seconds):
            "loss_pct": round(100.0 * (1 - load["received"] / load["sent"]), 3)
            if load["sent"] else None,
            "auth_failures": load["auth_failures"],
+           "drops_at_relay": relay_drops, "drops_at_echo": echo_drops,
+           "drops_at_load": load["drops"],
            "rtt_p50_us": load["p50_us"], "rtt_p99_us": load["p99_us"],
            "rtt_max_us": load["max_us"]}
     row.update({k: v - before[k] for k, v in after.items()})
@@ -344,7 +380,7 @@ def summary(rows):
            "round trip p50 | round trip p99 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     med = {}
     for n in sorted({r["calls"] for r in rows}):
-        for relay in RELAYS:
+        for relay in RELAYS:  # direct (the floor) first
             rs = [r for r in rows if r["calls"] == n and r["relay"] == relay]
             if not rs:
                 continue
@@ -375,7 +411,8 @@ def check(rows, relays, calls):
             assert rs, f"no run of {relay} with {n} calls"
             for r in rs:
                 for f in FIGURES + ("relayed", "cpu_s"):
-                    assert r[f] is not None, f"{relay} {n}: {f} missing: {r}"
+                    if relay != "direct" or f.startswith(("rtt", "loss")):
+                        assert r[f] is not None, f"{relay} {n}: {f} missing: {r}"
                 assert r["sent"] > 0 and r["echoed"] > 0 and r["received"] > 0, r
                 assert r["relayed"] <= 2 * r["sent"], r
                 assert r["auth_failures"] == 0, r
@@ -386,7 +423,8 @@ def check(rows, relays, calls):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    ap.add_argument("--relay", choices=("tlsgate", "rtpengine", "both"), default="tlsgate")
+    ap.add_argument("--relay", choices=("tlsgate", "rtpengine", "both"), default="tlsgate",
+                    help="both: direct (no relay: the floor), tlsgate, rtpengine in each round")
     ap.add_argument("--calls", default="100,1000")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1)
@@ -394,10 +432,10 @@ def main():
                     help="assert that the figures are there (the bench.media smoke test); a "
                     "missing rtpengine is then skipped with --relay both")
     args = ap.parse_args()
-    relays = ["tlsgate", "rtpengine"] if args.relay == "both" else [args.relay]
+    relays = list(RELAYS) if args.relay == "both" else [args.relay]
     if args.check and args.relay == "both" and not os.access(RTPENGINE, os.X_OK):
         print(f"rtpengine not installed ({RTPENGINE}): tlsgate only", flush=True)
-        relays = ["tlsgate"]
+        relays.remove("rtpengine")
     calls = [int(c) for c in args.calls.split(",")]
     rows = []
     for n in calls:
