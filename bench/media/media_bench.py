@@ -56,6 +56,25 @@ RELAY_CPU, LOAD_CPU = _CPUS[0], _CPUS[1 if len(_CPUS) > 1 else 0]
 NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
+def udp_port():
+    """A UDP port free on 127.0.0.1 now, in 10000-19999: below the relays' ranges (from 20000)
+    and the kernel's ephemeral ports, so that neither relay can take it meanwhile."""
+    for _ in range(1000):
+        port = 10000 + int.from_bytes(os.urandom(2), "big") % 10000
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in _UDP_GIVEN:
+            _UDP_GIVEN.add(port)
+            return port
+    raise SystemExit("no free UDP port in 10000-19999")
+
+
+_UDP_GIVEN = set()
+
+
 def pin_relay():
     """preexec_fn of a relay: CPU 0 (every thread it starts inherits it), room for sockets."""
     os.sched_setaffinity(0, {RELAY_CPU})
@@ -211,7 +230,7 @@ class Rtpengine:
 
     def __init__(self, n):
         self.ng_port = h.free_port()
-        lo = 41000  # above Debian's rtpengine.conf (30000-40000), should its service run
+        lo = 20000  # the range tlsgate gets (Debian's service, disabled, would use 30000-40000)
         hi = min(65000, lo + 8 * n + 2000)
         self.log = h.tmpfile("rtpengine-", ".log")
         args = [RTPENGINE, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
@@ -325,7 +344,7 @@ RELAYS = {"direct": direct, "tlsgate": tlsgate, "rtpengine": rtpengine}
 def run(relay, n, seconds):
     """One measurement: |n| calls through |relay| for |seconds|; one JSON-able dict."""
     key = base64.b64encode(os.urandom(30)).decode()
-    echo_port, load_port = h.free_port(), h.free_port()
+    echo_port, load_port = udp_port(), udp_port()
     echo = subprocess.Popen(["taskset", "-c", str(LOAD_CPU), LOAD, "echo", "--bind",
                              f"127.0.0.1:{echo_port}", "--seconds", str(seconds + 600)],
                             stdout=subprocess.PIPE, text=True)
