@@ -6,7 +6,8 @@ provider side (SRTP, libsrtp2 in tg-media-load) to a PBX echo (tg-media-load ech
 (utime + stime of all its threads, /proc/PID/stat, over the load window) per relayed packet,
 packets per CPU-second, the round trip p50/p99 (two relay passes: SRTP->RTP and RTP->SRTP, and
 the echo) and loss. Relayed packets are counted at the two ends (the echo's receptions plus the
-load's authenticated receptions), so neither relay's own counters are trusted.
+load's receptions), so neither relay's own counters are trusted; the echoes of the first 64 calls
+are also authenticated and decrypted with the key in the relay's SDP answer.
 
   tlsgate:   calls set up over its mutual-TLS SIP listener ([media], workers = 1).
   rtpengine: Debian's rtpengine-daemon in the foreground, user-space forwarding only
@@ -84,6 +85,17 @@ def pin_relay():
 def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(cpu):
+    """(busy, total) jiffies of one CPU from /proc/stat: what else ran there (the loopback's
+    softirq work, other processes) shows as busy time the relay's own CPU does not explain."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        f = line.split()
+        if f[0] == f"cpu{cpu}":
+            v = [int(x) for x in f[1:]]
+            return sum(v) - v[3] - v[4], sum(v)  # idle and iowait are not busy
+    return 0, 0
 
 
 def udp_drops(pid):
@@ -356,11 +368,13 @@ def run(relay, n, seconds):
             path.write_text("".join(f"{port} {k}\n" for port, k in calls))
             before = counters()
             cpu0 = cpu_seconds(pid) if pid else 0
+            busy0, total0 = cpu_ticks(RELAY_CPU)
             r = subprocess.run(["taskset", "-c", str(LOAD_CPU), LOAD, "load", "--bind",
                                 f"127.0.0.1:{load_port}", "--calls", str(path), "--key", key,
                                 "--seconds", str(seconds)], capture_output=True, text=True,
                                timeout=seconds + 120)
             cpu = cpu_seconds(pid) - cpu0 if pid else 0
+            busy1, total1 = cpu_ticks(RELAY_CPU)
             after = counters()
             relay_drops = udp_drops(pid) if pid else 0
             echo_drops = udp_drops(echo.pid)
@@ -377,6 +391,7 @@ def run(relay, n, seconds):
            "relayed": relayed, "cpu_s": round(cpu, 3),
            "cpu_us_per_packet": round(cpu * 1e6 / relayed, 2) if relayed else None,
            "packets_per_cpu_s": int(relayed / cpu) if cpu > 0 else None,
+           "relay_cpu_busy_pct": round(100.0 * (busy1 - busy0) / max(1, total1 - total0), 1),
            "sent": load["sent"], "echoed": echoed, "received": load["received"],
            "loss_pct": round(100.0 * (1 - load["received"] / load["sent"]), 3)
            if load["sent"] else None,
@@ -423,7 +438,7 @@ def summary(rows):
 
 def check(rows, relays, calls):
     """The smoke test's assertions: every relay and call count has its figures, packets went
-    through both ways and every echo authenticated. Never how fast."""
+    through both ways and no verified echo failed to authenticate. Never how fast."""
     for relay in relays:
         for n in calls:
             rs = [r for r in rows if r["relay"] == relay and r["calls"] == n]
