@@ -266,14 +266,26 @@ static void on_tick(void *arg) {
 // ---------------------------------------------------------------------------------------------
 // Setup and the thread.
 
+// pin_thread puts worker |id| on the (id mod n)-th of the n CPUs the process was allowed
+// (taskset, systemd's CPUAffinity=), never outside them: counting online CPUs from 0 moved the
+// worker of a tlsgate started on CPU 1 to CPU 0.
 static void pin_thread(unsigned id) {
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    if (ncpu <= 0)
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
         return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET((int)(id % (unsigned long)ncpu), &set);
-    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    int n = CPU_COUNT(&allowed);
+    if (n <= 0)
+        return;
+    int want = (int)(id % (unsigned)n);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed) || want-- > 0)
+            continue;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+        return;
+    }
 }
 
 // setup builds the loop and the connection table on the worker's own thread (the ring is

@@ -11,6 +11,7 @@ PACKAGES=(
   openssl sip-tester python3 curl procps util-linux
   haproxy stunnel4 nginx libnginx-mod-stream
   kamailio kamailio-tls-modules
+  rtpengine-daemon
 )
 
 missing=()
@@ -29,4 +30,10 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# bench/media starts its own rtpengine (foreground, user-space, private ports); Debian enables
+# the system service, which would hold the ng port and 30000-40000 and load iptables rules.
+if [[ " ${missing[*]} " == *" rtpengine-daemon "* ]] && command -v systemctl >/dev/null &&
+  [ -d /run/systemd/system ]; then
+  systemctl disable --now rtpengine-daemon.service >/dev/null 2>&1 || true
+fi
 echo "install-deps: done"

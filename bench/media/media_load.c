@@ -1,18 +1,28 @@
 // tg-media-load: the media load of bench/media/media_bench.py.
 //
 //   tg-media-load echo --bind 127.0.0.1:PORT [--seconds S]
-//       the PBX's media end: every datagram back to its source (recvmmsg/sendmmsg).
+//       the PBX's media end: every datagram back to its source (recvmmsg/sendmmsg). Stops
+//       after S seconds or at SIGTERM/SIGINT, and prints {"echoed": N}.
 //   tg-media-load load --bind 127.0.0.1:PORT --calls FILE --key B64 --seconds S [--pps 50]
-//       the provider's media end for every call in FILE (one line per call: tlsgate's RTP
-//       port): SRTP (libsrtp2, AES_CM_128_HMAC_SHA1_80, key B64, SSRC = line number) with
-//       160-byte payloads at --pps packets per second per call, all calls spread evenly over
-//       each 20 ms; the echoes come back through tlsgate, and the time from send to receive
-//       of each (matched by SSRC and sequence number in the clear RTP header) goes into a
-//       histogram. Prints one JSON line: sent, received, p50_us, p99_us, max_us.
+//       the provider's media end for every call in FILE (one line per call: the relay's
+//       provider-side RTP port on 127.0.0.1, then optionally the relay's SRTP key for that
+//       call, base64, from its SDP answer): SRTP (libsrtp2, AES_CM_128_HMAC_SHA1_80, key B64,
+//       SSRC = line number) with 160-byte payloads at --pps packets per second per call, all
+//       calls spread evenly over each 20 ms; the echoes come back through the relay, and the
+//       time from send to receive of each (matched by SSRC and sequence number in the clear
+//       RTP header) goes into a histogram. The load wakes every millisecond (no busy loop: it
+//       shares its CPU with the echo), sends what is due with sendmmsg in chunks of 8 stamped
+//       just before each chunk, and takes each echo's arrival time from the kernel
+//       (SO_TIMESTAMPNS), so that how late it drains does not count in the round trip. With a key
+//       on the line, each echo of the first 64 calls must also unprotect with it (a
+//       failure is counted, not received).
+//       Prints one JSON line: sent, received, auth_failures, drops (at the load's own socket:
+//       its receive buffer was full), p50_us, p99_us, max_us.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,16 +35,24 @@
 
 #define PAYLOAD 160
 #define BATCH 64
-#define HIST_US 200000 // 1 us buckets up to 200 ms; later ones in the last
+#define STAMP 8         // packets per sendmmsg: one send timestamp each
+#define TICK_NS 1000000 // the load's wake-up period
+#define HIST_US 200000  // 1 us buckets up to 200 ms; later ones in the last
+// The echoes of the first VERIFY_CALLS calls are authenticated and decrypted, every one: Debian's
+// libsrtp2 is built on NSS, whose cost per operation grows with the number of key contexts
+// alive (a session per call made the load itself fall behind at 1,000 calls). The sending
+// side is one session: the streams it clones per SSRC share its contexts.
+#define VERIFY_CALLS 64
 
 static void die(const char *what) {
     fprintf(stderr, "tg-media-load: %s\n", what);
     exit(2);
 }
 
+// CLOCK_REALTIME: the clock of the kernel's receive timestamps (SO_TIMESTAMPNS).
 static uint64_t now_ns(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -67,14 +85,24 @@ static int udp_bound(const char *addr) {
     return fd;
 }
 
+static volatile sig_atomic_t g_stop;
+
+static void on_stop(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
 static int echo(const char *bind_s, unsigned seconds) {
     int fd = udp_bound(bind_s);
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     static uint8_t bufs[BATCH][2048];
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     struct sockaddr_in from[BATCH];
     uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u, n = 0;
-    while (now_ns() < end) {
+    while (now_ns() < end && !g_stop) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 100) <= 0)
             continue;
@@ -118,32 +146,76 @@ static size_t b64_decode(const char *in, uint8_t *out, size_t cap) {
     return n;
 }
 
+// srtp_session: an AES_CM_128_HMAC_SHA1_80 session with the 30-byte master key and salt in
+// base64 |key_s|, for any SSRC of the given direction or (ssrc_specific) for |ssrc| alone,
+// whose keys are then derived here rather than at its first packet, in the load window.
+static srtp_t srtp_session(const char *key_s, srtp_ssrc_type_t dir, uint32_t ssrc) {
+    uint8_t key[64];
+    if (b64_decode(key_s, key, sizeof(key)) != 30)
+        die("the key must be 30 bytes");
+    srtp_policy_t pol;
+    memset(&pol, 0, sizeof(pol));
+    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtp);
+    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtcp);
+    pol.ssrc.type = dir;
+    pol.ssrc.value = ssrc;
+    pol.key = key;
+    pol.window_size = 128;
+    srtp_t s;
+    if (srtp_create(&s, &pol) != srtp_err_status_ok)
+        die("srtp_create");
+    return s;
+}
+
 struct call {
     struct sockaddr_in to;
+    srtp_t rx; // the relay's key for this call, or NULL: echoes are not checked
     uint16_t seq;
     uint64_t sent_ns[64]; // by seq % 64
 };
 
 struct rx {
     uint32_t *hist;
-    uint64_t received, max_us;
+    uint64_t received, max_us, auth_failures, drops;
 };
+
+// rx_time is the kernel's receive timestamp of |m| (SO_TIMESTAMPNS), or now without one;
+// it also keeps the socket's drop count (SO_RXQ_OVFL) in |drops|.
+static uint64_t rx_time(struct msghdr *m, uint64_t *drops) {
+    uint64_t t = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+            uint32_t d;
+            memcpy(&d, CMSG_DATA(c), sizeof(d));
+            *drops = d;
+        }
+    }
+    return t != 0 ? t : now_ns();
+}
 
 // drain takes every echo waiting (recvmmsg) and records its round trip.
 static void drain(int fd, struct call *calls, size_t ncalls, struct rx *x) {
     static uint8_t rbuf[BATCH][2048];
+    static uint8_t cbuf[BATCH][CMSG_SPACE(sizeof(struct timespec)) + CMSG_SPACE(4)];
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     for (;;) {
         for (int i = 0; i < BATCH; i++) {
             iov[i] = (struct iovec){.iov_base = rbuf[i], .iov_len = sizeof(rbuf[i])};
-            msgs[i].msg_hdr = (struct msghdr){.msg_iov = &iov[i], .msg_iovlen = 1};
+            msgs[i].msg_hdr = (struct msghdr){.msg_iov = &iov[i],
+                                              .msg_iovlen = 1,
+                                              .msg_control = cbuf[i],
+                                              .msg_controllen = sizeof(cbuf[i])};
         }
         int r = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
         if (r <= 0)
             return;
-        uint64_t rt = now_ns();
         for (int i = 0; i < r; i++) {
+            uint64_t rt = rx_time(&msgs[i].msg_hdr, &x->drops);
             const uint8_t *p = rbuf[i];
             if (msgs[i].msg_len < 12)
                 continue;
@@ -151,7 +223,14 @@ static void drain(int fd, struct call *calls, size_t ncalls, struct rx *x) {
             uint16_t seq = (uint16_t)((p[2] << 8) | p[3]);
             if (ssrc == 0 || ssrc > ncalls)
                 continue;
-            uint64_t us = (rt - calls[ssrc - 1].sent_ns[seq % 64]) / 1000;
+            int len = (int)msgs[i].msg_len;
+            if (calls[ssrc - 1].rx != NULL &&
+                srtp_unprotect(calls[ssrc - 1].rx, rbuf[i], &len) != srtp_err_status_ok) {
+                x->auth_failures++;
+                continue;
+            }
+            uint64_t sent_ns = calls[ssrc - 1].sent_ns[seq % 64];
+            uint64_t us = rt > sent_ns ? (rt - sent_ns) / 1000 : 0;
             x->hist[us < HIST_US ? us : HIST_US]++;
             if (us > x->max_us)
                 x->max_us = us;
@@ -162,15 +241,73 @@ static void drain(int fd, struct call *calls, size_t ncalls, struct rx *x) {
     }
 }
 
+// The send side: packets protected into a batch, sent with sendmmsg in chunks of STAMP, each
+// call's send time taken just before its chunk goes.
+struct tx {
+    int fd;
+    srtp_t tx;
+    int n;
+    uint8_t pkt[BATCH][12 + PAYLOAD + SRTP_MAX_TRAILER_LEN];
+    struct iovec iov[BATCH];
+    struct mmsghdr msgs[BATCH];
+    struct call *who[BATCH];
+    uint16_t seq[BATCH];
+    uint64_t sent;
+};
+
+static void flush(struct tx *q) {
+    for (int off = 0; off < q->n; off += STAMP) {
+        int k = q->n - off < STAMP ? q->n - off : STAMP;
+        uint64_t t = now_ns();
+        for (int i = off; i < off + k; i++)
+            q->who[i]->sent_ns[q->seq[i] % 64] = t;
+        int r = sendmmsg(q->fd, q->msgs + off, (unsigned)k, 0);
+        if (r > 0)
+            q->sent += (uint64_t)r;
+    }
+    q->n = 0;
+}
+
+static void queue(struct tx *q, struct call *c, uint32_t ssrc) {
+    uint8_t *pkt = q->pkt[q->n];
+    pkt[0] = 0x80;
+    pkt[1] = 0;
+    pkt[2] = (uint8_t)(c->seq >> 8);
+    pkt[3] = (uint8_t)c->seq;
+    uint32_t ts = (uint32_t)c->seq * 160u;
+    memcpy(pkt + 4, &(uint32_t){htonl(ts)}, 4);
+    memcpy(pkt + 8, &(uint32_t){htonl(ssrc)}, 4);
+    memset(pkt + 12, (int)(c->seq & 0xff), PAYLOAD);
+    int len = 12 + PAYLOAD;
+    if (srtp_protect(q->tx, pkt, &len) != srtp_err_status_ok)
+        die("srtp_protect");
+    q->iov[q->n] = (struct iovec){.iov_base = pkt, .iov_len = (size_t)len};
+    q->msgs[q->n].msg_hdr = (struct msghdr){.msg_name = &c->to,
+                                            .msg_namelen = sizeof(c->to),
+                                            .msg_iov = &q->iov[q->n],
+                                            .msg_iovlen = 1};
+    q->who[q->n] = c;
+    q->seq[q->n] = c->seq;
+    c->seq++;
+    if (++q->n == BATCH)
+        flush(q);
+}
+
 static int load(const char *bind_s, const char *calls_path, const char *key_s, unsigned seconds,
                 unsigned pps) {
     FILE *f = fopen(calls_path, "r");
     if (f == NULL)
         die("cannot open the calls file");
+    if (srtp_init() != srtp_err_status_ok)
+        die("srtp_init");
     size_t ncalls = 0, cap = 1024;
     struct call *calls = calloc(cap, sizeof(*calls));
+    char line[256], rxkey[128];
     unsigned port;
-    while (fscanf(f, "%u", &port) == 1) {
+    while (fgets(line, sizeof(line), f) != NULL) {
+        int fields = sscanf(line, "%u %127s", &port, rxkey);
+        if (fields < 1)
+            continue;
         if (ncalls == cap) {
             cap *= 2;
             calls = realloc(calls, cap * sizeof(*calls));
@@ -178,79 +315,51 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
         }
         parse_addr("127.0.0.1:0", &calls[ncalls].to);
         calls[ncalls].to.sin_port = htons((uint16_t)port);
+        if (fields == 2 && ncalls < VERIFY_CALLS)
+            calls[ncalls].rx = srtp_session(rxkey, ssrc_specific, (uint32_t)ncalls + 1);
         ncalls++;
     }
     fclose(f);
     if (ncalls == 0 || pps == 0)
         die("no calls");
-    static uint8_t key[64];
-    if (b64_decode(key_s, key, sizeof(key)) != 30)
-        die("the key must be 30 bytes");
-    if (srtp_init() != srtp_err_status_ok)
-        die("srtp_init");
-    srtp_policy_t pol;
-    memset(&pol, 0, sizeof(pol));
-    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtp);
-    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtcp);
-    pol.ssrc.type = ssrc_any_outbound;
-    pol.key = key;
-    pol.window_size = 128;
-    srtp_t tx;
-    if (srtp_create(&tx, &pol) != srtp_err_status_ok)
-        die("srtp_create");
+    srtp_t tx = srtp_session(key_s, ssrc_any_outbound, 0);
     int fd = udp_bound(bind_s);
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on)) != 0)
+        die("SO_TIMESTAMPNS/SO_RXQ_OVFL");
     struct rx x = {.hist = calloc(HIST_US + 1, sizeof(uint32_t))};
-    uint64_t sent = 0;
+    struct tx q = {.fd = fd, .tx = tx};
     const uint64_t period = 1000000000u / pps; // per call
     const uint64_t start = now_ns(), end = start + (uint64_t)seconds * 1000000000u;
     size_t next_call = 0;
     uint64_t round_start = start;
-    for (;;) {
+    for (uint64_t tick = start;; tick += TICK_NS) {
         uint64_t t = now_ns();
         if (t >= end + 500000000u) // half a second for the last echoes
             break;
         // Send what is due: call i at round_start + i * period / ncalls.
-        while (t < end && next_call < ncalls &&
-               round_start + (uint64_t)next_call * period / ncalls <= t) {
-            struct call *c = &calls[next_call];
-            uint8_t pkt[12 + PAYLOAD + SRTP_MAX_TRAILER_LEN];
-            uint32_t ssrc = (uint32_t)next_call + 1;
-            pkt[0] = 0x80;
-            pkt[1] = 0;
-            pkt[2] = (uint8_t)(c->seq >> 8);
-            pkt[3] = (uint8_t)c->seq;
-            uint32_t ts = (uint32_t)c->seq * 160u;
-            memcpy(pkt + 4, &(uint32_t){htonl(ts)}, 4);
-            memcpy(pkt + 8, &(uint32_t){htonl(ssrc)}, 4);
-            memset(pkt + 12, (int)(c->seq & 0xff), PAYLOAD);
-            int len = 12 + PAYLOAD;
-            if (srtp_protect(tx, pkt, &len) != srtp_err_status_ok)
-                die("srtp_protect");
-            c->sent_ns[c->seq % 64] = now_ns();
-            if (sendto(fd, pkt, (size_t)len, 0, (struct sockaddr *)&c->to, sizeof(c->to)) > 0)
-                sent++;
-            c->seq++;
-            next_call++;
-            if (sent % 16 == 0)
-                drain(fd, calls, ncalls, &x);
+        while (t < end && round_start + (uint64_t)next_call * period / ncalls <= t) {
+            queue(&q, &calls[next_call], (uint32_t)next_call + 1);
+            if (++next_call == ncalls) {
+                next_call = 0;
+                round_start += period;
+            }
         }
-        if (next_call == ncalls) {
-            next_call = 0;
-            round_start += period;
-        }
-        uint64_t before = x.received;
+        flush(&q);
         drain(fd, calls, ncalls, &x);
-        int r = (int)(x.received - before);
-        if (r <= 0) {
-            // Sleep until the next send is due (or a little, after the end).
-            uint64_t due =
-                t >= end ? t + 1000000 : round_start + (uint64_t)next_call * period / ncalls;
-            int ms = due > t ? (int)((due - t) / 1000000) : 0;
-            struct pollfd pf = {.fd = fd, .events = POLLIN};
-            if (ms > 0)
-                poll(&pf, 1, ms);
+        // Sleep to the next tick (skipping those already past: behind schedule, no sleep).
+        uint64_t now = now_ns();
+        if (tick + TICK_NS > now) {
+            uint64_t d = tick + TICK_NS - now;
+            struct timespec ts = {.tv_sec = (time_t)(d / 1000000000u),
+                                  .tv_nsec = (long)(d % 1000000000u)};
+            nanosleep(&ts, NULL);
+        } else {
+            tick = now - TICK_NS;
         }
     }
+    uint64_t sent = q.sent;
     uint64_t acc = 0, p50 = 0, p99 = 0, received = x.received, max_us = x.max_us;
     for (uint64_t us = 0; us <= HIST_US; us++) {
         acc += x.hist[us];
@@ -261,11 +370,15 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
             break;
         }
     }
-    printf("{\"calls\": %zu, \"sent\": %llu, \"received\": %llu, \"p50_us\": %llu, "
-           "\"p99_us\": %llu, \"max_us\": %llu}\n",
-           ncalls, (unsigned long long)sent, (unsigned long long)received, (unsigned long long)p50,
-           (unsigned long long)p99, (unsigned long long)max_us);
+    printf("{\"calls\": %zu, \"sent\": %llu, \"received\": %llu, \"auth_failures\": %llu, "
+           "\"drops\": %llu, \"p50_us\": %llu, \"p99_us\": %llu, \"max_us\": %llu}\n",
+           ncalls, (unsigned long long)sent, (unsigned long long)received,
+           (unsigned long long)x.auth_failures, (unsigned long long)x.drops,
+           (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)max_us);
     srtp_dealloc(tx);
+    for (size_t i = 0; i < ncalls; i++)
+        if (calls[i].rx != NULL)
+            srtp_dealloc(calls[i].rx);
     free(x.hist);
     free(calls);
     close(fd);

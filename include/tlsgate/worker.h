@@ -47,8 +47,9 @@ int tg_listen_open(const struct tg_target *addr, char *err, size_t err_len);
 
 // tg_worker_start creates worker |id| with the listening sockets |listen_fds| (one per
 // configured listener; the worker takes ownership) and at most |max_conns| connections, and
-// starts its thread pinned to CPU |id| modulo the online CPUs. It returns once the thread has
-// set up its ring: the worker, or NULL with a reason in |err|.
+// starts its thread pinned to the (id mod n)-th of the n CPUs the process may run on (taskset,
+// systemd's CPUAffinity=). It returns once the thread has set up its ring: the worker, or NULL
+// with a reason in |err|.
 struct tg_worker *tg_worker_start(const struct tg_runtime *rt, unsigned id, int *listen_fds,
                                   uint32_t max_conns, char *err, size_t err_len);
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Process lifecycle: SIGTERM/SIGINT drain (in-flight transfers finish, new connections are
-refused, exit 0), the drain timeout cutting a connection that stays open, SIGHUP."""
+refused, exit 0), the drain timeout cutting a connection that stays open, SIGHUP; workers
+pinned within the CPUs tlsgate was started on."""
 
+import os
 import signal
 import subprocess
 import time
@@ -126,5 +128,23 @@ class DrainTest(h.TestCase):
                 self.assertNotIn(marker, log.read_text())
 
 
+class AffinityTest(h.TestCase):
+
+    def test_workers_stay_on_the_cpus_tlsgate_was_given(self):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            self.skipTest("needs two CPUs")
+        given = cpus[1:]  # not the first CPU: where counting from 0 pinned worker 0
+        cfg = inbound_config("127.0.0.1:9", 2000)
+        cfg["global"]["workers"] = len(given) + 1  # one more than CPUs: wraps within |given|
+        # Workers pin themselves before they report ready, so before /healthz answers.
+        with h.Proxy(cfg, preexec=lambda: os.sched_setaffinity(0, set(given))) as px:
+            for tid in os.listdir(f"/proc/{px.proc.pid}/task"):
+                allowed = os.sched_getaffinity(int(tid))
+                self.assertTrue(allowed and allowed <= set(given),
+                                f"thread {tid} may run on {sorted(allowed)}, outside {given}")
+
+
 if __name__ == "__main__":
     h.main()
+
