@@ -103,15 +103,27 @@ static int listen_on(const char *path, gid_t group) {
         }
         unlink(path);
     }
-    // Connecting needs write permission on the socket: owner and group only; the uid check
-    // below is the real gate.
+    // The socket is made under a temporary name and renamed into place once it listens, with
+    // its group and mode: whoever sees the path can connect (a tlsgate started right after
+    // keyd never meets a socket that refuses). Connecting needs write permission: owner and
+    // group only; the uid check at accept is the real gate.
+    struct sockaddr_un tmp = {.sun_family = AF_UNIX};
+    int n = snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.%d", path, (int)getpid());
+    if (n < 0 || (size_t)n >= sizeof(tmp.sun_path)) {
+        TG_ERROR("keyd_listen_failed", "socket=%s reason=\"path too long\"", path);
+        close(fd);
+        return -1;
+    }
+    unlink(tmp.sun_path);
     mode_t old = umask(0117);
-    int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 64) == 0;
+    int ok = bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) == 0 && listen(fd, 64) == 0;
     umask(old);
     if (ok && group != (gid_t)-1)
-        ok = chown(path, (uid_t)-1, group) == 0;
+        ok = chown(tmp.sun_path, (uid_t)-1, group) == 0;
+    ok = ok && rename(tmp.sun_path, path) == 0;
     if (!ok) {
         TG_ERROR("keyd_listen_failed", "socket=%s reason=\"%s\"", path, strerror(errno));
+        unlink(tmp.sun_path);
         close(fd);
         return -1;
     }

@@ -128,7 +128,10 @@ class KeydTest(h.TestCase):
         with h.Echo() as echo:
             kd = Keyd(self.sock, [self.key]).start()
             try:
-                with self.proxy(self.config(echo.addr), allow_errors=True) as px:
+                # A long handshake time-out, so that failing fast (keyd unreachable: at once)
+                # and failing by the time-out stay far apart even on a loaded machine.
+                cfg = self.config(echo.addr, handshake_timeout_ms=20000)
+                with self.proxy(cfg, allow_errors=True) as px:
                     live = h.tls_connect(px.addr("provider"))
                     try:
                         live.sendall(b"before")
@@ -137,8 +140,9 @@ class KeydTest(h.TestCase):
                         # New handshakes fail at once with the reason, and are counted.
                         t0 = time.monotonic()
                         with self.assertRaises((ssl.SSLError, OSError)):
-                            h.tls_connect(px.addr("provider"), timeout=5).close()
-                        self.assertLess(time.monotonic() - t0, 2.0, "did not fail fast")
+                            h.tls_connect(px.addr("provider"), timeout=25).close()
+                        took = time.monotonic() - t0
+                        self.assertLess(took, h.t(8), f"did not fail fast: {took:.1f} s")
                         px.wait_metric("tlsgate_signatures_total", lambda v: v >= 1, by="pool",
                                        result="keyd_down")
                         px.wait_log("event=keyd_unreachable")
@@ -171,7 +175,7 @@ class KeydTest(h.TestCase):
             try:
                 s.send(b"TGK1" + bytes(40 + 32))
                 got = s.recv(2048)
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):  # refused before or after the send
                 got = b""
             self.assertEqual(got, b"", "keyd answered a uid it does not serve")
             s.close()
