@@ -108,8 +108,17 @@ static void arm_recv(struct tg_media *m, struct tg_msess *s, uint32_t slot, unsi
 // ---------------------------------------------------------------------------------------------
 // Relaying.
 
+static void rearm_waiting(struct tg_media *m);
+
+// drop gives buffer |bid| back to the ring. Receives that stopped for lack of buffers are
+// re-armed as soon as half the ring is free again, not at the next tick: a burst that empties
+// the ring (a loop turn delayed by a busy CPU) must not leave sockets unread for up to a tick.
 static void drop(struct tg_media *m, unsigned bid) {
     tg_loop_buf_return(m->loop, TG_MEDIA_BGID, bid);
+    if (m->bufs_out > 0)
+        m->bufs_out--;
+    if (m->num_rearm > 0 && m->bufs_out < TG_MEDIA_BUF_COUNT / 2)
+        rearm_waiting(m);
 }
 
 // send_from queues the sendmsg of |n| bytes at |pkt| (inside buffer |bid|) on |fd| to |to|.
@@ -273,14 +282,19 @@ static void on_recv(void *arg, void *obj, uint32_t slot, unsigned op,
         return;
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
         s->armed[op] = 0;
-        if (cqe->res == -ENOBUFS)
-            s->rearm = 1; // buffers come back as sends complete; the tick re-arms
-        else if (cqe->res != -ECANCELED && s->fd[op] >= 0)
+        if (cqe->res == -ENOBUFS) {
+            tg_counter_add(&m->ctr->recv_nobufs, 1);
+            if (!s->rearm && m->num_rearm < m->sess.cap) { // re-armed as buffers come back
+                s->rearm = 1;
+                m->rearm_list[m->num_rearm++] = slot;
+            }
+        } else if (cqe->res != -ECANCELED && s->fd[op] >= 0)
             arm_recv(m, s, slot, op);
     }
     if (!(cqe->flags & IORING_CQE_F_BUFFER))
         return;
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    m->bufs_out++;
     if (cqe->res <= 0)
         return drop(m, bid);
     relay(m, s, op, bid, cqe->res);
@@ -321,7 +335,8 @@ int tg_media_init(struct tg_media *m, struct tg_loop *loop, const struct tg_conf
     m->max_calls = share > 0 ? share : 1;
     if (!tg_portalloc_init(&m->ports, base, pairs) ||
         !tg_slab_init(&m->sess, sizeof(struct tg_msess), pairs / 2) ||
-        (m->tx = calloc(TG_MEDIA_BUF_COUNT, sizeof(*m->tx))) == NULL) {
+        (m->tx = calloc(TG_MEDIA_BUF_COUNT, sizeof(*m->tx))) == NULL ||
+        (m->rearm_list = calloc(pairs / 2 + 1, sizeof(*m->rearm_list))) == NULL) {
         snprintf(err, err_len, "out of memory for media sessions");
         return 0;
     }
@@ -350,6 +365,8 @@ void tg_media_cleanup(struct tg_media *m) {
     tg_portalloc_cleanup(&m->ports);
     free(m->tx);
     m->tx = NULL;
+    free(m->rearm_list);
+    m->rearm_list = NULL;
 }
 
 int tg_media_call_begin(struct tg_media *m) {
@@ -517,12 +534,21 @@ void tg_media_tick(struct tg_media *m) {
             !tg_timer_armed(&s->timer) && s->port[0] != 0)
             tg_media_close(m, slot);
     }
-    for (uint32_t i = 0; i < m->sess.cap; i++) {
+    if (m->num_rearm > 0)
+        rearm_waiting(m);
+}
+
+// rearm_waiting re-arms the receives of the sessions in rearm_list (those still open).
+static void rearm_waiting(struct tg_media *m) {
+    uint32_t n = m->num_rearm;
+    m->num_rearm = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t i = m->rearm_list[j];
         if (!tg_slab_live(&m->sess, i))
             continue;
         struct tg_msess *s = tg_slab_at(&m->sess, i);
         if (!s->rearm)
-            continue;
+            continue; // closed and reused since
         s->rearm = 0;
         for (unsigned k = 0; k < TG_MS_NUM; k++)
             if (!s->armed[k] && s->fd[k] >= 0)

@@ -57,7 +57,7 @@ struct tg_msess {
     int fd[TG_MS_NUM];
     uint16_t port[2]; // RTP ports: [0] provider side, [1] PBX side
     uint8_t armed[TG_MS_NUM];
-    uint8_t rearm; // a receive ended for lack of buffers: re-armed on the tick
+    uint8_t rearm; // a receive ended for lack of buffers: in rearm_list until re-armed
     struct tg_mpeer prov, pbx;
     struct tg_srtp *rx;     // unprotects what the provider sends (its key)
     struct tg_srtp *rx_old; // its previous key, until a packet under the new one verifies
@@ -84,9 +84,12 @@ struct tg_media {
     struct tg_media_tx *tx;          // [TG_MEDIA_BUF_COUNT]
     struct msghdr rx_mh;             // the multishot recvmsg template (name only)
     uint8_t keep[TG_MEDIA_BUF_SIZE]; // a packet kept for the previous key while one rekeys
-    struct tg_guard *guard;          // counts the sessions' descriptors (guard.h); NULL: none
-    uint32_t max_calls;              // this worker's share of max_calls
-    uint32_t num_calls;              // counted by the owner (tg_media_call_begin / _end)
+    uint32_t bufs_out;               // datagram buffers held (received, not yet given back)
+    uint32_t *rearm_list;            // sessions whose receive stopped for lack of buffers
+    uint32_t num_rearm;
+    struct tg_guard *guard; // counts the sessions' descriptors (guard.h); NULL: none
+    uint32_t max_calls;     // this worker's share of max_calls
+    uint32_t num_calls;     // counted by the owner (tg_media_call_begin / _end)
     // The owner's callback when a session times out (it must close the session).
     void (*on_timeout)(void *arg, uint64_t owner);
     void *cb_arg;

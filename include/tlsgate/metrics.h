@@ -77,6 +77,7 @@ struct tg_media_counters {
     tg_counter port_exhausted; // a call refused for lack of ports or of max_calls (503)
     tg_counter crypto_refused; // offers answered 488: no acceptable a=crypto
     tg_counter sdp_errors;     // SDP bodies refused as malformed (400 / response dropped)
+    tg_counter recv_nobufs;    // a receive stopped for lack of buffers (re-armed as they return)
 };
 
 // TG_METRICS_MAX_TARGETS is the number of connect targets per listener (TG_MAX_TARGETS).
