@@ -463,20 +463,27 @@ static void tls_input(struct tg_conns *cs, struct tg_conn *c, const uint8_t *dat
     c->tio.in_len = 0;
 }
 
-// tls_resume decrypts what |pend_tls| holds, once the plaintext queue has room again.
-static void tls_resume(struct tg_conns *cs, struct tg_conn *c) {
+// pump_pending runs the TLS pump over the ciphertext kept in |pend_tls| (possibly none) and
+// drops from it what BoringSSL took.
+static void pump_pending(struct tg_conns *cs, struct tg_conn *c) {
     uint32_t len = tg_bufq_len(&c->pend_tls);
-    // Besides pend_tls, BoringSSL itself may hold the rest of a decrypted record that did not
-    // fit in to_plain: it must come out now, since no more ciphertext may ever arrive for it.
-    if (len == 0 && SSL_pending(c->tio.ssl) == 0 && !(c->tio.eof && !(c->flags & TG_F_TLS_RD_EOF)))
-        return;
-    c->tio.in = tg_bufq_peek(&c->pend_tls);
+    c->tio.in = len > 0 ? tg_bufq_peek(&c->pend_tls) : NULL;
     c->tio.in_len = len;
     tls_pump(cs, c);
     if (c->state != TG_CS_CLOSING && len > 0)
         tg_bufq_consume(&c->pend_tls, &cs->bc, len - c->tio.in_len);
     c->tio.in = NULL;
     c->tio.in_len = 0;
+}
+
+// tls_resume decrypts what |pend_tls| holds, once the plaintext queue has room again.
+static void tls_resume(struct tg_conns *cs, struct tg_conn *c) {
+    // Besides pend_tls, BoringSSL itself may hold the rest of a decrypted record that did not
+    // fit in to_plain: it must come out now, since no more ciphertext may ever arrive for it.
+    if (tg_bufq_len(&c->pend_tls) == 0 && SSL_pending(c->tio.ssl) == 0 &&
+        !(c->tio.eof && !(c->flags & TG_F_TLS_RD_EOF)))
+        return;
+    pump_pending(cs, c);
 }
 
 // plain_encrypt seals plaintext into the ciphertext queue while it is under its bound;
@@ -747,14 +754,7 @@ static void on_send(struct tg_conns *cs, struct tg_conn *c, int tls, int res) {
 static void on_signed(struct tg_conns *cs, struct tg_conn *c) {
     if (c->state != TG_CS_HANDSHAKE || (c->flags & (TG_F_RETRY | TG_F_FATAL_FLUSH)))
         return;
-    uint32_t len = tg_bufq_len(&c->pend_tls);
-    c->tio.in = len > 0 ? tg_bufq_peek(&c->pend_tls) : NULL;
-    c->tio.in_len = len;
-    tls_pump(cs, c);
-    if (c->state != TG_CS_CLOSING && len > 0)
-        tg_bufq_consume(&c->pend_tls, &cs->bc, len - c->tio.in_len);
-    c->tio.in = NULL;
-    c->tio.in_len = 0;
+    pump_pending(cs, c);
     if (c->state != TG_CS_CLOSING && !(c->flags & TG_F_RETRY))
         tg_conn_step(cs, c);
 }

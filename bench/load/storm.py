@@ -20,8 +20,6 @@ Binaries come from the environment (TLSGATE, TG_ECHO, TLSGATE_LOAD, MAKE_PKI) or
 
 import argparse
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,43 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def binary(env, default):
-    path = os.environ.get(env) or str(REPO / default)
-    if not os.path.exists(path):
-        sys.exit(f"storm: {env}: {path} does not exist (build first or set {env})")
-    return path
-
-
-TLSGATE = binary("TLSGATE", "build/tlsgate")
-TG_ECHO = binary("TG_ECHO", "build/tests/tools/tg-echo")
-LOAD = binary("TLSGATE_LOAD", "build/bench/load/tlsgate-load")
-MAKE_PKI = binary("MAKE_PKI", "scripts/make-pki.sh")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(what, pred, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.dont_write_bytecode = True
+# The binaries and the small process helpers are the smoke test's (same directory).
+from smoke_test import (LOAD, MAKE_PKI, TG_ECHO, TLSGATE, free_port, port_open,  # noqa: E402
+                        wait_until)
 
 
 def load(pki, port, *args):
@@ -106,7 +72,7 @@ forward = 127.0.0.1:{echo_port}
 """)
     log = open(tmp / f"tlsgate-{signers}.log", "w")
     proc = subprocess.Popen([TLSGATE, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    wait_until("tlsgate", lambda: proc.poll() is not None or port_open(port))
+    wait_until("tlsgate", lambda: proc.poll() is not None or port_open(port), 10)
     if proc.poll() is not None:
         raise RuntimeError(f"tlsgate exited {proc.returncode}")
     return proc, port
@@ -146,7 +112,7 @@ def main():
         echo = subprocess.Popen([TG_ECHO, "--listen", "127.0.0.1:0", "--port-file", str(pf)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(echo)
-        wait_until("tg-echo", lambda: pf.exists() and pf.read_text().strip() != "")
+        wait_until("tg-echo", lambda: pf.exists() and pf.read_text().strip() != "", 10)
         echo_port = int(pf.read_text().strip().replace("port=", ""))
         for rnd in range(args.rounds):
             for s in signers:
