@@ -10,16 +10,22 @@ For each signers value, in alternation, ROUNDS times: tlsgate (one worker, RSA-2
 front of tg-echo; 100 established connections doing 1 KiB round trips at a fixed offered rate
 (tlsgate-load --mode latency), measured once alone ("quiet") and once while tlsgate-load
 --mode handshake runs full TLS 1.3 handshakes (no resumption) with --storm connections
-("storm"). Prints one JSON object per run and a table of medians over the rounds.
+("storm"). HAProxy (one thread, the same certificate, key and client-certificate rule as in
+bench/compare/compare.py) runs the same two phases in the same round, beside tlsgate, when it is
+installed (--no-haproxy leaves it out). No process is pinned: tlsgate's signer thread may use
+the other core, as HAProxy's single thread may not. Prints one JSON object per run and a table
+of medians over the rounds.
 
   python3 bench/load/storm.py [--rounds 3] [--duration 5] [--rate 2000] [--storm 8]
-                              [--signers 0,1]
+                              [--signers 0,1] [--no-haproxy]
 
 Binaries come from the environment (TLSGATE, TG_ECHO, TLSGATE_LOAD, MAKE_PKI) or build/...
 """
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +38,10 @@ sys.dont_write_bytecode = True
 # The binaries and the small process helpers are the smoke test's (same directory).
 from smoke_test import (LOAD, MAKE_PKI, TG_ECHO, TLSGATE, free_port, port_open,  # noqa: E402
                         wait_until)
+
+# HAProxy's configuration is compare.py's, so that both benches measure the same HAProxy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compare"))
+from compare import Haproxy  # noqa: E402
 
 
 def load(pki, port, *args):
@@ -78,6 +88,28 @@ forward = 127.0.0.1:{echo_port}
     return proc, port
 
 
+class Stopper:
+    """A started HAProxy, stopped like a tlsgate process (terminate, wait)."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+
+    def terminate(self):
+        pass
+
+    def wait(self, timeout):
+        self.proxy.stop()
+
+
+def run_haproxy(tmp, pki, echo_port):
+    port = free_port()
+    work = tmp / "haproxy"
+    work.mkdir(exist_ok=True)
+    hp = Haproxy(str(work), str(pki), port, echo_port)
+    hp.start("0-%d" % ((os.cpu_count() or 1) - 1))  # not pinned, as tlsgate here
+    return Stopper(hp), port
+
+
 def one_run(pki, port, args, storm):
     lat_args = ["--mode", "latency", "--concurrency", "100", "--size", "1024", "--rate",
                 str(args.rate), "--duration", str(args.duration), "--warmup", "1"]
@@ -100,8 +132,12 @@ def main():
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--storm", type=int, default=8)
     ap.add_argument("--signers", default="0,1")
+    ap.add_argument("--no-haproxy", action="store_true", help="tlsgate only")
     args = ap.parse_args()
+    # A setup is a tlsgate signers value, or "haproxy".
     signers = [int(s) for s in args.signers.split(",")]
+    if not args.no_haproxy and shutil.which("haproxy"):
+        signers.append("haproxy")
     tmp = Path(tempfile.mkdtemp(prefix="tg-storm-"))
     procs = []
     rows = {}
@@ -116,7 +152,10 @@ def main():
         echo_port = int(pf.read_text().strip().replace("port=", ""))
         for rnd in range(args.rounds):
             for s in signers:
-                proc, port = run_proxy(tmp, pki, echo_port, s)
+                if s == "haproxy":
+                    proc, port = run_haproxy(tmp, pki, echo_port)
+                else:
+                    proc, port = run_proxy(tmp, pki, echo_port, s)
                 try:
                     for storm in (False, True):
                         r = one_run(pki, port, args, storm)
@@ -144,7 +183,7 @@ def main():
 
     print(f"\nmedians over {args.rounds} rounds; 100 connections, 1 KiB round trips at "
           f"{args.rate}/s; storm = {args.storm} connections of full TLS 1.3 handshakes")
-    print(f"{'signers':>8} {'phase':>6} {'p50 us':>9} {'p99 us':>9} {'max us':>9} "
+    print(f"{'setup':>8} {'phase':>6} {'p50 us':>9} {'p99 us':>9} {'max us':>9} "
           f"{'handshakes/s':>13}")
     for s in signers:
         for phase in ("quiet", "storm"):
