@@ -47,6 +47,7 @@ def tool(env, default):
 
 TLSGATE = tool("TLSGATE", "build/tlsgate")
 LOAD = tool("TLSGATE_LOAD", "build/bench/load/tlsgate-load")
+KEYD = tool("TLSGATE_KEYD", "build/tlsgate-keyd")
 ECHO = tool("TG_ECHO", "build/tests/tools/tg-echo")
 SIP_RESPONDER = tool("TG_SIP_RESPONDER", "build/bench/load/tg-sip-responder")
 KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
@@ -161,6 +162,9 @@ class Tlsgate(Proxy):
     name = "tlsgate"
     mode = ""
 
+    def key(self):
+        return self.pki + "/server.key"
+
     def command(self):
         admin = free_port()
         conf = os.path.join(self.work, "tlsgate.conf")
@@ -179,7 +183,7 @@ new_connections_per_source = 0
 listen = 127.0.0.1:{admin}
 [tls]
 cert = {self.pki}/server.pem
-key = {self.pki}/server.key
+key = {self.key()}
 ca = {self.pki}/ca.pem
 fqdn = sbc.tlsgate.test
 peer_names = {PEER_NAME}
@@ -191,6 +195,24 @@ listen = 127.0.0.1:{self.port}
 forward = 127.0.0.1:{self.backend}
 {self.mode}""")
         return [TLSGATE, "run", "-c", conf]
+
+
+class TlsgateKeyd(Tlsgate):
+    """tlsgate with its key in tlsgate-keyd ([tls] key = keyd:PATH). keyd is started by the
+    shell that then becomes tlsgate, so keyd is tlsgate's child: its CPU is counted with
+    tlsgate's (process_tree), and both stop with the process group."""
+    name = "tlsgate-keyd"
+
+    def key(self):
+        return "keyd:" + os.path.join(self.work, "keyd.sock")
+
+    def command(self):
+        sock = os.path.join(self.work, "keyd.sock")
+        tg = super().command()
+        script = ('"$1" --socket "$2" --key "$3" --allow-uid %d & '
+                  'n=0; while [ ! -S "$2" ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done; '
+                  'shift 3; exec "$@"' % os.getuid())
+        return ["sh", "-c", script, "sh", KEYD, sock, self.pki + "/server.key"] + tg
 
 
 class TlsgateSip(Tlsgate):
@@ -340,13 +362,16 @@ stream {{
         return ["nginx", "-p", self.work, "-c", conf]
 
 
-PROXIES = {"tlsgate": Tlsgate, "haproxy": Haproxy, "stunnel": Stunnel, "nginx": Nginx}
+PROXIES = {"tlsgate": Tlsgate, "haproxy": Haproxy, "stunnel": Stunnel, "nginx": Nginx,
+           "tlsgate-keyd": TlsgateKeyd}
 SIP_PROXIES = {"tlsgate": TlsgateSip, "kamailio": Kamailio}
 
 
 def available(name):
     if name == "tlsgate":
         return os.path.exists(TLSGATE)
+    if name == "tlsgate-keyd":
+        return os.path.exists(TLSGATE) and os.path.exists(KEYD)
     if name == "kamailio":
         return shutil.which("kamailio") and os.path.exists(KAMAILIO_MODULES + "/tls.so")
     if name == "nginx":
