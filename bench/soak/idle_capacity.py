@@ -35,38 +35,12 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PEER_NAME = "sip.um.example.net"
+# The binaries, the peer name and the small process helpers are compare.py's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "compare"))
+from compare import (ECHO, LOAD, MAKE_PKI, PEER_NAME, TLSGATE, free_port, wait_port)  # noqa: E402
+
 SLAB_CACHES = ("TCP", "sock_inode_cache", "filp", "dentry")
-
-
-def tool(env, default):
-    return os.environ.get(env) or os.path.join(ROOT, default)
-
-
-TLSGATE = tool("TLSGATE", "build/tlsgate")
-LOAD = tool("TLSGATE_LOAD", "build/bench/load/tlsgate-load")
-ECHO = tool("TG_ECHO", "build/tests/tools/tg-echo")
-MAKE_PKI = tool("MAKE_PKI", "scripts/make-pki.sh")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("process exited with %s" % proc.returncode)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d did not open" % port)
 
 
 def rss_kib(pid):

@@ -60,7 +60,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -68,40 +67,13 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PEER_NAME = "sip.um.example.net"
+# The binaries, the peer name and the small process helpers are compare.py's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "compare"))
+from compare import (CLK_TCK, ECHO, LOAD, MAKE_PKI, PEER_NAME, SIP_RESPONDER, TLSGATE, free_port,
+                     wait_port)  # noqa: E402
+
 SAMPLE_S = 5.0
-
-
-def tool(env, default):
-    return os.environ.get(env) or os.path.join(ROOT, default)
-
-
-TLSGATE = tool("TLSGATE", "build/tlsgate")
-LOAD = tool("TLSGATE_LOAD", "build/bench/load/tlsgate-load")
-ECHO = tool("TG_ECHO", "build/tests/tools/tg-echo")
-SIP_RESPONDER = tool("TG_SIP_RESPONDER", "build/bench/load/tg-sip-responder")
-MAKE_PKI = tool("MAKE_PKI", "scripts/make-pki.sh")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("process exited with %s" % proc.returncode)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d did not open" % port)
 
 
 def proc_status(pid):
