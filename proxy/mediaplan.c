@@ -123,6 +123,23 @@ struct tg_dialog *tg_dialog_add(struct tg_dialogs *t, const char *cid, size_t le
     return d;
 }
 
+int tg_dialog_id_set(struct tg_dialog_id *id, enum tg_did_field f, const char *v, size_t len) {
+    if (len > sizeof(id->buf) - id->used) {
+        id->overflow = 1;
+        return 0;
+    }
+    memcpy(id->buf + id->used, v, len);
+    id->off[f] = id->used;
+    id->len[f] = (uint16_t)len;
+    id->used = (uint16_t)(id->used + len);
+    return 1;
+}
+
+const char *tg_dialog_id_get(const struct tg_dialog_id *id, enum tg_did_field f, uint16_t *len) {
+    *len = id->len[f];
+    return id->buf + id->off[f];
+}
+
 void tg_dialog_remove(struct tg_dialogs *t, struct tg_dialog *d) {
     uint32_t slot = tg_slab_index(&t->slab, d);
     uint32_t *link = &t->buckets[bucket_of(t, d->call_id, d->call_id_len)];

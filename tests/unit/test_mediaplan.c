@@ -103,6 +103,34 @@ static void test_dialogs(void **state) {
     tg_dialogs_cleanup(&t);
 }
 
+// A dialog's identity is bounded: fields go into one buffer, and one that does not fit marks
+// the call as one tlsgate cannot speak in (no request of its own), never a write past it.
+static void test_dialog_id_bounded(void **state) {
+    (void)state;
+    static struct tg_dialog_id id;
+    memset(&id, 0, sizeof(id));
+    uint16_t n;
+    assert_int_equal(tg_dialog_id_get(&id, TG_DID_ROUTE_PBX, &n) - id.buf, 0);
+    assert_int_equal(n, 0);
+    assert_true(tg_dialog_id_set(&id, TG_DID_FROM, "<sip:a@x>;tag=1", 15));
+    assert_true(tg_dialog_id_set(&id, TG_DID_TARGET_PROV, "sip:a@192.0.2.1", 15));
+    const char *v = tg_dialog_id_get(&id, TG_DID_FROM, &n);
+    assert_int_equal(n, 15);
+    assert_memory_equal(v, "<sip:a@x>;tag=1", 15);
+    v = tg_dialog_id_get(&id, TG_DID_TARGET_PROV, &n);
+    assert_memory_equal(v, "sip:a@192.0.2.1", n);
+    static char big[TG_DIALOG_ID_MAX];
+    memset(big, 'r', sizeof(big));
+    assert_false(tg_dialog_id_set(&id, TG_DID_ROUTE_PROV, big, sizeof(big) - 29));
+    assert_true(id.overflow);
+    assert_int_equal(id.used, 30);
+    tg_dialog_id_get(&id, TG_DID_ROUTE_PROV, &n);
+    assert_int_equal(n, 0);
+    assert_true(tg_dialog_id_set(&id, TG_DID_ROUTE_PROV, big, sizeof(big) - 30)); // exactly full
+    assert_int_equal(id.used, TG_DIALOG_ID_MAX);
+    assert_false(tg_dialog_id_set(&id, TG_DID_TO, "x", 1));
+}
+
 static void test_dialogs_many(void **state) {
     (void)state;
     struct tg_dialogs t;
@@ -266,6 +294,7 @@ static void test_peer_and_hold(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slices_disjoint_and_complete),
+        cmocka_unit_test(test_dialog_id_bounded),
         cmocka_unit_test(test_take_give),
         cmocka_unit_test(test_dialogs),
         cmocka_unit_test(test_dialogs_many),
