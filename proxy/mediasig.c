@@ -15,7 +15,8 @@
 
 static void on_timeout(void *arg, uint64_t owner);
 
-enum dialog_op { OP_BYE = 1, OP_CANCEL, OP_MOVED };
+// OP_ANSWER: an ACK or PRACK of the call carried SDP to another worker (see on_request).
+enum dialog_op { OP_BYE = 1, OP_CANCEL, OP_MOVED, OP_ANSWER };
 
 // Why tlsgate ended a call itself: the Reason of its BYEs (RFC 3326).
 enum own_why { WHY_NONE = 0, WHY_TIMEOUT, WHY_ANSWER };
@@ -42,6 +43,8 @@ static enum tg_dlg_side other_side(enum tg_dlg_side s) {
     return s == TG_DLG_PROVIDER ? TG_DLG_PBX : TG_DLG_PROVIDER;
 }
 
+static void lost_answer(struct tg_mediasig *ms, struct tg_dialog *d);
+
 // on_dialog_msg handles a message from another worker about dialog |obj| (the loop checked
 // its generation: a call that ended meanwhile gets nothing).
 static void on_dialog_msg(void *arg, void *obj, uint32_t slot, unsigned op,
@@ -56,6 +59,8 @@ static void on_dialog_msg(void *arg, void *obj, uint32_t slot, unsigned op,
         end_call(ms, d, "cancel_elsewhere");
     else if (op == OP_MOVED)
         end_call(ms, d, "moved");
+    else if (op == OP_ANSWER && !d->ending)
+        lost_answer(ms, d);
 }
 
 int tg_mediasig_init(struct tg_mediasig *ms, struct tg_loop *loop, const struct tg_config *cfg,
@@ -255,6 +260,21 @@ void tg_mediasig_cleanup(struct tg_mediasig *ms) {
     if (ms->media_ok)
         tg_media_cleanup(&ms->media);
     ms->dialogs_ok = ms->media_ok = 0;
+}
+
+// lost_answer ends a call whose ACK or PRACK with SDP went to another worker: that SDP is the
+// answer to an offer this worker rewrote (its ports, its key), so only this worker could apply
+// it, and messages between workers carry no payload. Without it the call has no media, so it
+// ends on both sides, as for an answer tlsgate cannot use (a BYE each, Reason 488; an early
+// dialog, whose identity is not complete yet, ends here only).
+static void lost_answer(struct tg_mediasig *ms, struct tg_dialog *d) {
+    tg_counter_add(&ms->ctr->answers_failed, 1);
+    TG_INFO("media_answer_failed", "worker=%u from=elsewhere confirmed=%u", ms->worker,
+            (unsigned)d->confirmed);
+    if (d->confirmed)
+        end_call_own(ms, d, "answer_elsewhere", TG_OWN_BYE_PROV | TG_OWN_BYE_PBX, WHY_ANSWER);
+    else
+        end_call(ms, d, "answer_elsewhere");
 }
 
 static void on_timeout(void *arg, uint64_t owner) {
@@ -748,8 +768,10 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
     case TG_SIP_M_INVITE: {
         int created = 0;
         if (d == NULL) {
-            // A call another worker owns moves here with this offer (see mediasig.h).
-            int moved = sdp && post_owner(ms, cid, cid_len, OP_MOVED);
+            // A call another worker owns moves here with this offer (see mediasig.h), or with
+            // the offer the 2xx will carry (a re-INVITE without SDP): never two dialogs of one
+            // call, the old one timing out (and sending its BYEs) under the live one.
+            int moved = post_owner(ms, cid, cid_len, OP_MOVED);
             d = new_call(a, cid, cid_len, status);
             if (d == NULL)
                 return TG_SIP_BODY_REFUSE;
@@ -782,6 +804,8 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
                 return TG_SIP_BODY_REFUSE;
             d->confirmed = 1;
         }
+        if (d == NULL && m->method != TG_SIP_M_UPDATE)
+            post_owner(ms, cid, cid_len, OP_ANSWER); // the owner ends the call (lost_answer)
         if (d == NULL)
             return refuse(status, 481); // an ACK is dropped
         sm->is_offer =

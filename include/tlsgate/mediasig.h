@@ -38,8 +38,12 @@
 // A call belongs to the worker (and connection pair) its initial INVITE came on, listed in the
 // call directory shared by the workers. A request of it that arrives on another worker reaches
 // the owner as a message (kind TG_KIND_DIALOG): a BYE or CANCEL ends the call there; a
-// re-INVITE or UPDATE with an offer moves the call: the owner ends its media and the worker the
-// request came to anchors it anew (new ports and keys on both sides, in that exchange).
+// re-INVITE (with an offer, or without one: the 2xx brings it) or an UPDATE with an offer moves
+// the call: the owner ends its media and the worker the request came to anchors it anew (new
+// ports and keys on both sides, in that exchange). An ACK or PRACK with SDP carries the answer
+// to an offer the owner rewrote (its ports and key), which no other worker can apply and which
+// no message between workers carries: it goes no further (ACK dropped, PRACK 481), and the
+// owner, told so (OP_ANSWER), ends the call on both sides as for an answer it cannot use.
 
 // tg_mediasig_send_fn sends tlsgate's own request |r| toward |toward| on the connection pair
 // |conn_slot|/|conn_gen| (not from inside that pair's processing). Returns 1 when it went out,

@@ -406,6 +406,53 @@ class MediaCallTest(h.TestCase):
             a.sock.close()
             b.sock.close()
 
+    def other_worker_stream(self, px, worker):
+        """A TLS connection that landed on another worker than |worker|, or None."""
+        others = []
+        try:
+            for _ in range(40):
+                s = h.tls_connect(px.addr("provider"))
+                if self.connection_worker(px, s) != worker:
+                    return Stream(s)
+                others.append(s)
+            return None
+        finally:
+            for s in others:
+                s.close()
+
+    def test_answer_in_ack_on_another_worker(self):
+        """A late offer's answer (the provider's ACK with SDP) that arrives on a connection of
+        another worker cannot be applied there (the offer's ports and key are the owner's, and
+        no payload crosses workers): the ACK goes no further, the owner is told and ends the
+        call on both sides (a BYE each, Reason cause=488), its ports freed."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            a = Stream(h.tls_connect(px.addr("provider")))
+            wa = self.connection_worker(px, a.sock)
+            ok, got = self.invite(a, "media-la", 1, "lainv", b"")
+            self.assertEqual(ok.code, 200, got)
+            q, _ = media_port(ok.body)
+            (tag, _, _), = crypto_lines(ok.body)
+            b = self.other_worker_stream(px, wa)
+            if b is None:
+                self.skipTest("no connection landed on the other worker in 40 tries")
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            b.send(request("ACK", "media-la", 1, "laack",
+                           provider_sdp(udp_pair(), [(int(tag), SUITE80, b64key())]), to_tag,
+                           ok.all("Record-Route")))
+            a.sock.settimeout(h.t(10))
+            bye = a.read()  # on the owner's connection
+            self.assertEqual((bye.method, bye.get("Call-ID")), ("BYE", "media-la"), bye)
+            self.assertIn("cause=488", bye.get("Reason"))
+            (pbye,) = self.pbx.wait("BYE", call_id="media-la")
+            self.assertIn("cause=488", pbye.get("Reason"))
+            self.assertEqual(self.pbx.requests("ACK", "media-la"), [])
+            px.wait_log("media_answer_failed", "from=elsewhere")
+            self.assertEqual(px.metric("tlsgate_media_answers_failed_total"), 1)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            h.wait_for(lambda: can_bind(q), 5, f"port {q} free")
+            a.sock.close()
+            b.sock.close()
+
     def test_hold_and_resume(self):
         """The provider puts the call on hold (a=sendonly, then c=0.0.0.0) and resumes: the
         hold SDP reaches the PBX, nothing is sent toward the held side, audio flows again
