@@ -478,8 +478,9 @@ static void set_contact(struct tg_dialog *d, enum tg_dlg_side side, const struct
                         const uint8_t *buf) {
     const char *v, *u;
     size_t len, n;
-    if (!header(m, buf, TG_SIP_H_CONTACT, &v, &len) || !uri_of(v, len, &u, &n)) {
-        d->id.overflow = 1; // no remote target: nowhere to send a request
+    if (!header(m, buf, TG_SIP_H_CONTACT, &v, &len) || !uri_of(v, len, &u, &n) ||
+        !tg_sip_sealable((const uint8_t *)u, n)) {
+        d->id.overflow = 1; // no remote target that can stand in a start line
         return;
     }
     tg_dialog_id_set(&d->id, side == TG_DLG_PROVIDER ? TG_DID_TARGET_PROV : TG_DID_TARGET_PBX, u,
@@ -732,7 +733,7 @@ static enum tg_sip_body on_ending_request(struct tg_mediasig *ms, struct tg_dial
     if (m->method == TG_SIP_M_ACK)
         return sdp || (d->fail_side != TG_DLG_NONE && sm->cseq == d->fail_cseq &&
                        sm->side != d->fail_side)
-                   ? refuse(status, 0)
+                   ? refuse(status, 481) // an ACK is dropped
                    : TG_SIP_BODY_KEEP;
     if (m->method == TG_SIP_M_BYE) {
         end_call(ms, d, "bye");

@@ -259,6 +259,9 @@ int tg_sipconn_build_request(const struct tg_sipconn *sc, enum tg_sip_side towar
                              size_t *out_len) {
     const char *m = tg_sip_method_name(r->method);
     int prov = toward == TG_SIP_SIDE_PROVIDER;
+    *out_len = 0;
+    if (!tg_sip_sealable((const uint8_t *)r->ruri, r->ruri_len))
+        return 0; // a Request-URI must be "scheme:" then %x21-7E (no space, no 8-bit byte)
     // The token names the request as coming from the other side, as a relayed one would.
     struct tg_sip_flow f = *self;
     f.side = (uint8_t)(prov ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER);

@@ -129,7 +129,8 @@ struct tg_sip_own_req {
 // provider, SIP/2.0/TCP inside:port toward the PBX) with a fresh branch, a flow token of
 // |self| under transaction hash |txh|, so that the response comes back verified and, its Via
 // being the only one, is absorbed (never forwarded); Max-Forwards 70; Content-Length 0.
-// Returns 1 with |*out_len|, 0 when it does not fit or a string holds CR or LF.
+// Returns 1 with |*out_len|, 0 when it does not fit, a string holds CR or LF, or the
+// Request-URI is not "scheme:" then %x21-7E (tg_sip_sealable).
 int tg_sipconn_build_request(const struct tg_sipconn *sc, enum tg_sip_side toward,
                              const struct tg_sip_flow *self, uint32_t txh,
                              const struct tg_sip_own_req *r, uint8_t *out, size_t cap,

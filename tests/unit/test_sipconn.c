@@ -206,6 +206,12 @@ static void test_own_request_and_its_answer(void **state) {
                                           (uint8_t *)out, sizeof(out), &n));
     r.to = "<sip:carrier@example.net>;tag=c";
     r.to_len = (uint16_t)strlen(r.to);
+    r.ruri = "sip:carrier@192.0.2.1 x";
+    r.ruri_len = (uint16_t)strlen(r.ruri);
+    assert_false(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 42, &r,
+                                          (uint8_t *)out, sizeof(out), &n));
+    r.ruri = "sip:carrier@192.0.2.1:5061;transport=tls";
+    r.ruri_len = (uint16_t)strlen(r.ruri);
     assert_true(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 42, &r,
                                          (uint8_t *)out, sizeof(out) - 1, &n));
     out[n] = '\0';
