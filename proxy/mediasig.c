@@ -355,189 +355,6 @@ static int cseq(const struct tg_sip_msg *m, const uint8_t *buf, uint32_t *num,
 }
 
 // ---------------------------------------------------------------------------------------------
-// The dialog's identity (what tlsgate needs to send requests in it itself).
-
-static int is_ws(char ch) {
-    return ch == ' ' || ch == '\t';
-}
-
-// uri_of finds the URI of a Contact or Record-Route element [v, v + len): between < and > in a
-// name-addr, else up to the first ';' (header parameters), ',' or white space.
-static int uri_of(const char *v, size_t len, const char **out, size_t *out_len) {
-    const char *lt = memchr(v, '<', len);
-    if (lt != NULL) {
-        const char *gt = memchr(lt, '>', len - (size_t)(lt - v));
-        if (gt == NULL || gt == lt + 1)
-            return 0;
-        *out = lt + 1;
-        *out_len = (size_t)(gt - lt - 1);
-        return 1;
-    }
-    size_t i = 0;
-    while (i < len && is_ws(v[i]))
-        i++;
-    size_t j = i;
-    while (j < len && v[j] != ';' && v[j] != ',' && !is_ws(v[j]))
-        j++;
-    *out = v + i;
-    *out_len = j - i;
-    return j > i;
-}
-
-// uri_host_is says whether the host of sip(s) URI [u, u + n) is |host| (ignoring case).
-static int uri_host_is(const char *u, size_t n, const char *host) {
-    size_t i = 0;
-    if (n > 4 && strncasecmp(u, "sip:", 4) == 0)
-        i = 4;
-    else if (n > 5 && strncasecmp(u, "sips:", 5) == 0)
-        i = 5;
-    else
-        return 0;
-    size_t end = i;
-    while (end < n && u[end] != ';' && u[end] != '?')
-        end++;
-    const char *at = memchr(u + i, '@', end - i);
-    if (at != NULL)
-        i = (size_t)(at - u) + 1;
-    size_t h = i;
-    if (h < end && u[h] == '[') {
-        while (h < end && u[h] != ']')
-            h++;
-        h += h < end;
-    } else {
-        while (h < end && u[h] != ':')
-            h++;
-    }
-    return host != NULL && strlen(host) == h - i && strncasecmp(u + i, host, h - i) == 0;
-}
-
-#define MAX_RR 16 // Record-Route entries tlsgate keeps of a dialog; more: no requests of its own
-
-struct span_ {
-    const char *p;
-    size_t n;
-};
-
-// rr_entries splits every Record-Route of |m| into its entries (commas outside <> and quotes).
-// Returns their number, or -1 over MAX_RR.
-static int rr_entries(const struct tg_sip_msg *m, const uint8_t *buf, struct span_ *out) {
-    int num = 0;
-    for (unsigned k = 0; k < m->num_headers; k++) {
-        const struct tg_sip_header *h = &m->headers[k];
-        if (h->id != TG_SIP_H_RECORD_ROUTE)
-            continue;
-        const char *v = (const char *)buf + h->value.off;
-        size_t len = h->value.len, a = 0;
-        int angle = 0, quote = 0;
-        for (size_t i = 0; i <= len; i++) {
-            char ch = i < len ? v[i] : ',';
-            if (ch == '"' && !angle)
-                quote = !quote;
-            else if (ch == '<' && !quote)
-                angle = 1;
-            else if (ch == '>' && !quote)
-                angle = 0;
-            if (ch != ',' || angle || quote)
-                continue;
-            size_t b = i;
-            while (a < b && is_ws(v[a]))
-                a++;
-            while (b > a && is_ws(v[b - 1]))
-                b--;
-            if (b > a) {
-                if (num == MAX_RR)
-                    return -1;
-                out[num++] = (struct span_){v + a, b - a};
-            }
-            a = i + 1;
-        }
-    }
-    return num;
-}
-
-// join writes |n| entries (backwards when |rev|) separated by ", " into |out| (|cap| bytes).
-// Returns the length, or -1 when it does not fit.
-static long join(const struct span_ *e, int n, int rev, char *out, size_t cap) {
-    size_t len = 0;
-    for (int k = 0; k < n; k++) {
-        const struct span_ *x = &e[rev ? n - 1 - k : k];
-        size_t need = x->n + (k > 0 ? 2 : 0);
-        if (len + need > cap)
-            return -1;
-        if (k > 0) {
-            memcpy(out + len, ", ", 2);
-            len += 2;
-        }
-        memcpy(out + len, x->p, x->n);
-        len += x->n;
-    }
-    return (long)len;
-}
-
-static void set_contact(struct tg_dialog *d, enum tg_dlg_side side, const struct tg_sip_msg *m,
-                        const uint8_t *buf) {
-    const char *v, *u;
-    size_t len, n;
-    if (!header(m, buf, TG_SIP_H_CONTACT, &v, &len) || !uri_of(v, len, &u, &n) ||
-        !tg_sip_sealable((const uint8_t *)u, n)) {
-        d->id.overflow = 1; // no remote target that can stand in a start line
-        return;
-    }
-    tg_dialog_id_set(&d->id, side == TG_DLG_PROVIDER ? TG_DID_TARGET_PROV : TG_DID_TARGET_PBX, u,
-                     n);
-}
-
-// capture_id completes the identity of |d| from the 2xx (from |callee|) to its initial INVITE:
-// From, To (with both tags), the callee's Contact, and the route sets split at tlsgate's own
-// Record-Route entry (named by our address on the callee's side): the entries before it lead
-// to the callee (reversed: RFC 3261 12.1.2), those after it to the caller (in order, 12.1.1).
-static void capture_id(const struct tg_mediasig_arg *a, struct tg_dialog *d,
-                       enum tg_dlg_side callee, const struct tg_sip_msg *m, const uint8_t *buf) {
-    const char *v;
-    size_t len;
-    if (d->id.complete)
-        return;
-    d->id.complete = 1;
-    if (!header(m, buf, TG_SIP_H_FROM, &v, &len) ||
-        !tg_dialog_id_set(&d->id, TG_DID_FROM, v, len) || !header(m, buf, TG_SIP_H_TO, &v, &len) ||
-        !tg_dialog_id_set(&d->id, TG_DID_TO, v, len)) {
-        d->id.overflow = 1;
-        return;
-    }
-    set_contact(d, callee, m, buf);
-    struct span_ e[MAX_RR];
-    int n = rr_entries(m, buf, e);
-    if (n < 0) {
-        d->id.overflow = 1;
-        return;
-    }
-    const char *ours = a->rw == NULL               ? NULL
-                       : callee == TG_DLG_PROVIDER ? a->rw->fqdn
-                                                   : a->rw->inside_host;
-    int at = -1;
-    for (int k = 0; k < n && at < 0; k++) {
-        const char *u;
-        size_t un;
-        if (uri_of(e[k].p, e[k].n, &u, &un) && uri_host_is(u, un, ours))
-            at = k;
-    }
-    if (at < 0)
-        return; // no entry of ours (a peer that drops Record-Route): no route sets
-    char tmp[TG_DIALOG_ID_MAX];
-    long r = join(e, at, 1, tmp, sizeof(tmp));
-    int prov = callee == TG_DLG_PROVIDER;
-    if (r < 0 ||
-        !tg_dialog_id_set(&d->id, prov ? TG_DID_ROUTE_PROV : TG_DID_ROUTE_PBX, tmp, (size_t)r)) {
-        d->id.overflow = 1;
-        return;
-    }
-    r = join(e + at + 1, n - at - 1, 0, tmp, sizeof(tmp));
-    if (r < 0 ||
-        !tg_dialog_id_set(&d->id, prov ? TG_DID_ROUTE_PBX : TG_DID_ROUTE_PROV, tmp, (size_t)r))
-        d->id.overflow = 1;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Offer and answer.
 
 // stream_session returns the session of stream |i| of |d|, opened if it has none.
@@ -778,11 +595,8 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
                 return TG_SIP_BODY_REFUSE;
             d->confirmed = (uint8_t)moved;
             created = !moved;
-            if (created) {
-                d->id.caller = (uint8_t)sm->side;
-                d->id.cseq[sm->side - 1] = sm->cseq;
-                set_contact(d, sm->side, m, sm->msg);
-            }
+            if (created)
+                tg_dialog_id_caller(&d->id, sm->side, sm->cseq, m, sm->msg);
         }
         d->invite_cseq = sm->cseq;
         d->invite_offer = (uint8_t)sdp;
@@ -858,7 +672,10 @@ static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog 
     }
     if (is_2xx && !d->confirmed && sm->cseq == d->invite_cseq &&
         sm->side != (enum tg_dlg_side)d->id.caller)
-        capture_id(a, d, sm->side, m, sm->msg);
+        tg_dialog_id_answer(&d->id, sm->side, m, sm->msg,
+                            a->rw == NULL                 ? NULL
+                            : sm->side == TG_DLG_PROVIDER ? a->rw->fqdn
+                                                          : a->rw->inside_host);
     if (method == TG_SIP_M_INVITE && sm->cseq == d->invite_cseq && m->code >= 300) {
         if (!d->confirmed) {
             end_call(ms, d, "rejected");

@@ -7,6 +7,7 @@
 
 #include "tlsgate/loop.h"
 #include "tlsgate/sdp.h"
+#include "tlsgate/sip.h"
 
 // The pure parts of media anchoring: the port allocator of a worker's slice, the dialog table
 // (calls by Call-ID, with their media streams), and the offer/answer decisions (which crypto
@@ -99,6 +100,21 @@ int tg_dialog_id_set(struct tg_dialog_id *id, enum tg_did_field f, const char *v
 
 // tg_dialog_id_get returns field |f| and its length in |*len| (empty when unset).
 const char *tg_dialog_id_get(const struct tg_dialog_id *id, enum tg_did_field f, uint16_t *len);
+
+// tg_dialog_id_caller records, from the initial INVITE |m| (scanned from |buf|), which side
+// called, its CSeq and its remote target (the Contact's URI).
+void tg_dialog_id_caller(struct tg_dialog_id *id, enum tg_dlg_side caller, uint32_t cseq,
+                         const struct tg_sip_msg *m, const uint8_t *buf);
+
+// tg_dialog_id_answer completes |id| (once) from the 2xx |m| of |callee| to the initial INVITE:
+// From and To (with both tags), the callee's Contact URI, and the route sets, split at
+// tlsgate's own Record-Route entry (the first whose host is |ours|, our address on the
+// callee's side; NULL: none known): the entries before it lead to the callee (reversed, as its
+// UAC would hold them: RFC 3261 12.1.2), those after it to the caller (in order, 12.1.1). No
+// entry of ours: no route sets. A target URI that cannot stand in a start line (not
+// tg_sip_sealable), more than 16 entries or more than TG_DIALOG_ID_MAX bytes set |overflow|.
+void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
+                         const struct tg_sip_msg *m, const uint8_t *buf, const char *ours);
 
 // Requests tlsgate still owes the sides of a call it ended itself (tg_dialog.pending).
 enum {
