@@ -910,6 +910,55 @@ class OutboundMediaTest(h.TestCase):
             prov.close()
             pbx.close()
 
+    def test_unusable_reinvite_answer_ends_the_call(self):
+        """A re-INVITE of the PBX answered 200 with crypto tlsgate cannot use ends the whole
+        call: the PBX gets 488 for its re-INVITE and a BYE (CSeq above the provider's), the
+        provider an ACK and a BYE (CSeq above the PBX's re-INVITE)."""
+        pbx = Pbx()
+        p_port = udp_pair()
+        prov = Provider(p_port, b64key())
+        base = random.randrange(30000, 39000, 200)
+        try:
+            cfg = h.base_config()
+            cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}", "connect": prov.addr,
+                                   "mode": "sip", "options_interval_s": 0}
+            cfg["media"] = {"public_address": "127.0.0.1", "internal_address": "127.0.0.1",
+                            "port_range": f"{base}-{base + 199}"}
+            with h.Proxy(cfg) as px:
+                host, port = h.split_addr(px.addr("pbx"))
+                st = Stream(socket.create_connection((host, port), timeout=h.t(10)))
+                st.send(pbx_request("INVITE", "out-re", 1, "rinv", pbx_sdp(pbx.rtp_port)))
+                ok, got = read_final(st)
+                self.assertEqual(ok.code, 200, got)
+                to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+                st.send(pbx_request("ACK", "out-re", 1, "rack", to_tag=to_tag))
+                prov.suite = "AES_CM_128_HMAC_SHA1_32"
+                st.send(pbx_request("INVITE", "out-re", 5, "rreinv", pbx_sdp(pbx.rtp_port, 2),
+                                    to_tag))
+                final, got = read_final(st)
+                self.assertEqual(final.code, 488, got)
+                st.send(pbx_request("ACK", "out-re", 5, "rreinv", to_tag=to_tag))
+                st.sock.settimeout(h.t(10))
+                bye = st.read()
+                self.assertEqual((bye.method, bye.uri), ("BYE", "sip:100@127.0.0.1:5060;transport=tcp"))
+                self.assertEqual(bye.get("CSeq"), "1 BYE")  # the provider had sent no request
+                self.assertEqual(bye.get("From"), ok.get("To"))
+                self.assertIn("cause=488", bye.get("Reason"))
+                (pbye,) = prov.wait("BYE")
+                self.assertEqual(pbye.get("CSeq"), "6 BYE")
+                acks = prov.wait("ACK", 2)  # the PBX's own of the first 200, tlsgate's of the second
+                self.assertEqual(acks[1].get("CSeq"), "5 ACK")
+                self.assertLess(prov.seen.index(acks[1]), prov.seen.index(pbye))
+                st.send(response_to(bye, 200, "OK"))
+                self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 2)
+                px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+                st.sock.settimeout(h.t(1))
+                self.assertRaises(socket.timeout, st.read)  # the provider's 200 to its BYE
+                st.sock.close()
+        finally:
+            prov.close()
+            pbx.close()
+
 
 if __name__ == "__main__":
     h.unittest.main()
