@@ -948,12 +948,14 @@ class OutboundMediaTest(h.TestCase):
                 self.assertEqual(pbye.get("CSeq"), "6 BYE")
                 acks = prov.wait("ACK", 2)  # the PBX's own of the first 200, tlsgate's of the second
                 self.assertEqual(acks[1].get("CSeq"), "5 ACK")
+                self.assertEqual(len(acks[1].all("Via")), 1, acks[1])  # not the PBX's ACK of 488
                 self.assertLess(prov.seen.index(acks[1]), prov.seen.index(pbye))
                 st.send(response_to(bye, 200, "OK"))
                 self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 2)
                 px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
                 st.sock.settimeout(h.t(1))
                 self.assertRaises(socket.timeout, st.read)  # the provider's 200 to its BYE
+                self.assertEqual(len(prov.wait("ACK")), 2)  # the PBX's ACK of the 488 stayed
                 st.sock.close()
         finally:
             prov.close()
