@@ -5,8 +5,11 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/siphash.h>
+
+#include "tlsgate/siporig.h"
 
 // ---------------------------------------------------------------------------------------------
 // Port allocator.
@@ -123,6 +126,23 @@ struct tg_dialog *tg_dialog_add(struct tg_dialogs *t, const char *cid, size_t le
     return d;
 }
 
+int tg_dialog_id_set(struct tg_dialog_id *id, enum tg_did_field f, const char *v, size_t len) {
+    if (len > sizeof(id->buf) - id->used) {
+        id->overflow = 1;
+        return 0;
+    }
+    memcpy(id->buf + id->used, v, len);
+    id->off[f] = id->used;
+    id->len[f] = (uint16_t)len;
+    id->used = (uint16_t)(id->used + len);
+    return 1;
+}
+
+const char *tg_dialog_id_get(const struct tg_dialog_id *id, enum tg_did_field f, uint16_t *len) {
+    *len = id->len[f];
+    return id->buf + id->off[f];
+}
+
 void tg_dialog_remove(struct tg_dialogs *t, struct tg_dialog *d) {
     uint32_t slot = tg_slab_index(&t->slab, d);
     uint32_t *link = &t->buckets[bucket_of(t, d->call_id, d->call_id_len)];
@@ -140,6 +160,198 @@ uint64_t tg_dialog_cookie(const struct tg_dialogs *t, const struct tg_dialog *d)
 
 struct tg_dialog *tg_dialog_by_cookie(struct tg_dialogs *t, uint64_t cookie) {
     return tg_slab_lookup(&t->slab, (uint32_t)cookie, (uint32_t)(cookie >> 32));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dialog's identity (what tlsgate needs to send requests in it itself).
+
+// header finds the first header |id| of |m|.
+static int header(const struct tg_sip_msg *m, const uint8_t *buf, enum tg_sip_hdr id,
+                  const char **v, size_t *len) {
+    if (m->first[id] < 0)
+        return 0;
+    const struct tg_sip_header *h = &m->headers[m->first[id]];
+    *v = (const char *)buf + h->value.off;
+    *len = h->value.len;
+    return 1;
+}
+
+static int is_ws(char ch) {
+    return ch == ' ' || ch == '\t';
+}
+
+// uri_of finds the URI of a Contact or Record-Route element [v, v + len): between < and > in a
+// name-addr, else up to the first ';' (header parameters), ',' or white space.
+static int uri_of(const char *v, size_t len, const char **out, size_t *out_len) {
+    const char *lt = memchr(v, '<', len);
+    if (lt != NULL) {
+        const char *gt = memchr(lt, '>', len - (size_t)(lt - v));
+        if (gt == NULL || gt == lt + 1)
+            return 0;
+        *out = lt + 1;
+        *out_len = (size_t)(gt - lt - 1);
+        return 1;
+    }
+    size_t i = 0;
+    while (i < len && is_ws(v[i]))
+        i++;
+    size_t j = i;
+    while (j < len && v[j] != ';' && v[j] != ',' && !is_ws(v[j]))
+        j++;
+    *out = v + i;
+    *out_len = j - i;
+    return j > i;
+}
+
+// uri_host_is says whether the host of sip(s) URI [u, u + n) is |host| (ignoring case).
+static int uri_host_is(const char *u, size_t n, const char *host) {
+    size_t i = 0;
+    if (n > 4 && strncasecmp(u, "sip:", 4) == 0)
+        i = 4;
+    else if (n > 5 && strncasecmp(u, "sips:", 5) == 0)
+        i = 5;
+    else
+        return 0;
+    size_t end = i;
+    while (end < n && u[end] != ';' && u[end] != '?')
+        end++;
+    const char *at = memchr(u + i, '@', end - i);
+    if (at != NULL)
+        i = (size_t)(at - u) + 1;
+    size_t h = i;
+    if (h < end && u[h] == '[') {
+        while (h < end && u[h] != ']')
+            h++;
+        h += h < end;
+    } else {
+        while (h < end && u[h] != ':')
+            h++;
+    }
+    return host != NULL && strlen(host) == h - i && strncasecmp(u + i, host, h - i) == 0;
+}
+
+#define MAX_RR 16 // Record-Route entries tlsgate keeps of a dialog; more: no requests of its own
+
+struct span_ {
+    const char *p;
+    size_t n;
+};
+
+// rr_entries splits every Record-Route of |m| into its entries (commas outside <> and quotes).
+// Returns their number, or -1 over MAX_RR.
+static int rr_entries(const struct tg_sip_msg *m, const uint8_t *buf, struct span_ *out) {
+    int num = 0;
+    for (unsigned k = 0; k < m->num_headers; k++) {
+        const struct tg_sip_header *h = &m->headers[k];
+        if (h->id != TG_SIP_H_RECORD_ROUTE)
+            continue;
+        const char *v = (const char *)buf + h->value.off;
+        size_t len = h->value.len, a = 0;
+        int angle = 0, quote = 0;
+        for (size_t i = 0; i <= len; i++) {
+            char ch = i < len ? v[i] : ',';
+            if (ch == '"' && !angle)
+                quote = !quote;
+            else if (ch == '<' && !quote)
+                angle = 1;
+            else if (ch == '>' && !quote)
+                angle = 0;
+            if (ch != ',' || angle || quote)
+                continue;
+            size_t b = i;
+            while (a < b && is_ws(v[a]))
+                a++;
+            while (b > a && is_ws(v[b - 1]))
+                b--;
+            if (b > a) {
+                if (num == MAX_RR)
+                    return -1;
+                out[num++] = (struct span_){v + a, b - a};
+            }
+            a = i + 1;
+        }
+    }
+    return num;
+}
+
+// join writes |n| entries (backwards when |rev|) separated by ", " into |out| (|cap| bytes).
+// Returns the length, or -1 when it does not fit.
+static long join(const struct span_ *e, int n, int rev, char *out, size_t cap) {
+    size_t len = 0;
+    for (int k = 0; k < n; k++) {
+        const struct span_ *x = &e[rev ? n - 1 - k : k];
+        size_t need = x->n + (k > 0 ? 2 : 0);
+        if (len + need > cap)
+            return -1;
+        if (k > 0) {
+            memcpy(out + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(out + len, x->p, x->n);
+        len += x->n;
+    }
+    return (long)len;
+}
+
+// set_contact stores the URI of the Contact of |m| as |side|'s remote target.
+static void set_contact(struct tg_dialog_id *id, enum tg_dlg_side side, const struct tg_sip_msg *m,
+                        const uint8_t *buf) {
+    const char *v, *u;
+    size_t len, n;
+    if (!header(m, buf, TG_SIP_H_CONTACT, &v, &len) || !uri_of(v, len, &u, &n) ||
+        !tg_sip_sealable((const uint8_t *)u, n)) {
+        id->overflow = 1; // no remote target that can stand in a start line
+        return;
+    }
+    tg_dialog_id_set(id, side == TG_DLG_PROVIDER ? TG_DID_TARGET_PROV : TG_DID_TARGET_PBX, u, n);
+}
+
+void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
+                         const struct tg_sip_msg *m, const uint8_t *buf, const char *ours) {
+    const char *v;
+    size_t len;
+    if (id->complete)
+        return;
+    id->complete = 1;
+    if (!header(m, buf, TG_SIP_H_FROM, &v, &len) || !tg_dialog_id_set(id, TG_DID_FROM, v, len) ||
+        !header(m, buf, TG_SIP_H_TO, &v, &len) || !tg_dialog_id_set(id, TG_DID_TO, v, len)) {
+        id->overflow = 1;
+        return;
+    }
+    set_contact(id, callee, m, buf);
+    struct span_ e[MAX_RR];
+    int n = rr_entries(m, buf, e);
+    if (n < 0) {
+        id->overflow = 1;
+        return;
+    }
+    int at = -1;
+    for (int k = 0; k < n && at < 0; k++) {
+        const char *u;
+        size_t un;
+        if (uri_of(e[k].p, e[k].n, &u, &un) && uri_host_is(u, un, ours))
+            at = k;
+    }
+    if (at < 0)
+        return; // no entry of ours (a peer that drops Record-Route): no route sets
+    char tmp[TG_DIALOG_ID_MAX];
+    long r = join(e, at, 1, tmp, sizeof(tmp));
+    int prov = callee == TG_DLG_PROVIDER;
+    if (r < 0 ||
+        !tg_dialog_id_set(id, prov ? TG_DID_ROUTE_PROV : TG_DID_ROUTE_PBX, tmp, (size_t)r)) {
+        id->overflow = 1;
+        return;
+    }
+    r = join(e + at + 1, n - at - 1, 0, tmp, sizeof(tmp));
+    if (r < 0 || !tg_dialog_id_set(id, prov ? TG_DID_ROUTE_PBX : TG_DID_ROUTE_PROV, tmp, (size_t)r))
+        id->overflow = 1;
+}
+
+void tg_dialog_id_caller(struct tg_dialog_id *id, enum tg_dlg_side caller, uint32_t cseq,
+                         const struct tg_sip_msg *m, const uint8_t *buf) {
+    id->caller = (uint8_t)caller;
+    id->cseq[caller - 1] = cseq;
+    set_contact(id, caller, m, buf);
 }
 
 // ---------------------------------------------------------------------------------------------

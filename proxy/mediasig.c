@@ -15,9 +15,35 @@
 
 static void on_timeout(void *arg, uint64_t owner);
 
-enum dialog_op { OP_BYE = 1, OP_CANCEL, OP_MOVED };
+// OP_ANSWER: an ACK or PRACK of the call carried SDP to another worker (see on_request).
+enum dialog_op { OP_BYE = 1, OP_CANCEL, OP_MOVED, OP_ANSWER };
+
+// Why tlsgate ended a call itself: the Reason of its BYEs (RFC 3326).
+enum own_why { WHY_NONE = 0, WHY_TIMEOUT, WHY_ANSWER };
+static const char *const k_reason[] = {
+    [WHY_NONE] = NULL,
+    [WHY_TIMEOUT] = "SIP;cause=408;text=\"media timeout\"",
+    [WHY_ANSWER] = "SIP;cause=488;text=\"SDP answer not acceptable\"",
+};
+
+// LINGER_MS is how long a call tlsgate ended itself stays in the table once its requests are
+// out: a 2xx retransmitted before our ACK arrived and the ACK of the failed-back response come
+// within it (TCP and TLS: no loss, so T1 retransmissions at most). GIVE_UP_MS bounds the wait
+// for a busy connection (64*T1, the 2xx retransmission limit of RFC 3261 13.3.1.4).
+#define LINGER_MS 4000u
+#define GIVE_UP_MS 32000u
 
 static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *why);
+
+static enum tg_sip_side sip_side(enum tg_dlg_side s) {
+    return s == TG_DLG_PROVIDER ? TG_SIP_SIDE_PROVIDER : TG_SIP_SIDE_PBX;
+}
+
+static enum tg_dlg_side other_side(enum tg_dlg_side s) {
+    return s == TG_DLG_PROVIDER ? TG_DLG_PBX : TG_DLG_PROVIDER;
+}
+
+static void lost_answer(struct tg_mediasig *ms, struct tg_dialog *d);
 
 // on_dialog_msg handles a message from another worker about dialog |obj| (the loop checked
 // its generation: a call that ended meanwhile gets nothing).
@@ -33,6 +59,8 @@ static void on_dialog_msg(void *arg, void *obj, uint32_t slot, unsigned op,
         end_call(ms, d, "cancel_elsewhere");
     else if (op == OP_MOVED)
         end_call(ms, d, "moved");
+    else if (op == OP_ANSWER && !d->ending)
+        lost_answer(ms, d);
 }
 
 int tg_mediasig_init(struct tg_mediasig *ms, struct tg_loop *loop, const struct tg_config *cfg,
@@ -51,7 +79,9 @@ int tg_mediasig_init(struct tg_mediasig *ms, struct tg_loop *loop, const struct 
     ms->media.cb_arg = ms;
     uint64_t key[2];
     RAND_bytes((uint8_t *)key, sizeof(key));
-    if (!tg_dialogs_init(&ms->dialogs, ms->media.max_calls, key)) {
+    // Room beyond max_calls for the calls tlsgate ended itself, lingering a few seconds.
+    uint32_t cap = ms->media.max_calls + ms->media.max_calls / 4 + 4;
+    if (!tg_dialogs_init(&ms->dialogs, cap, key)) {
         snprintf(err, err_len, "out of memory for the dialog table");
         return 0;
     }
@@ -86,8 +116,9 @@ static int post_owner(struct tg_mediasig *ms, const char *cid, size_t len, enum 
     return 1;
 }
 
-// end_call closes the streams of |d|, gives its call slot back and forgets it.
-static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *why) {
+// release_media closes the streams of |d|, gives its call slot back and takes it out of the
+// call directory.
+static void release_media(struct tg_mediasig *ms, struct tg_dialog *d, const char *why) {
     unsigned streams = 0;
     for (size_t i = 0; i < TG_DIALOG_STREAMS; i++) {
         if (d->st[i].slot == TG_NIL)
@@ -101,10 +132,122 @@ static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *wh
     if (d->has_call)
         tg_media_call_end(&ms->media);
     TG_INFO("media_call_end", "worker=%u reason=%s streams=%u", ms->worker, why, streams);
+    d->has_call = 0;
     if (ms->dir != NULL && d->dir_hash != 0)
         tg_calldir_del(ms->dir, ms->worker, d->dir_hash);
+    d->dir_hash = 0;
     memset(&d->st, 0, sizeof(d->st)); // keys gone
+    for (size_t i = 0; i < TG_DIALOG_STREAMS; i++)
+        d->st[i].slot = TG_NIL;
+}
+
+// end_call ends the call of |d| (if tlsgate has not already) and forgets it.
+static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *why) {
+    if (d->ending)
+        ms->num_ending--;
+    else
+        release_media(ms, d, why);
     tg_dialog_remove(&ms->dialogs, d);
+}
+
+// end_call_own ends the call of |d| on tlsgate's own account: its media at once, the requests
+// in |pending| (TG_OWN_*) toward the sides at the next tick; the dialog lingers meanwhile.
+static void end_call_own(struct tg_mediasig *ms, struct tg_dialog *d, const char *why,
+                         uint8_t pending, enum own_why reason) {
+    release_media(ms, d, why);
+    d->ending = 1;
+    ms->num_ending++;
+    d->why = (uint8_t)reason;
+    d->ended_at = ms->loop->now;
+    d->pending = d->id.complete && !d->id.overflow && ms->send_own != NULL ? pending : 0;
+    if (pending != 0 && d->pending == 0)
+        TG_WARN("media_no_bye", "worker=%u reason=%s complete=%u overflow=%u", ms->worker, why,
+                (unsigned)d->id.complete, (unsigned)d->id.overflow);
+}
+
+// own_request fills |r| for tlsgate's request |bit| (TG_OWN_*) in |d|, speaking for the side
+// opposite |toward| toward it. Returns the side.
+static enum tg_dlg_side own_request(struct tg_dialog *d, uint8_t bit, struct tg_sip_own_req *r) {
+    enum tg_dlg_side toward = bit == TG_OWN_ACK        ? (enum tg_dlg_side)d->fail_side
+                              : bit == TG_OWN_BYE_PROV ? TG_DLG_PROVIDER
+                                                       : TG_DLG_PBX;
+    enum tg_dlg_side speaker = other_side(toward);
+    const struct tg_dialog_id *id = &d->id;
+    int to_callee = toward != (enum tg_dlg_side)id->caller;
+    memset(r, 0, sizeof(*r));
+    r->method = bit == TG_OWN_ACK ? TG_SIP_M_ACK : TG_SIP_M_BYE;
+    r->ruri = tg_dialog_id_get(
+        id, toward == TG_DLG_PROVIDER ? TG_DID_TARGET_PROV : TG_DID_TARGET_PBX, &r->ruri_len);
+    r->route = tg_dialog_id_get(
+        id, toward == TG_DLG_PROVIDER ? TG_DID_ROUTE_PROV : TG_DID_ROUTE_PBX, &r->route_len);
+    r->from = tg_dialog_id_get(id, to_callee ? TG_DID_FROM : TG_DID_TO, &r->from_len);
+    r->to = tg_dialog_id_get(id, to_callee ? TG_DID_TO : TG_DID_FROM, &r->to_len);
+    r->call_id = d->call_id;
+    r->call_id_len = d->call_id_len;
+    if (bit == TG_OWN_ACK) {
+        r->cseq = d->fail_cseq;
+    } else {
+        r->cseq = d->id.cseq[speaker - 1] + 1; // above anything that side sent (flush_own
+                                               // counts it once the request is out)
+        r->reason = k_reason[d->why < 3 ? d->why : 0];
+    }
+    return toward;
+}
+
+// flush_own sends what tlsgate still owes the sides of |d|, in order (the ACK before the BYE
+// toward the same side); a busy connection keeps the rest for the next tick. Returns 0 when
+// |d| is gone (a failed send closed its connection, which ended its calls).
+static int flush_own(struct tg_mediasig *ms, struct tg_dialog *d) {
+    static const uint8_t k_order[] = {TG_OWN_ACK, TG_OWN_BYE_PROV, TG_OWN_BYE_PBX};
+    const uint64_t cookie = tg_dialog_cookie(&ms->dialogs, d);
+    for (size_t i = 0; i < sizeof(k_order); i++) {
+        uint8_t bit = k_order[i];
+        if (!(d->pending & bit))
+            continue;
+        struct tg_sip_own_req r;
+        enum tg_dlg_side toward = own_request(d, bit, &r);
+        int sent = ms->send_own(ms->send_arg, d->conn_slot, d->conn_gen, sip_side(toward), &r);
+        if (tg_dialog_by_cookie(&ms->dialogs, cookie) != d)
+            return 0;
+        if (sent == 0)
+            return 1;
+        d->pending &= (uint8_t)~bit;
+        const char *side = toward == TG_DLG_PROVIDER ? "provider" : "pbx";
+        if (sent < 0) {
+            TG_INFO("media_own_request_lost", "worker=%u side=%s method=%s reason=connection_gone",
+                    ms->worker, side, tg_sip_method_name(r.method));
+            continue;
+        }
+        if (bit != TG_OWN_ACK) {
+            d->id.cseq[other_side(toward) - 1] = r.cseq;
+            tg_counter_add(&ms->ctr->byes_sent, 1);
+        }
+        TG_INFO("media_own_request", "worker=%u side=%s method=%s cseq=%u why=%s", ms->worker, side,
+                tg_sip_method_name(r.method), r.cseq,
+                d->why == WHY_TIMEOUT ? "media_timeout" : "answer_refused");
+    }
+    return 1;
+}
+
+// tick_ending sends the requests owed by the calls tlsgate ended and forgets those done.
+static void tick_ending(struct tg_mediasig *ms) {
+    const uint32_t now = ms->loop->now;
+    for (uint32_t i = 0; i < ms->dialogs.slab.cap && ms->num_ending > 0; i++) {
+        if (!tg_slab_live(&ms->dialogs.slab, i))
+            continue;
+        struct tg_dialog *d = tg_slab_at(&ms->dialogs.slab, i);
+        if (!d->ending)
+            continue;
+        if (d->pending != 0 && ms->send_own != NULL && !flush_own(ms, d))
+            continue;
+        uint32_t age = now - d->ended_at;
+        if ((d->pending == 0 && age >= LINGER_MS) || age >= GIVE_UP_MS) {
+            if (d->pending != 0)
+                TG_WARN("media_own_request_lost", "worker=%u pending=%u reason=busy", ms->worker,
+                        (unsigned)d->pending);
+            end_call(ms, d, "done");
+        }
+    }
 }
 
 void tg_mediasig_cleanup(struct tg_mediasig *ms) {
@@ -119,15 +262,37 @@ void tg_mediasig_cleanup(struct tg_mediasig *ms) {
     ms->dialogs_ok = ms->media_ok = 0;
 }
 
+// lost_answer ends a call whose ACK or PRACK with SDP went to another worker: that SDP is the
+// answer to an offer this worker rewrote (its ports, its key), so only this worker could apply
+// it, and messages between workers carry no payload. Without it the call has no media, so it
+// ends on both sides, as for an answer tlsgate cannot use (a BYE each, Reason 488; an early
+// dialog, whose identity is not complete yet, ends here only).
+static void lost_answer(struct tg_mediasig *ms, struct tg_dialog *d) {
+    tg_counter_add(&ms->ctr->answers_failed, 1);
+    TG_INFO("media_answer_failed", "worker=%u from=elsewhere confirmed=%u", ms->worker,
+            (unsigned)d->confirmed);
+    if (d->confirmed)
+        end_call_own(ms, d, "answer_elsewhere", TG_OWN_BYE_PROV | TG_OWN_BYE_PBX, WHY_ANSWER);
+    else
+        end_call(ms, d, "answer_elsewhere");
+}
+
 static void on_timeout(void *arg, uint64_t owner) {
     struct tg_mediasig *ms = arg;
     struct tg_dialog *d = tg_dialog_by_cookie(&ms->dialogs, owner);
-    if (d != NULL)
+    if (d == NULL || d->ending)
+        return;
+    // The sides learn it: a BYE to each of a confirmed call (an early one just ends here).
+    if (d->confirmed)
+        end_call_own(ms, d, "media_timeout", TG_OWN_BYE_PROV | TG_OWN_BYE_PBX, WHY_TIMEOUT);
+    else
         end_call(ms, d, "media_timeout");
 }
 
 void tg_mediasig_tick(struct tg_mediasig *ms) {
     tg_media_tick(&ms->media);
+    if (ms->num_ending > 0)
+        tick_ending(ms);
 }
 
 void tg_mediasig_conn_closed(struct tg_mediasig *ms, uint32_t slot, uint32_t gen) {
@@ -240,6 +405,7 @@ struct sdp_msg {
     uint32_t cseq;
     const char *body;
     size_t len;
+    const uint8_t *msg; // the whole message (its index: the hook's |m|)
 };
 
 // stream fills |mo| for section |i| of |sdp| (relayed) and sets its session up. Returns 0
@@ -375,12 +541,35 @@ static struct tg_dialog *new_call(struct tg_mediasig_arg *a, const char *cid, si
     return d;
 }
 
+// on_ending_request handles a request of a call tlsgate has ended itself: the ACK of the
+// response it failed back is absorbed (the far side had its own), a BYE ends the dialog here
+// and goes on (the far side answers it), an SDP offer finds no call (481).
+static enum tg_sip_body on_ending_request(struct tg_mediasig *ms, struct tg_dialog *d,
+                                          const struct sdp_msg *sm, int sdp,
+                                          const struct tg_sip_msg *m, uint16_t *status) {
+    if (m->method == TG_SIP_M_ACK)
+        return sdp || (d->fail_side != TG_DLG_NONE && sm->cseq == d->fail_cseq &&
+                       sm->side != d->fail_side)
+                   ? refuse(status, 481) // an ACK is dropped
+                   : TG_SIP_BODY_KEEP;
+    if (m->method == TG_SIP_M_BYE) {
+        end_call(ms, d, "bye");
+        return sdp ? refuse(status, 488) : TG_SIP_BODY_KEEP;
+    }
+    return sdp ? refuse(status, 481) : TG_SIP_BODY_KEEP;
+}
+
 static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *d,
                                    struct sdp_msg *sm, int sdp, const struct tg_sip_msg *m,
                                    const char *cid, size_t cid_len, uint8_t *out, uint32_t cap,
                                    uint32_t *out_len, uint16_t *status) {
     struct tg_mediasig *ms = a->ms;
     enum tg_dlg_side other = sm->side == TG_DLG_PROVIDER ? TG_DLG_PBX : TG_DLG_PROVIDER;
+    if (d != NULL && d->ending)
+        return on_ending_request(ms, d, sm, sdp, m, status);
+    if (d != NULL && m->method != TG_SIP_M_ACK && m->method != TG_SIP_M_CANCEL &&
+        sm->cseq > d->id.cseq[sm->side - 1])
+        d->id.cseq[sm->side - 1] = sm->cseq; // tlsgate's own requests for this side go above
     switch (m->method) {
     case TG_SIP_M_BYE:
         if (d != NULL)
@@ -397,13 +586,17 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
     case TG_SIP_M_INVITE: {
         int created = 0;
         if (d == NULL) {
-            // A call another worker owns moves here with this offer (see mediasig.h).
-            int moved = sdp && post_owner(ms, cid, cid_len, OP_MOVED);
+            // A call another worker owns moves here with this offer (see mediasig.h), or with
+            // the offer the 2xx will carry (a re-INVITE without SDP): never two dialogs of one
+            // call, the old one timing out (and sending its BYEs) under the live one.
+            int moved = post_owner(ms, cid, cid_len, OP_MOVED);
             d = new_call(a, cid, cid_len, status);
             if (d == NULL)
                 return TG_SIP_BODY_REFUSE;
             d->confirmed = (uint8_t)moved;
             created = !moved;
+            if (created)
+                tg_dialog_id_caller(&d->id, sm->side, sm->cseq, m, sm->msg);
         }
         d->invite_cseq = sm->cseq;
         d->invite_offer = (uint8_t)sdp;
@@ -426,6 +619,8 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
                 return TG_SIP_BODY_REFUSE;
             d->confirmed = 1;
         }
+        if (d == NULL && m->method != TG_SIP_M_UPDATE)
+            post_owner(ms, cid, cid_len, OP_ANSWER); // the owner ends the call (lost_answer)
         if (d == NULL)
             return refuse(status, 481); // an ACK is dropped
         sm->is_offer =
@@ -437,6 +632,27 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
     }
 }
 
+// fail_answer fails back the 2xx of |sm| to an INVITE whose SDP tlsgate cannot use: the side
+// that sent the INVITE gets 488 instead (sipconn builds it), the side that answered, whose
+// dialog is confirmed now and who retransmits the 2xx until it is ACKed, gets tlsgate's ACK
+// and a BYE; a re-INVITE so answered ends the whole call, the other side gets a BYE too.
+static enum tg_sip_body fail_answer(struct tg_mediasig *ms, struct tg_dialog *d,
+                                    const struct sdp_msg *sm, const struct tg_sip_msg *m,
+                                    uint16_t *status) {
+    uint8_t pending = TG_OWN_ACK | (sm->side == TG_DLG_PROVIDER ? TG_OWN_BYE_PROV : TG_OWN_BYE_PBX);
+    if (d->confirmed)
+        pending |= sm->side == TG_DLG_PROVIDER ? TG_OWN_BYE_PBX : TG_OWN_BYE_PROV;
+    tg_counter_add(&ms->ctr->answers_failed, 1);
+    TG_INFO("media_answer_failed", "worker=%u from=%s code=%u cseq=%u reinvite=%u", ms->worker,
+            sm->side == TG_DLG_PROVIDER ? "provider" : "pbx", (unsigned)m->code, sm->cseq,
+            (unsigned)d->confirmed);
+    d->fail_side = (uint8_t)sm->side;
+    d->fail_cseq = sm->cseq;
+    end_call_own(ms, d, "answer_refused", pending, WHY_ANSWER);
+    *status = 488;
+    return TG_SIP_BODY_REFUSE;
+}
+
 static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog *d,
                                     struct sdp_msg *sm, int sdp, const struct tg_sip_msg *m,
                                     enum tg_sip_method method, uint8_t *out, uint32_t cap,
@@ -445,6 +661,21 @@ static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog 
     *status = 0;
     if (d == NULL)
         return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
+    int is_2xx = method == TG_SIP_M_INVITE && m->code >= 200 && m->code < 300;
+    if (d->ending) {
+        // A 2xx tlsgate failed back, retransmitted until ACKed: ACKed again, never forwarded.
+        if (is_2xx && sm->side == d->fail_side && sm->cseq == d->fail_cseq) {
+            d->pending |= TG_OWN_ACK;
+            return TG_SIP_BODY_REFUSE;
+        }
+        return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
+    }
+    if (is_2xx && !d->confirmed && sm->cseq == d->invite_cseq &&
+        sm->side != (enum tg_dlg_side)d->id.caller)
+        tg_dialog_id_answer(&d->id, sm->side, m, sm->msg,
+                            a->rw == NULL                 ? NULL
+                            : sm->side == TG_DLG_PROVIDER ? a->rw->fqdn
+                                                          : a->rw->inside_host);
     if (method == TG_SIP_M_INVITE && sm->cseq == d->invite_cseq && m->code >= 300) {
         if (!d->confirmed) {
             end_call(ms, d, "rejected");
@@ -464,7 +695,7 @@ static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog 
         sm->is_offer = d->offer_from == TG_DLG_NONE;
     enum tg_sip_body b = process_sdp(ms, d, sm, out, cap, out_len, status);
     if (b != TG_SIP_BODY_REPLACE)
-        return b;
+        return is_2xx && sm->cseq == d->invite_cseq ? fail_answer(ms, d, sm, m, status) : b;
 done:
     if (method == TG_SIP_M_INVITE && m->code >= 200 && m->code < 300)
         d->confirmed = 1;
@@ -490,6 +721,7 @@ enum tg_sip_body tg_mediasig_body(void *arg, enum tg_sip_side from, const struct
         .cseq = num,
         .body = (const char *)buf + m->head_len,
         .len = m->body_len,
+        .msg = buf,
     };
     if (m->is_request)
         return on_request(a, d, &sm, sdp, m, cid, cid_len, out, cap, out_len, status);

@@ -265,6 +265,11 @@ static void render_media(const struct tg_metrics *m, struct out *o) {
         {"tlsgate_media_crypto_refused_total", "Offers answered 488: no acceptable a=crypto line.",
          MFIELD(crypto_refused)},
         {"tlsgate_media_sdp_errors_total", "SDP bodies refused as malformed.", MFIELD(sdp_errors)},
+        {"tlsgate_media_answers_failed_total",
+         "2xx answers whose SDP could not be used: 488 to one side, ACK and BYE to the other.",
+         MFIELD(answers_failed)},
+        {"tlsgate_media_byes_sent_total",
+         "BYEs tlsgate sent itself (media timeout, failed answer).", MFIELD(byes_sent)},
     };
     out_printf(o,
                "# HELP tlsgate_media_calls_active Calls with media sessions now.\n"

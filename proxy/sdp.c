@@ -450,10 +450,28 @@ fail(struct parser *p, enum tg_sdp_status st, const char *fmt, ...) {
     return st;
 }
 
+// is_fqdn says whether [a, b) reads as a host name (RFC 4566 FQDN: letters, digits, '-' and
+// '.', at most 253 bytes) and not as a malformed number: it holds a letter.
+static int is_fqdn(const struct tg_cur *c, struct span s) {
+    int letter = 0;
+    if (span_len(s) == 0 || span_len(s) > 253)
+        return 0;
+    for (size_t k = s.a; k < s.b; k++) {
+        int ch = tg_cur_at(c, k);
+        int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+        if (!alpha && !(ch >= '0' && ch <= '9') && ch != '-' && ch != '.')
+            return 0;
+        letter |= alpha;
+    }
+    return letter;
+}
+
 // parse_addr reads "IN IP4 addr" / "IN IP6 addr" from the fields at *i in [*i, end) into |out|.
-// |what| names the line in |why|.
+// |what| names the line in |why|. A host name is taken only where |name_ok| (o=: tlsgate
+// rewrites it and never sends anything there); a c= address must be numeric, since media goes
+// to it and tlsgate resolves nothing on the data path.
 static enum tg_sdp_status parse_addr(struct parser *p, size_t *i, size_t end,
-                                     struct tg_sdp_addr *out, const char *what) {
+                                     struct tg_sdp_addr *out, const char *what, int name_ok) {
     struct span net = next_field(&p->c, i, end);
     struct span type = next_field(&p->c, i, end);
     struct span addr = next_field(&p->c, i, end);
@@ -466,6 +484,11 @@ static enum tg_sdp_status parse_addr(struct parser *p, size_t *i, size_t end,
         return fail(p, TG_SDP_BAD_ADDR, "%s multicast (address/ttl) is not supported", what);
     char text[INET6_ADDRSTRLEN];
     memset(out, 0, sizeof(*out));
+    if (name_ok && is_fqdn(&p->c, addr)) {
+        out->family = family;
+        out->name = 1;
+        return TG_SDP_OK;
+    }
     if (span_len(addr) >= sizeof(text))
         return fail(p, TG_SDP_BAD_ADDR, "%s address is not numeric", what);
     memcpy(text, p->c.b + addr.a, span_len(addr));
@@ -492,7 +515,7 @@ static enum tg_sdp_status parse_o(struct parser *p, size_t i, size_t end) {
     while (i < end && is_wsp(p->c.b[i]))
         i++;
     p->out->origin_net_off = (uint16_t)i;
-    enum tg_sdp_status st = parse_addr(p, &i, end, &p->out->origin, "o=");
+    enum tg_sdp_status st = parse_addr(p, &i, end, &p->out->origin, "o=", 1);
     if (st != TG_SDP_OK)
         return st;
     if (span_len(next_field(&p->c, &i, end)) != 0)
@@ -504,7 +527,7 @@ static enum tg_sdp_status parse_c(struct parser *p, size_t i, size_t end) {
     struct tg_sdp_addr *dst = p->m != NULL ? &p->m->conn : &p->out->conn;
     if (p->m != NULL ? p->m->conn_here : p->out->conn.family != 0)
         return fail(p, TG_SDP_MALFORMED, "second c= at this level");
-    enum tg_sdp_status st = parse_addr(p, &i, end, dst, "c=");
+    enum tg_sdp_status st = parse_addr(p, &i, end, dst, "c=", 0);
     if (st != TG_SDP_OK)
         return st;
     if (span_len(next_field(&p->c, &i, end)) != 0)
@@ -631,7 +654,7 @@ static enum tg_sdp_status parse_rtcp(struct parser *p, size_t i, size_t end) {
     if (span_len(next_field(&p->c, &rest, end)) == 0)
         return TG_SDP_OK;
     struct tg_sdp_addr addr;
-    enum tg_sdp_status st = parse_addr(p, &i, end, &addr, "a=rtcp");
+    enum tg_sdp_status st = parse_addr(p, &i, end, &addr, "a=rtcp", 0);
     if (st != TG_SDP_OK)
         return st;
     if (span_len(next_field(&p->c, &i, end)) != 0)

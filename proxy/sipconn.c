@@ -199,8 +199,99 @@ static int apply_body(struct tg_sipconn *sc, enum tg_sip_side from, const struct
     if (r == TG_SIP_RW_OK)
         return 1;
     tg_counter_add(&io->ctr->sip_rw_errors[r], 1);
-    *status = tg_sip_rw_status(r);
+    *status = m->is_request ? tg_sip_rw_status(r) : 0; // a response is dropped
     return 0;
+}
+
+// fail_back sends toward |to|, instead of the rewritten response at io->scratch (|n| bytes), a
+// response with |status| and no body built from it: its Vias (ours already popped), From, To,
+// Call-ID and CSeq. Returns 0 when the send failed; a response that cannot be rebuilt (it does
+// not fit the hook's buffer) is dropped as it would have been.
+static int fail_back(const struct tg_sipconn *sc, enum tg_sip_side to,
+                     const struct tg_sipconn_io *io, size_t n, uint16_t status) {
+    struct tg_sip_header hdrs[MAX_HEADERS];
+    struct tg_sip_msg r;
+    if (tg_sip_scan(&sc->rw.limits, &r, hdrs, MAX_HEADERS, io->scratch, (uint32_t)n) !=
+            TG_SIP_MESSAGE ||
+        r.is_request)
+        return 1;
+    uint8_t *o = io->body_buf;
+    size_t len = 0, cap = io->body_cap;
+    int k = snprintf((char *)o, cap, "SIP/2.0 %u %s\r\n", status, reason_phrase(status));
+    if (k < 0 || (size_t)k >= cap)
+        return 1;
+    len = (size_t)k;
+    for (unsigned i = 0; i < r.num_headers; i++) {
+        const struct tg_sip_header *h = &hdrs[i];
+        if (h->id != TG_SIP_H_VIA && h->id != TG_SIP_H_FROM && h->id != TG_SIP_H_TO &&
+            h->id != TG_SIP_H_CALL_ID && h->id != TG_SIP_H_CSEQ)
+            continue;
+        if (len + h->line.len > cap)
+            return 1;
+        memcpy(o + len, io->scratch + h->line.off, h->line.len); // normal form: one line each
+        len += h->line.len;
+    }
+    static const char k_end[] = "Content-Length: 0\r\n\r\n";
+    if (len + sizeof(k_end) - 1 > cap)
+        return 1;
+    memcpy(o + len, k_end, sizeof(k_end) - 1);
+    len += sizeof(k_end) - 1;
+    return io->send(io->arg, to, o, (uint32_t)len);
+}
+
+// put_line appends |a| then |v| (|vn| bytes) then |b| to |out| at |*len|; 0 when it does not
+// fit or |v| holds a CR or LF.
+static int put_line(uint8_t *out, size_t cap, size_t *len, const char *a, const char *v, size_t vn,
+                    const char *b) {
+    size_t an = strlen(a), bn = strlen(b);
+    if (memchr(v, '\r', vn) != NULL || memchr(v, '\n', vn) != NULL || *len + an + vn + bn > cap)
+        return 0;
+    memcpy(out + *len, a, an);
+    memcpy(out + *len + an, v, vn);
+    memcpy(out + *len + an + vn, b, bn);
+    *len += an + vn + bn;
+    return 1;
+}
+
+int tg_sipconn_build_request(const struct tg_sipconn *sc, enum tg_sip_side toward,
+                             const struct tg_sip_flow *self, uint32_t txh,
+                             const struct tg_sip_own_req *r, uint8_t *out, size_t cap,
+                             size_t *out_len) {
+    const char *m = tg_sip_method_name(r->method);
+    int prov = toward == TG_SIP_SIDE_PROVIDER;
+    *out_len = 0;
+    if (!tg_sip_sealable((const uint8_t *)r->ruri, r->ruri_len))
+        return 0; // a Request-URI must be "scheme:" then %x21-7E (no space, no 8-bit byte)
+    // The token names the request as coming from the other side, as a relayed one would.
+    struct tg_sip_flow f = *self;
+    f.side = (uint8_t)(prov ? TG_SIP_SIDE_PBX : TG_SIP_SIDE_PROVIDER);
+    char tok[TG_SIP_TOKEN_LEN + 1];
+    tg_sip_flow_encode(&sc->rw, tok, &f, txh);
+    tok[TG_SIP_TOKEN_LEN] = '\0';
+    char via[384], num[16];
+    int k = snprintf(via, sizeof(via), "SIP/2.0/%s %s:%u;branch=z9hG4bK%s", prov ? "TLS" : "TCP",
+                     prov ? sc->rw.fqdn : sc->rw.inside_host,
+                     (unsigned)(prov ? sc->rw.fqdn_port : sc->rw.inside_port), tok);
+    if (k < 0 || (size_t)k >= sizeof(via))
+        return 0;
+    snprintf(num, sizeof(num), "%u ", r->cseq);
+    size_t len = 0;
+    int ok = put_line(out, cap, &len, m, " ", 1, "") &&
+             put_line(out, cap, &len, "", r->ruri, r->ruri_len, " SIP/2.0\r\n") &&
+             put_line(out, cap, &len, "Via: ", via, strlen(via), "\r\n") &&
+             put_line(out, cap, &len, "Max-Forwards: 70", "", 0, "\r\n") &&
+             (r->route_len == 0 ||
+              put_line(out, cap, &len, "Route: ", r->route, r->route_len, "\r\n")) &&
+             put_line(out, cap, &len, "From: ", r->from, r->from_len, "\r\n") &&
+             put_line(out, cap, &len, "To: ", r->to, r->to_len, "\r\n") &&
+             put_line(out, cap, &len, "Call-ID: ", r->call_id, r->call_id_len, "\r\n") &&
+             put_line(out, cap, &len, "CSeq: ", num, strlen(num), m) &&
+             put_line(out, cap, &len, "\r\n", "", 0, "") &&
+             (r->reason == NULL ||
+              put_line(out, cap, &len, "Reason: ", r->reason, strlen(r->reason), "\r\n")) &&
+             put_line(out, cap, &len, "Content-Length: 0\r\n\r\n", "", 0, "");
+    *out_len = ok ? len : 0;
+    return ok;
 }
 
 // process_message handles one complete message of |m->len| bytes at |buf|. Returns IDLE when it
@@ -248,6 +339,13 @@ static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip
     struct tg_sip_flow flow;
     enum tg_sip_rw r =
         tg_sip_rewrite_response(&sc->rw, &flow, io->scratch, io->scratch_len, &n, m, buf, from);
+    if (r == TG_SIP_RW_DROP_LAST_VIA) {
+        // Our Via, verified, and no other: the answer to a request tlsgate sent itself (the BYE
+        // of a call it ended). It ends here.
+        TG_DEBUG("sip_own_response", "conn=w%u-%u side=%s code=%u", (unsigned)io->self.worker,
+                 io->conn_seq, side_name(from), (unsigned)m->code);
+        return TG_SIPCONN_IDLE;
+    }
     if (r != TG_SIP_RW_OK) {
         tg_counter_add(&io->ctr->sip_rw_errors[r < TG_SIP_RW_NUM ? r : TG_SIP_RW_DROP_NOT_OURS], 1);
         log_refused(io, from, tg_sip_rw_name(r));
@@ -263,7 +361,9 @@ static enum tg_sipconn_result process_message(struct tg_sipconn *sc, enum tg_sip
     uint16_t refused;
     if (!apply_body(sc, from, io, m, buf, &n, &refused)) {
         log_refused(io, from, "media");
-        return TG_SIPCONN_IDLE;
+        if (refused == 0)
+            return TG_SIPCONN_IDLE;
+        return fail_back(sc, to, io, n, refused) ? TG_SIPCONN_IDLE : TG_SIPCONN_FAILED;
     }
     return io->send(io->arg, to, io->scratch, (uint32_t)n) ? TG_SIPCONN_IDLE : TG_SIPCONN_FAILED;
 }

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <openssl/err.h>
+#include <openssl/rand.h>
 
 #include "tlsgate/log.h"
 #include "tlsgate/mediasig.h"
@@ -162,8 +163,10 @@ static int sip_run(struct tg_conns *cs, struct tg_conn *c, struct tg_sipconn *sc
     if (c->state != TG_CS_OPEN || (c->flags & (TG_F_FATAL_FLUSH | TG_F_SIP_CLOSE)))
         return 0;
     struct sip_arg arg = {.cs = cs, .c = c, .from = side};
-    struct tg_mediasig_arg marg = {
-        .ms = cs->msig, .conn_slot = tg_conn_slot(cs, c), .conn_gen = tg_conn_gen(cs, c)};
+    struct tg_mediasig_arg marg = {.ms = cs->msig,
+                                   .conn_slot = tg_conn_slot(cs, c),
+                                   .conn_gen = tg_conn_gen(cs, c),
+                                   .rw = &sc->rw};
     struct tg_sipconn_io io = {
         .arg = &arg,
         .can_send = sip_can_send,
@@ -257,6 +260,37 @@ uint32_t tg_sipglue_plain_feed(struct tg_conns *cs, struct tg_conn *c, struct tg
             return done; // the buffer is full of messages waiting for a queue
         done += (uint32_t)n;
     }
+}
+
+int tg_sipglue_send_own(void *arg, uint32_t slot, uint32_t gen, enum tg_sip_side toward,
+                        const struct tg_sip_own_req *r) {
+    struct tg_conns *cs = arg;
+    if (slot >= cs->slab.cap || !tg_slab_live(&cs->slab, slot) ||
+        tg_slab_gen(&cs->slab, slot) != gen)
+        return -1;
+    struct tg_conn *c = tg_slab_at(&cs->slab, slot);
+    struct tg_sipconn *sc = tg_conn_sip(cs, c);
+    uint32_t done = toward == TG_SIP_SIDE_PBX ? TG_F_PLAIN_WR_DONE : TG_F_TLS_SHUT_SENT;
+    if (sc == NULL || c->state != TG_CS_OPEN || (c->flags & (TG_F_FATAL_FLUSH | TG_F_SIP_CLOSE)) ||
+        (c->flags & done))
+        return -1;
+    struct sip_arg sa = {.cs = cs, .c = c, .from = toward}; // an answer of ours: not activity
+    if (!sip_can_send(&sa, toward))
+        return 0;
+    uint8_t msg[4096];
+    size_t n;
+    uint32_t txh;
+    RAND_bytes((uint8_t *)&txh, sizeof(txh)); // a fresh branch per request
+    const struct tg_sip_flow self = {.slot = slot, .gen = gen, .worker = (uint8_t)cs->worker_id};
+    if (!tg_sipconn_build_request(sc, toward, &self, txh, r, msg, sizeof(msg), &n))
+        return -1;
+    if (!sip_send(&sa, toward, msg, (uint32_t)n)) {
+        tg_conn_reap(cs, c);
+        return -1;
+    }
+    tg_conn_step(cs, c);
+    tg_conn_reap(cs, c);
+    return 1;
 }
 
 void tg_sipglue_keepalive_tick(struct tg_conns *cs) {

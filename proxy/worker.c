@@ -321,6 +321,8 @@ static int setup(struct tg_worker *w) {
             return 0;
         w->msig->media.guard = rt->guard; // media sockets count against fd_reserve too
         w->conns.msig = w->msig;
+        w->msig->send_own = tg_sipglue_send_own; // the BYEs of calls tlsgate ends itself
+        w->msig->send_arg = &w->conns;
     }
     tg_loop_set_kind(
         &w->loop, TG_KIND_LISTENER,

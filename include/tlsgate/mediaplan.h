@@ -7,6 +7,7 @@
 
 #include "tlsgate/loop.h"
 #include "tlsgate/sdp.h"
+#include "tlsgate/sip.h"
 
 // The pure parts of media anchoring: the port allocator of a worker's slice, the dialog table
 // (calls by Call-ID, with their media streams), and the offer/answer decisions (which crypto
@@ -64,6 +65,64 @@ struct tg_dstream {
     uint8_t ours_valid;
 };
 
+// TG_DIALOG_ID_MAX bounds what a call keeps for the requests tlsgate sends in it on its own
+// (the BYEs of a media timeout, the ACK and BYE of an answer it cannot use): From and To of the
+// dialog, and each side's remote target (its Contact URI) and route set. A call whose identity
+// does not fit gets no request of tlsgate's (it still ends inside tlsgate; logged).
+#define TG_DIALOG_ID_MAX 1024
+
+enum tg_did_field {
+    TG_DID_FROM = 0,    // From of the dialog's requests from the caller (with its tag)
+    TG_DID_TO,          // To of them (with the callee's tag)
+    TG_DID_TARGET_PROV, // the provider's remote target (its Contact URI)
+    TG_DID_TARGET_PBX,  // the PBX's
+    TG_DID_ROUTE_PROV,  // the Route value toward the provider (the proxies beyond tlsgate)
+    TG_DID_ROUTE_PBX,   // toward the PBX
+    TG_DID_NUM
+};
+
+// tg_dialog_id is what tlsgate knows of a dialog to speak in it itself: the fields above in one
+// bounded buffer, which side called, and the highest CSeq seen in a request from each side (a
+// request tlsgate sends on behalf of one side must go above it).
+struct tg_dialog_id {
+    uint16_t off[TG_DID_NUM], len[TG_DID_NUM];
+    uint16_t used;
+    uint8_t caller;   // enum tg_dlg_side that sent the initial INVITE
+    uint8_t complete; // the 2xx to the initial INVITE filled it in
+    uint8_t overflow; // a field did not fit: no request of tlsgate's in this call
+    uint32_t cseq[2]; // [side - 1]
+    char buf[TG_DIALOG_ID_MAX];
+};
+
+// tg_dialog_id_set stores |len| bytes at |v| as field |f| (each field is stored once; a second
+// call replaces it only when it fits). Returns 0 (and sets |overflow|) when it does not fit.
+int tg_dialog_id_set(struct tg_dialog_id *id, enum tg_did_field f, const char *v, size_t len);
+
+// tg_dialog_id_get returns field |f| and its length in |*len| (empty when unset).
+const char *tg_dialog_id_get(const struct tg_dialog_id *id, enum tg_did_field f, uint16_t *len);
+
+// tg_dialog_id_caller records, from the initial INVITE |m| (scanned from |buf|), which side
+// called, its CSeq and its remote target (the Contact's URI).
+void tg_dialog_id_caller(struct tg_dialog_id *id, enum tg_dlg_side caller, uint32_t cseq,
+                         const struct tg_sip_msg *m, const uint8_t *buf);
+
+// tg_dialog_id_answer completes |id| (once) from the 2xx |m| of |callee| to the initial INVITE:
+// From and To (with both tags), the callee's Contact URI, and the route sets, split at
+// tlsgate's own Record-Route entry (the first whose host is |ours|, our address on the
+// callee's side; NULL: none known): the entries before it lead to the callee (reversed, as its
+// UAC would hold them: RFC 3261 12.1.2), those after it to the caller (in order, 12.1.1). No
+// entry of ours: no route sets. A target URI that cannot stand in a start line (not
+// tg_sip_sealable), more than 16 entries or more than TG_DIALOG_ID_MAX bytes set |overflow|.
+void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
+                         const struct tg_sip_msg *m, const uint8_t *buf, const char *ours);
+
+// Requests tlsgate still owes the sides of a call it ended itself (tg_dialog.pending).
+enum {
+    TG_OWN_ACK = 1,      // the ACK of the 2xx whose answer could not be used (toward fail_side)
+    TG_OWN_BYE_PROV = 2, // a BYE toward the provider
+    TG_OWN_BYE_PBX = 4,  // a BYE toward the PBX
+};
+
 // tg_dialog is one call: its Call-ID, the connection pair that owns it, the offer/answer state
 // and the streams.
 struct tg_dialog {
@@ -75,6 +134,16 @@ struct tg_dialog {
     uint8_t offer_from;           // enum tg_dlg_side whose offer awaits its answer
     uint8_t has_call;             // holds one of the media module's call slots
     uint64_t dir_hash;            // its key in the call directory (0: not listed)
+    // A call tlsgate ended itself stays in the table, its media gone, until its own requests
+    // are out and the peers' late messages of it (a 2xx retransmitted until ACKed, the ACK of
+    // the failed-back response) have been absorbed: |ending| set.
+    uint8_t ending;
+    uint8_t pending;    // TG_OWN_* still to send
+    uint8_t fail_side;  // enum tg_dlg_side whose 2xx tlsgate could not use (0: none)
+    uint8_t why;        // enum of mediasig: the Reason of its BYEs
+    uint32_t fail_cseq; // that INVITE's CSeq: its ACK from the other side is absorbed
+    uint32_t ended_at;  // loop ms when tlsgate ended the call
+    struct tg_dialog_id id;
     uint16_t call_id_len;
     char call_id[TG_CALL_ID_MAX];
     struct tg_dstream st[TG_DIALOG_STREAMS];

@@ -21,11 +21,35 @@
 //     until its new one does). Hold passes through (the held side gets no packets).
 //   - BYE, CANCEL (before the 2xx), a final failure response to the initial INVITE, the media
 //     timeout and the loss of the owning SIP connection end the call and free its ports.
+//   - Calls tlsgate ends itself, it ends on both sides, as a UA would (RFC 3261 12.2.1, 13.3.1.4,
+//     15): on the media timeout a BYE goes to each side of a confirmed call (Reason: SIP;
+//     cause=408), built from the dialog's identity (tg_dialog_id: From/To, each side's Contact
+//     and route set, a CSeq above the last of the side it speaks for) with a Via of tlsgate's
+//     whose answer is absorbed. A 2xx to an INVITE whose SDP tlsgate cannot use (no acceptable
+//     crypto, malformed) is failed back: its destination gets 488 instead (the ACK it then sends
+//     for that non-2xx is absorbed), its sender, whose dialog is now confirmed and who
+//     retransmits the 2xx until it is ACKed, gets tlsgate's ACK then a BYE (Reason: SIP;
+//     cause=488); a re-INVITE answered so ends the whole call, so the other side gets a BYE too.
+//     A retransmitted 2xx is ACKed again, never forwarded. Such a call is counted
+//     (tlsgate_media_answers_failed_total), its ports freed at once; its dialog stays in the
+//     table, without media, until those requests are out and the late messages absorbed.
+//     Only a 2xx is failed back: the answer of a provisional response tlsgate cannot use is
+//     dropped with the 18x (without 100rel the 2xx repeats it, and is failed back).
 // A call belongs to the worker (and connection pair) its initial INVITE came on, listed in the
 // call directory shared by the workers. A request of it that arrives on another worker reaches
 // the owner as a message (kind TG_KIND_DIALOG): a BYE or CANCEL ends the call there; a
-// re-INVITE or UPDATE with an offer moves the call: the owner ends its media and the worker the
-// request came to anchors it anew (new ports and keys on both sides, in that exchange).
+// re-INVITE (with an offer, or without one: the 2xx brings it) or an UPDATE with an offer moves
+// the call: the owner ends its media and the worker the request came to anchors it anew (new
+// ports and keys on both sides, in that exchange). An ACK or PRACK with SDP carries the answer
+// to an offer the owner rewrote (its ports and key), which no other worker can apply and which
+// no message between workers carries: it goes no further (ACK dropped, PRACK 481), and the
+// owner, told so (OP_ANSWER), ends the call on both sides as for an answer it cannot use.
+
+// tg_mediasig_send_fn sends tlsgate's own request |r| toward |toward| on the connection pair
+// |conn_slot|/|conn_gen| (not from inside that pair's processing). Returns 1 when it went out,
+// 0 when its queue is busy (tried again at the next tick), -1 when the pair is gone.
+typedef int (*tg_mediasig_send_fn)(void *arg, uint32_t conn_slot, uint32_t conn_gen,
+                                   enum tg_sip_side toward, const struct tg_sip_own_req *r);
 
 struct tg_mediasig {
     struct tg_media media;
@@ -36,12 +60,17 @@ struct tg_mediasig {
     int media_ok, dialogs_ok;
     struct tg_calldir *dir; // shared by the workers (NULL: none)
     struct tg_loop *loop;
+    tg_mediasig_send_fn send_own; // NULL: tlsgate sends nothing of its own
+    void *send_arg;
+    uint32_t num_ending; // dialogs lingering after tlsgate ended their call
 };
 
-// tg_mediasig_arg is the hook's argument: the table and the connection pair.
+// tg_mediasig_arg is the hook's argument: the table, the connection pair and its rewriting
+// context (our addresses, to tell our own Record-Route entries; NULL: none known).
 struct tg_mediasig_arg {
     struct tg_mediasig *ms;
     uint32_t conn_slot, conn_gen;
+    const struct tg_sip_rw_cfg *rw;
 };
 
 // tg_mediasig_init sets up worker |worker|'s media state and dialog table on |loop|. Returns 0
@@ -55,7 +84,8 @@ void tg_mediasig_cleanup(struct tg_mediasig *ms);
 // loop goes).
 void tg_mediasig_detach(struct tg_mediasig *ms);
 
-// tg_mediasig_tick runs the media timeouts (each ends its call).
+// tg_mediasig_tick runs the media timeouts (each ends its call), sends the requests tlsgate
+// owes the sides of calls it ended, and forgets those calls once done.
 void tg_mediasig_tick(struct tg_mediasig *ms);
 
 // tg_mediasig_body is the SIP body hook; |arg| is a struct tg_mediasig_arg.

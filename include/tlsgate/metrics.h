@@ -78,6 +78,8 @@ struct tg_media_counters {
     tg_counter crypto_refused; // offers answered 488: no acceptable a=crypto
     tg_counter sdp_errors;     // SDP bodies refused as malformed (400 / response dropped)
     tg_counter recv_nobufs;    // a receive stopped for lack of buffers (re-armed as they return)
+    tg_counter answers_failed; // a 2xx whose SDP could not be used: failed back (488, ACK, BYE)
+    tg_counter byes_sent;      // BYEs tlsgate sent itself (media timeout, failed answer)
 };
 
 // TG_METRICS_MAX_TARGETS is the number of connect targets per listener (TG_MAX_TARGETS).

@@ -74,11 +74,13 @@ struct tg_sdp_crypto {
 };
 
 // tg_sdp_addr is a c= or o= address: numeric IPv4 or IPv6 (family AF_INET / AF_INET6), with
-// |hold| set for 0.0.0.0 and ::. A FQDN in c= is refused by the parser.
+// |hold| set for 0.0.0.0 and ::. A FQDN is taken in o= only (RFC 4566 allows it there, and
+// tlsgate rewrites o= anyway): |name| set, |bytes| zero. A FQDN in c= is refused by the parser.
 struct tg_sdp_addr {
     int family; // 0: none given at this level
     uint8_t bytes[16];
     int hold;
+    int name; // o= only: a host name, not a number
 };
 
 // tg_sdp_media is one m= section.

@@ -29,8 +29,11 @@ struct sockaddr;
 enum tg_sip_body {
     TG_SIP_BODY_KEEP = 0, // forward as rewritten
     TG_SIP_BODY_REPLACE,  // forward with the body the hook wrote (Content-Length follows)
-    TG_SIP_BODY_REFUSE,   // a request: not forwarded, answered with the hook's status; a
-                          // response (or status 0, or an ACK): dropped
+    TG_SIP_BODY_REFUSE,   // a request: not forwarded, answered with the hook's status (an
+                          // ACK, or status 0: dropped); a response with status 0: dropped; a
+                          // response with a status: failed back, i.e. replaced toward its
+                          // destination by a response with that status and no body (a 2xx
+                          // whose answer tlsgate cannot use becomes 488)
 };
 
 // tg_sip_body_fn is the body hook ([media] SDP anchoring; NULL without it). It sees each
@@ -109,6 +112,29 @@ long tg_sipconn_feed(struct tg_sipconn *sc, enum tg_sip_side side, const uint8_t
 // bytes), for SSL_read; tg_sipconn_commit then accounts |n| of them. NULL when memory is short.
 uint8_t *tg_sipconn_reserve(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t *out_room);
 void tg_sipconn_commit(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t n);
+
+// tg_sip_own_req is a request tlsgate sends in a dialog on its own account (the ACK and BYE of
+// a call it ends itself): its Request-URI (the side's remote target), route set (the Route
+// header value, |route_len| 0: none), From, To and Call-ID header values, CSeq, and an optional
+// Reason header value. Every string is borrowed and holds no CR or LF.
+struct tg_sip_own_req {
+    enum tg_sip_method method; // TG_SIP_M_ACK or TG_SIP_M_BYE
+    const char *ruri, *route, *from, *to, *call_id, *reason;
+    uint16_t ruri_len, route_len, from_len, to_len, call_id_len;
+    uint32_t cseq;
+};
+
+// tg_sipconn_build_request writes the request |r| toward side |toward| of the connection pair
+// |self| into |out| (|cap| bytes): tlsgate's own Via (SIP/2.0/TLS fqdn:port toward the
+// provider, SIP/2.0/TCP inside:port toward the PBX) with a fresh branch, a flow token of
+// |self| under transaction hash |txh|, so that the response comes back verified and, its Via
+// being the only one, is absorbed (never forwarded); Max-Forwards 70; Content-Length 0.
+// Returns 1 with |*out_len|, 0 when it does not fit, a string holds CR or LF, or the
+// Request-URI is not "scheme:" then %x21-7E (tg_sip_sealable).
+int tg_sipconn_build_request(const struct tg_sipconn *sc, enum tg_sip_side toward,
+                             const struct tg_sip_flow *self, uint32_t txh,
+                             const struct tg_sip_own_req *r, uint8_t *out, size_t cap,
+                             size_t *out_len);
 
 // tg_sipconn_result is what processing the input of one side came to.
 enum tg_sipconn_result {

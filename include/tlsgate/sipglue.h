@@ -50,6 +50,14 @@ int tg_sipglue_resume(struct tg_conns *cs, struct tg_conn *c, struct tg_sipconn 
 // tg_sipglue_drop_pending forgets the input a closing SIP stream will never process.
 void tg_sipglue_drop_pending(struct tg_conns *cs, struct tg_conn *c);
 
+// tg_sipglue_send_own sends tlsgate's own request |r| (a tg_mediasig_send_fn; |arg| is the
+// worker's tg_conns) toward |toward| on the connection pair |slot|/|gen|, then steps the pair:
+// never from inside that pair's processing (the media tick calls it). Returns 1 when it went
+// out, 0 when the queue toward |toward| is busy, -1 when the pair is gone or closing, or that
+// side is finished.
+int tg_sipglue_send_own(void *arg, uint32_t slot, uint32_t gen, enum tg_sip_side toward,
+                        const struct tg_sip_own_req *r);
+
 // tg_sipglue_keepalive_tick sends our ping on provider sides idle for keepalive_interval_ms.
 void tg_sipglue_keepalive_tick(struct tg_conns *cs);
 

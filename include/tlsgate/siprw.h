@@ -82,7 +82,8 @@ enum tg_sip_rw {
     TG_SIP_RW_DROP_NO_VIA,    // response: no Via at all
     TG_SIP_RW_DROP_NOT_OURS,  // response: top Via is not ours (host or branch)
     TG_SIP_RW_DROP_BAD_TOKEN, // response: branch looks ours but the token fails its MAC/side
-    TG_SIP_RW_DROP_LAST_VIA,  // response: our Via was the only one
+    TG_SIP_RW_DROP_LAST_VIA,  // response: our Via was the only one (sipconn: the answer to a
+                              // request tlsgate sent itself, absorbed, not an error)
     TG_SIP_RW_DUPLICATE,      // a single-valued header twice (400 / dropped)
     TG_SIP_RW_BAD_TG_ORIG,    // a tg-orig tlsgate did not seal toward this side (400 / dropped)
     TG_SIP_RW_BAD_CONTACT,    // a Contact tlsgate cannot rewrite: "<" without ">", a sip or

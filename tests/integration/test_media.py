@@ -406,6 +406,53 @@ class MediaCallTest(h.TestCase):
             a.sock.close()
             b.sock.close()
 
+    def other_worker_stream(self, px, worker):
+        """A TLS connection that landed on another worker than |worker|, or None."""
+        others = []
+        try:
+            for _ in range(40):
+                s = h.tls_connect(px.addr("provider"))
+                if self.connection_worker(px, s) != worker:
+                    return Stream(s)
+                others.append(s)
+            return None
+        finally:
+            for s in others:
+                s.close()
+
+    def test_answer_in_ack_on_another_worker(self):
+        """A late offer's answer (the provider's ACK with SDP) that arrives on a connection of
+        another worker cannot be applied there (the offer's ports and key are the owner's, and
+        no payload crosses workers): the ACK goes no further, the owner is told and ends the
+        call on both sides (a BYE each, Reason cause=488), its ports freed."""
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            a = Stream(h.tls_connect(px.addr("provider")))
+            wa = self.connection_worker(px, a.sock)
+            ok, got = self.invite(a, "media-la", 1, "lainv", b"")
+            self.assertEqual(ok.code, 200, got)
+            q, _ = media_port(ok.body)
+            (tag, _, _), = crypto_lines(ok.body)
+            b = self.other_worker_stream(px, wa)
+            if b is None:
+                self.skipTest("no connection landed on the other worker in 40 tries")
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            b.send(request("ACK", "media-la", 1, "laack",
+                           provider_sdp(udp_pair(), [(int(tag), SUITE80, b64key())]), to_tag,
+                           ok.all("Record-Route")))
+            a.sock.settimeout(h.t(10))
+            bye = a.read()  # on the owner's connection
+            self.assertEqual((bye.method, bye.get("Call-ID")), ("BYE", "media-la"), bye)
+            self.assertIn("cause=488", bye.get("Reason"))
+            (pbye,) = self.pbx.wait("BYE", call_id="media-la")
+            self.assertIn("cause=488", pbye.get("Reason"))
+            self.assertEqual(self.pbx.requests("ACK", "media-la"), [])
+            px.wait_log("media_answer_failed", "from=elsewhere")
+            self.assertEqual(px.metric("tlsgate_media_answers_failed_total"), 1)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            h.wait_for(lambda: can_bind(q), 5, f"port {q} free")
+            a.sock.close()
+            b.sock.close()
+
     def test_hold_and_resume(self):
         """The provider puts the call on hold (a=sendonly, then c=0.0.0.0) and resumes: the
         hold SDP reaches the PBX, nothing is sent toward the held side, audio flows again
@@ -469,6 +516,54 @@ class MediaCallTest(h.TestCase):
             time.sleep(1.5)  # the held call outlives several timeouts
             self.assertEqual(px.metric("tlsgate_media_timeouts_total"), 1)
             self.assertEqual(px.metric("tlsgate_media_calls_active"), 1)
+            st.sock.close()
+
+    def test_media_timeout_sends_bye(self):
+        """On the media timeout tlsgate ends the call on both sides: a BYE in the dialog to the
+        provider (over TLS, to its Contact, through its Record-Route proxies) and to the PBX,
+        each with tlsgate's own Via, a CSeq above the last of the side it speaks for and
+        Reason cause=408; the answers to them end at tlsgate."""
+        cfg = media_config(self.pbx, self.base)
+        cfg["media"]["timeout_s"] = 1
+        with h.Proxy(cfg) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            rr = b"Record-Route: <sip:edge1.carrier.example;lr>, <sip:edge2.carrier.example;lr>\r\n"
+            inv = request("INVITE", "media-to", 1, "tinv",
+                          provider_sdp(udp_pair(), [(1, SUITE80, b64key())]))
+            st.send(inv.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n" + rr))
+            ok, got = read_final(st)
+            self.assertEqual(ok.code, 200, got)
+            q, _ = media_port(ok.body)
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            st.send(request("ACK", "media-to", 1, "tack", to_tag=to_tag, route=ok.all("Record-Route")))
+            st.sock.settimeout(h.t(10))
+            bye = st.read()
+            self.assertEqual((bye.method, bye.uri), ("BYE", "sip:carrier@127.0.0.1:5061;transport=tls"), bye)
+            self.assertEqual(bye.all("Route"), ["<sip:edge1.carrier.example;lr>, <sip:edge2.carrier.example;lr>"])
+            self.assertEqual(bye.get("From"), ok.get("To"))  # tlsgate speaks for the PBX
+            self.assertEqual(bye.get("To"), "<sip:carrier@example.net>;tag=from-media-to")
+            self.assertEqual(bye.get("Call-ID"), "media-to")
+            self.assertEqual(bye.get("CSeq"), "1 BYE")  # the PBX had sent no request
+            self.assertIn("cause=408", bye.get("Reason"))
+            (via,) = bye.all("Via")
+            self.assertTrue(via.startswith("SIP/2.0/TLS sbc.tlsgate.test:"), via)
+            (pbye,) = self.pbx.wait("BYE", call_id="media-to")
+            self.assertEqual(pbye.uri, "sip:pbx@127.0.0.1:5060;transport=tcp")
+            self.assertEqual(pbye.all("Route"), [])
+            self.assertEqual(pbye.get("From"), "<sip:carrier@example.net>;tag=from-media-to")
+            self.assertEqual(pbye.get("To"), ok.get("To"))
+            self.assertEqual(pbye.get("CSeq"), "2 BYE")  # above the provider's INVITE
+            self.assertIn("cause=408", pbye.get("Reason"))
+            self.assertEqual(len(pbye.all("Via")), 1, pbye)
+            # The provider answers its BYE; neither answer crosses to the other side.
+            st.send(response_to(bye, 200, "OK"))
+            st.sock.settimeout(h.t(1))
+            self.assertRaises(socket.timeout, st.read)
+            self.assertEqual([m for m in self.pbx.seen if not m.is_request], [])
+            self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 2)
+            self.assertEqual(px.metric("tlsgate_media_timeouts_total"), 1)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            h.wait_for(lambda: can_bind(q), 5, f"port {q} free after the timeout")
             st.sock.close()
 
     def test_early_media_repeats_the_answer_key(self):
@@ -638,6 +733,8 @@ class Provider:
         self.ctx.load_verify_locations(p.ca)
         self.ctx.verify_mode = ssl.CERT_REQUIRED
         self.port, self.key = port, key
+        self.suite = SUITE80  # of the answer
+        self.retransmit = False  # send the 200 once more when the first ACK arrives
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -662,22 +759,29 @@ class Provider:
                 with self.cond:
                     self.seen.append(m)
                     self.cond.notify_all()
+                if m.is_request and m.method == "ACK" and self.retransmit:
+                    self.retransmit = False
+                    st.send(self.last_ok)  # crossing the ACK, as a 2xx retransmission may
                 if not m.is_request or m.method == "ACK":
                     continue
                 body = b""
                 if m.method == "INVITE":
-                    body = provider_sdp(self.port, [(1, SUITE80, self.key)])
-                st.send(response_to(m, 200, "OK", body))
+                    body = provider_sdp(self.port, [(1, self.suite, self.key)])
+                resp = response_to(m, 200, "OK", body)
+                if m.method == "INVITE":
+                    self.last_ok = resp
+                st.send(resp)
         except (EOFError, OSError, ssl.SSLError):
             pass
         finally:
             s.close()
 
-    def wait(self, method):
+    def wait(self, method, count=1):
         def have():
             with self.cond:
-                return [m for m in self.seen if m.method == method] or None
-        return h.wait_for(have, 15, f"{method} at the provider")
+                r = [m for m in self.seen if m.method == method]
+                return r if len(r) >= count else None
+        return h.wait_for(have, 15, f"{count} {method} at the provider")
 
     def close(self):
         self.stop = True
@@ -745,6 +849,114 @@ class OutboundMediaTest(h.TestCase):
                 px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
                 h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after BYE")
                 sock.close()
+        finally:
+            prov.close()
+            pbx.close()
+
+    def test_unusable_answer_is_failed_back(self):
+        """The provider answers the PBX's INVITE 200 with crypto tlsgate did not offer: the PBX
+        gets 488 (its ACK of it ends at tlsgate), the provider, whose dialog the 200 confirmed,
+        gets tlsgate's ACK (again for a retransmitted 200, which never reaches the PBX) and a
+        BYE with Reason cause=488; the ports are freed and the call counted."""
+        pbx = Pbx()
+        p_port = udp_pair()
+        prov = Provider(p_port, b64key())
+        prov.suite, prov.retransmit = "AES_CM_128_HMAC_SHA1_32", True
+        base = random.randrange(30000, 39000, 200)
+        try:
+            cfg = h.base_config()
+            cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}", "connect": prov.addr,
+                                   "mode": "sip", "options_interval_s": 0}
+            cfg["media"] = {"public_address": "127.0.0.1", "internal_address": "127.0.0.1",
+                            "port_range": f"{base}-{base + 199}"}
+            with h.Proxy(cfg) as px:
+                host, port = h.split_addr(px.addr("pbx"))
+                st = Stream(socket.create_connection((host, port), timeout=h.t(10)))
+                st.send(pbx_request("INVITE", "out-bad", 1, "binv", pbx_sdp(pbx.rtp_port)))
+                final, got = read_final(st)
+                self.assertEqual(final.code, 488, got)
+                self.assertEqual(final.body, b"")
+                self.assertEqual(final.get("CSeq"), "1 INVITE")
+                self.assertEqual(final.all("Via"), ["SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-binv"])
+                to_tag = re.search(r";tag=([^;>\s]+)", final.get("To")).group(1)
+                st.send(pbx_request("ACK", "out-bad", 1, "binv", to_tag=to_tag))  # hop-by-hop
+                (inv,) = prov.wait("INVITE")
+                q_port, _ = media_port(inv.body)
+                acks = prov.wait("ACK", 2)
+                (bye,) = prov.wait("BYE")
+                for ack in acks:
+                    self.assertEqual(ack.get("CSeq"), "1 ACK")
+                    self.assertEqual(ack.uri, "sip:pbx@127.0.0.1:5060;transport=tcp")
+                    (via,) = ack.all("Via")  # tlsgate's own, not the PBX's hop-by-hop ACK
+                    self.assertTrue(via.startswith("SIP/2.0/TLS sbc.tlsgate.test:"), via)
+                    self.assertNotEqual(via, inv.all("Via")[0])
+                self.assertLess(prov.seen.index(acks[0]), prov.seen.index(bye))
+                self.assertEqual(bye.uri, "sip:pbx@127.0.0.1:5060;transport=tcp")
+                self.assertEqual(bye.get("From"), inv.get("From"))
+                self.assertEqual(bye.get("To"), inv.get("To") + ";tag=pbx-tag")
+                self.assertEqual(bye.get("CSeq"), "2 BYE")
+                self.assertIn("cause=488", bye.get("Reason"))
+                # The PBX got nothing but the 488: no 2xx, no answer to tlsgate's BYE.
+                st.sock.settimeout(h.t(1))
+                self.assertRaises(socket.timeout, st.read)
+                self.assertEqual(px.metric("tlsgate_media_answers_failed_total"), 1)
+                self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 1)
+                self.assertEqual(px.metric("tlsgate_media_crypto_refused_total"), 1)
+                px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+                px.wait_log("media_answer_failed", "from=provider", "code=200")
+                h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after the 488")
+                st.sock.close()
+        finally:
+            prov.close()
+            pbx.close()
+
+    def test_unusable_reinvite_answer_ends_the_call(self):
+        """A re-INVITE of the PBX answered 200 with crypto tlsgate cannot use ends the whole
+        call: the PBX gets 488 for its re-INVITE and a BYE (CSeq above the provider's), the
+        provider an ACK and a BYE (CSeq above the PBX's re-INVITE)."""
+        pbx = Pbx()
+        p_port = udp_pair()
+        prov = Provider(p_port, b64key())
+        base = random.randrange(30000, 39000, 200)
+        try:
+            cfg = h.base_config()
+            cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}", "connect": prov.addr,
+                                   "mode": "sip", "options_interval_s": 0}
+            cfg["media"] = {"public_address": "127.0.0.1", "internal_address": "127.0.0.1",
+                            "port_range": f"{base}-{base + 199}"}
+            with h.Proxy(cfg) as px:
+                host, port = h.split_addr(px.addr("pbx"))
+                st = Stream(socket.create_connection((host, port), timeout=h.t(10)))
+                st.send(pbx_request("INVITE", "out-re", 1, "rinv", pbx_sdp(pbx.rtp_port)))
+                ok, got = read_final(st)
+                self.assertEqual(ok.code, 200, got)
+                to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+                st.send(pbx_request("ACK", "out-re", 1, "rack", to_tag=to_tag))
+                prov.suite = "AES_CM_128_HMAC_SHA1_32"
+                st.send(pbx_request("INVITE", "out-re", 5, "rreinv", pbx_sdp(pbx.rtp_port, 2),
+                                    to_tag))
+                final, got = read_final(st)
+                self.assertEqual(final.code, 488, got)
+                st.send(pbx_request("ACK", "out-re", 5, "rreinv", to_tag=to_tag))
+                st.sock.settimeout(h.t(10))
+                bye = st.read()
+                self.assertEqual((bye.method, bye.uri), ("BYE", "sip:100@127.0.0.1:5060;transport=tcp"))
+                self.assertEqual(bye.get("CSeq"), "1 BYE")  # the provider had sent no request
+                self.assertEqual(bye.get("From"), ok.get("To"))
+                self.assertIn("cause=488", bye.get("Reason"))
+                (pbye,) = prov.wait("BYE")
+                self.assertEqual(pbye.get("CSeq"), "6 BYE")
+                acks = prov.wait("ACK", 2)  # the PBX's own of the first 200, tlsgate's of the second
+                self.assertEqual(acks[1].get("CSeq"), "5 ACK")
+                self.assertEqual(len(acks[1].all("Via")), 1, acks[1])  # not the PBX's ACK of 488
+                self.assertLess(prov.seen.index(acks[1]), prov.seen.index(pbye))
+                st.send(response_to(bye, 200, "OK"))
+                self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 2)
+                px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+                st.sock.settimeout(h.t(1))
+                self.assertRaises(socket.timeout, st.read)  # the provider's 200 to its BYE
+                self.assertEqual(len(prov.wait("ACK")), 2)  # the PBX's ACK of the 488 stayed
+                st.sock.close()
         finally:
             prov.close()
             pbx.close()

@@ -103,6 +103,109 @@ static void test_dialogs(void **state) {
     tg_dialogs_cleanup(&t);
 }
 
+// A dialog's identity is bounded: fields go into one buffer, and one that does not fit marks
+// the call as one tlsgate cannot speak in (no request of its own), never a write past it.
+static void test_dialog_id_bounded(void **state) {
+    (void)state;
+    static struct tg_dialog_id id;
+    memset(&id, 0, sizeof(id));
+    uint16_t n;
+    assert_int_equal(tg_dialog_id_get(&id, TG_DID_ROUTE_PBX, &n) - id.buf, 0);
+    assert_int_equal(n, 0);
+    assert_true(tg_dialog_id_set(&id, TG_DID_FROM, "<sip:a@x>;tag=1", 15));
+    assert_true(tg_dialog_id_set(&id, TG_DID_TARGET_PROV, "sip:a@192.0.2.1", 15));
+    const char *v = tg_dialog_id_get(&id, TG_DID_FROM, &n);
+    assert_int_equal(n, 15);
+    assert_memory_equal(v, "<sip:a@x>;tag=1", 15);
+    v = tg_dialog_id_get(&id, TG_DID_TARGET_PROV, &n);
+    assert_memory_equal(v, "sip:a@192.0.2.1", n);
+    static char big[TG_DIALOG_ID_MAX];
+    memset(big, 'r', sizeof(big));
+    assert_false(tg_dialog_id_set(&id, TG_DID_ROUTE_PROV, big, sizeof(big) - 29));
+    assert_true(id.overflow);
+    assert_int_equal(id.used, 30);
+    tg_dialog_id_get(&id, TG_DID_ROUTE_PROV, &n);
+    assert_int_equal(n, 0);
+    assert_true(tg_dialog_id_set(&id, TG_DID_ROUTE_PROV, big, sizeof(big) - 30)); // exactly full
+    assert_int_equal(id.used, TG_DIALOG_ID_MAX);
+    assert_false(tg_dialog_id_set(&id, TG_DID_TO, "x", 1));
+}
+
+// answer_id scans |text| (a 2xx from |callee|) into a fresh identity.
+static void answer_id(struct tg_dialog_id *id, enum tg_dlg_side callee, const char *text,
+                      const char *ours) {
+    static struct tg_sip_header hdrs[64];
+    struct tg_sip_msg m;
+    memset(id, 0, sizeof(*id));
+    assert_int_equal(tg_sip_scan(NULL, &m, hdrs, 64, (const uint8_t *)text, strlen(text)),
+                     TG_SIP_MESSAGE);
+    tg_dialog_id_answer(id, callee, &m, (const uint8_t *)text, ours);
+}
+
+static void assert_field(const struct tg_dialog_id *id, enum tg_did_field f, const char *want) {
+    uint16_t n;
+    const char *v = tg_dialog_id_get(id, f, &n);
+    if (n != strlen(want) || memcmp(v, want, n) != 0)
+        print_error("field %d: got \"%.*s\", want \"%s\"\n", (int)f, (int)n, v, want);
+    assert_int_equal(n, strlen(want));
+}
+
+#define RESP_HEAD                                                                                  \
+    "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKx\r\n"                         \
+    "From: \"Carrier\" <sip:c@example.net>;tag=f\r\nTo: <sip:pbx@example.net>;tag=t\r\n"           \
+    "Call-ID: id-1\r\nCSeq: 1 INVITE\r\n"
+
+// The route sets are split at tlsgate's own Record-Route entry of the 2xx: before it toward the
+// callee (reversed), after it toward the caller (in order), across several headers.
+static void test_dialog_id_route_sets(void **state) {
+    (void)state;
+    static struct tg_dialog_id id;
+    answer_id(&id, TG_DLG_PBX,
+              RESP_HEAD "Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>,"
+                        " <sip:10.0.0.1:5060;transport=tcp;lr>, <sip:edge1.example;lr>\r\n"
+                        "Record-Route: <sip:edge2.example;lr>\r\n"
+                        "Contact: \"PBX\" <sip:pbx@10.0.0.9:5060;transport=tcp>;expires=60\r\n"
+                        "Content-Length: 0\r\n\r\n",
+              "10.0.0.1");
+    assert_true(id.complete);
+    assert_false(id.overflow);
+    assert_field(&id, TG_DID_FROM, "\"Carrier\" <sip:c@example.net>;tag=f");
+    assert_field(&id, TG_DID_TO, "<sip:pbx@example.net>;tag=t");
+    assert_field(&id, TG_DID_TARGET_PBX, "sip:pbx@10.0.0.9:5060;transport=tcp");
+    assert_field(&id, TG_DID_ROUTE_PBX, "<sip:p2.example;lr>, <sip:p1.example;lr>");
+    assert_field(&id, TG_DID_ROUTE_PROV, "<sip:edge1.example;lr>, <sip:edge2.example;lr>");
+    // Our entry unknown: no route sets (never a route through ourselves).
+    answer_id(&id, TG_DLG_PBX,
+              RESP_HEAD "Record-Route: <sip:10.0.0.1;lr>\r\nContact: <sip:pbx@10.0.0.9>\r\n"
+                        "Content-Length: 0\r\n\r\n",
+              NULL);
+    assert_false(id.overflow);
+    assert_field(&id, TG_DID_ROUTE_PROV, "");
+    assert_field(&id, TG_DID_TARGET_PBX, "sip:pbx@10.0.0.9");
+    // A provider's answer: our entry is named by our FQDN (any case).
+    answer_id(&id, TG_DLG_PROVIDER,
+              RESP_HEAD "Record-Route: <sip:e.carrier;lr>, <sip:SBC.example.com:5061;lr>\r\n"
+                        "Contact: sip:gw@192.0.2.1;transport=tls\r\nContent-Length: 0\r\n\r\n",
+              "sbc.example.com");
+    assert_field(&id, TG_DID_ROUTE_PROV, "<sip:e.carrier;lr>");
+    assert_field(&id, TG_DID_ROUTE_PBX, "");
+    assert_field(&id, TG_DID_TARGET_PROV, "sip:gw@192.0.2.1");
+    // No usable target (an 8-bit byte, no Contact at all), too many entries: no requests.
+    answer_id(&id, TG_DLG_PBX,
+              RESP_HEAD "Contact: <sip:pb\xc3\xa9@10.0.0.9>\r\nContent-Length: 0\r\n\r\n",
+              "10.0.0.1");
+    assert_true(id.overflow);
+    answer_id(&id, TG_DLG_PBX, RESP_HEAD "Content-Length: 0\r\n\r\n", "10.0.0.1");
+    assert_true(id.overflow);
+    char many[2048];
+    int n = snprintf(many, sizeof(many), RESP_HEAD "Contact: <sip:a@b>\r\n");
+    for (int k = 0; k < 17; k++)
+        n += snprintf(many + n, sizeof(many) - (size_t)n, "Record-Route: <sip:r%d;lr>\r\n", k);
+    snprintf(many + n, sizeof(many) - (size_t)n, "Content-Length: 0\r\n\r\n");
+    answer_id(&id, TG_DLG_PBX, many, "10.0.0.1");
+    assert_true(id.overflow);
+}
+
 static void test_dialogs_many(void **state) {
     (void)state;
     struct tg_dialogs t;
@@ -266,6 +369,8 @@ static void test_peer_and_hold(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slices_disjoint_and_complete),
+        cmocka_unit_test(test_dialog_id_bounded),
+        cmocka_unit_test(test_dialog_id_route_sets),
         cmocka_unit_test(test_take_give),
         cmocka_unit_test(test_dialogs),
         cmocka_unit_test(test_dialogs_many),

@@ -273,6 +273,35 @@ static void test_pbx_offer_to_provider(void **state) {
             "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" KOUT "|2^31\n");
 }
 
+// RFC 4566 allows a host name in o= (unicast-address = ... / FQDN): taken, and rewritten like
+// a number; c= stays numeric (media goes there).
+static void test_origin_fqdn(void **state) {
+    (void)state;
+    static const char body[] = "v=0\n"
+                               "o=- 7 8 IN IP4 pbx-1.example.com\n"
+                               "s=-\n"
+                               "c=IN IP4 192.168.1.10\n"
+                               "t=0 0\n"
+                               "m=audio 10000 RTP/AVP 0\n";
+    must_parse(&g_sdp, body);
+    assert_int_equal(g_sdp.origin.family, AF_INET);
+    assert_true(g_sdp.origin.name);
+    assert_false(g_sdp.origin.hold);
+    assert_false(g_sdp.conn.name);
+    struct tg_sdp_media_out mo = {.port = 30000, .rtcp_port = 30001};
+    rewrite(body, "10.0.0.1", &mo,
+            "v=0\n"
+            "o=- 7 8 IN IP4 10.0.0.1\n"
+            "s=-\n"
+            "c=IN IP4 10.0.0.1\n"
+            "t=0 0\n"
+            "m=audio 30000 RTP/AVP 0\n");
+    static const char v6[] = "v=0\r\no=- 1 1 IN IP6 sbc.example.net\r\ns=-\r\n";
+    must_parse(&g_sdp, v6);
+    assert_int_equal(g_sdp.origin.family, AF_INET6);
+    assert_true(g_sdp.origin.name);
+}
+
 // An RTCP port that is not port + 1 needs an a=rtcp line even when the input had none.
 static void test_rtcp_port_added(void **state) {
     (void)state;
@@ -642,7 +671,9 @@ static const struct bad_case k_bad[] = {
     {HEAD AUDIO "c=IN IP7 1.2.3.4\r\n", 0, TG_SDP_BAD_ADDR, "line 7: c= address type"},
     {HEAD AUDIO "c=IN IP4 1.2.3.4\r\nc=IN IP4 1.2.3.5\r\n", 0, TG_SDP_MALFORMED,
      "line 8: second c="},
-    {"v=0\r\no=- 1 1 IN IP4 host.example.com\r\ns=-\r\n", 0, TG_SDP_BAD_ADDR,
+    {"v=0\r\no=- 1 1 IN IP4 host_1.example.com\r\ns=-\r\n", 0, TG_SDP_BAD_ADDR,
+     "line 2: o= address is not numeric"},
+    {"v=0\r\no=- 1 1 IN IP4 192.0.2.300\r\ns=-\r\n", 0, TG_SDP_BAD_ADDR,
      "line 2: o= address is not numeric"},
     {"v=0\r\no=- 1 IN IP4 192.0.2.1\r\ns=-\r\n", 0, TG_SDP_MALFORMED, "line 2: o= is not"},
     {HEAD AUDIO AUDIO AUDIO AUDIO AUDIO AUDIO AUDIO AUDIO AUDIO, 0, TG_SDP_TOO_MANY,
@@ -1022,6 +1053,7 @@ int main(void) {
         cmocka_unit_test(test_carrier_answer_to_provider),
         cmocka_unit_test(test_pbx_offer_to_provider),
         cmocka_unit_test(test_rtcp_port_added),
+        cmocka_unit_test(test_origin_fqdn),
         cmocka_unit_test(test_rtcp_mux),
         cmocka_unit_test(test_ice_dropped),
         cmocka_unit_test(test_hold_forms),

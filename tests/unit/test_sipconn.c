@@ -162,6 +162,80 @@ static void test_response_round_trip_and_foreign_flow(void **state) {
     assert_int_equal(e->ctr.sip_flow_errors, 1);
 }
 
+// tlsgate's own request (the BYE of a call it ends): its Via only, Route, Reason; the answer
+// comes back verified and ends at tlsgate (neither forwarded nor counted as an error); a value
+// holding CR or LF is refused.
+static void test_own_request_and_its_answer(void **state) {
+    struct env *e = *state;
+    static const char k_route[] = "<sip:edge1.carrier.example;lr>";
+    struct tg_sip_own_req r = {
+        .method = TG_SIP_M_BYE,
+        .ruri = "sip:carrier@192.0.2.1:5061;transport=tls",
+        .route = k_route,
+        .from = "<sip:pbx@example.net>;tag=p",
+        .to = "<sip:carrier@example.net>;tag=c",
+        .call_id = "own-1",
+        .reason = "SIP;cause=408;text=\"media timeout\"",
+        .cseq = 7,
+    };
+    r.ruri_len = (uint16_t)strlen(r.ruri);
+    r.route_len = (uint16_t)strlen(r.route);
+    r.from_len = (uint16_t)strlen(r.from);
+    r.to_len = (uint16_t)strlen(r.to);
+    r.call_id_len = (uint16_t)strlen(r.call_id);
+    char out[2048];
+    size_t n = 0;
+    assert_true(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 42, &r,
+                                         (uint8_t *)out, sizeof(out) - 1, &n));
+    out[n] = '\0';
+    const char *via = "Via: SIP/2.0/TLS sbc.example.com:5061;branch=z9hG4bK";
+    assert_memory_equal(out, "BYE sip:carrier@192.0.2.1:5061;transport=tls SIP/2.0\r\n", 54);
+    assert_non_null(strstr(out, via));
+    assert_non_null(strstr(out, "\r\nMax-Forwards: 70\r\nRoute: <sip:edge1.carrier.example;lr>\r\n"
+                                "From: <sip:pbx@example.net>;tag=p\r\n"
+                                "To: <sip:carrier@example.net>;tag=c\r\nCall-ID: own-1\r\n"
+                                "CSeq: 7 BYE\r\nReason: SIP;cause=408;text=\"media timeout\"\r\n"
+                                "Content-Length: 0\r\n\r\n"));
+    assert_int_equal(strlen(out), n);
+    // Too small a buffer, a CR in a value: refused.
+    assert_false(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 42, &r,
+                                          (uint8_t *)out, n - 1, &n));
+    r.to = "<sip:carrier@example.net>\r\nX: y";
+    r.to_len = (uint16_t)strlen(r.to);
+    assert_false(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 42, &r,
+                                          (uint8_t *)out, sizeof(out), &n));
+    r.to = "<sip:carrier@example.net>;tag=c";
+    r.to_len = (uint16_t)strlen(r.to);
+    r.ruri = "sip:carrier@192.0.2.1 x";
+    r.ruri_len = (uint16_t)strlen(r.ruri);
+    assert_false(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 42, &r,
+                                          (uint8_t *)out, sizeof(out), &n));
+    r.ruri = "sip:carrier@192.0.2.1:5061;transport=tls";
+    r.ruri_len = (uint16_t)strlen(r.ruri);
+    assert_true(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 42, &r,
+                                         (uint8_t *)out, sizeof(out) - 1, &n));
+    out[n] = '\0';
+    // The provider's answer carries back our Via, the only one: absorbed.
+    const char *v = strstr(out, "Via: ");
+    const char *end = strstr(v, "\r\n");
+    char resp[1024];
+    snprintf(resp, sizeof(resp),
+             "SIP/2.0 200 OK\r\n%.*s\r\nFrom: <sip:pbx@example.net>;tag=p\r\n"
+             "To: <sip:carrier@example.net>;tag=c\r\nCall-ID: own-1\r\nCSeq: 7 BYE\r\n"
+             "Content-Length: 0\r\n\r\n",
+             (int)(end - v), v);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, resp), TG_SIPCONN_IDLE);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PBX], 0);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PROVIDER], 0);
+    for (size_t i = 0; i < TG_SIP_RW_NUM; i++)
+        assert_int_equal(e->ctr.sip_rw_errors[i], 0);
+    // Toward the PBX: our inside address.
+    assert_true(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PBX, &e->io.self, 43, &r,
+                                         (uint8_t *)out, sizeof(out) - 1, &n));
+    out[n] = '\0';
+    assert_non_null(strstr(out, "Via: SIP/2.0/TCP 10.0.0.1:40000;branch=z9hG4bK"));
+}
+
 static void test_errors(void **state) {
     struct env *e = *state;
     // Max-Forwards 0: 483 on the side it came from, the stream goes on.
@@ -407,6 +481,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ping_options_to_us, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_queue_blocks_then_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_round_trip_and_foreign_flow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_own_request_and_its_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_inside, setup, teardown),
