@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The SRTP<->RTP relay under load, tlsgate beside rtpengine in the same run: N calls through
 the relay (pinned to CPU 0), each sending 160-byte G.711 payloads at 50 packets/s from the
-provider side (SRTP, libsrtp2 in tg-media-load) to a PBX echo (tg-media-load echo) and back:
+provider side (SRTP, proxy/srtp.c in tg-media-load) to a PBX echo (tg-media-load echo) and back:
 100 packets/s relayed per call. Measured the same way for both relays: the relay's CPU
 (utime + stime of all its threads, /proc/PID/stat, over the load window) per relayed packet,
 packets per CPU-second, the round trip p50/p99 (two relay passes: SRTP->RTP and RTP->SRTP, and
 the echo) and loss. Relayed packets are counted at the two ends (the echo's receptions plus the
-load's receptions), so neither relay's own counters are trusted; the echoes of the first 64 calls
+load's receptions), so neither relay's own counters are trusted; the echoes of every call
 are also authenticated and decrypted with the key in the relay's SDP answer.
 
   tlsgate:   calls set up over its mutual-TLS SIP listener ([media], workers = 1).
