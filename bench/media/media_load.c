@@ -7,12 +7,12 @@
 //       the provider's media end for every call in FILE (one line per call: the relay's
 //       provider-side RTP port on 127.0.0.1, then optionally the relay's SRTP key for that
 //       call, base64, from its SDP answer): SRTP (AES_CM_128_HMAC_SHA1_80, key B64, SSRC = line
-//       number; the project's own transform, proxy/srtp.c) with 160-byte payloads at --pps packets per second per call, all
-//       calls spread evenly over each 20 ms; the echoes come back through the relay, and the
-//       time from send to receive of each (matched by SSRC and sequence number in the clear
-//       RTP header) goes into a histogram. The load wakes every millisecond (no busy loop: it
-//       shares its CPU with the echo), sends what is due with sendmmsg in chunks of 8 stamped
-//       just before each chunk, and takes each echo's arrival time from the kernel
+//       number; the project's own transform, proxy/srtp.c) with 160-byte payloads at --pps packets
+//       per second per call, all calls spread evenly over each 20 ms; the echoes come back through
+//       the relay, and the time from send to receive of each (matched by SSRC and sequence number
+//       in the clear RTP header) goes into a histogram. The load wakes every millisecond (no busy
+//       loop: it shares its CPU with the echo), sends what is due with sendmmsg in chunks of 8
+//       stamped just before each chunk, and takes each echo's arrival time from the kernel
 //       (SO_TIMESTAMPNS), so that how late it drains does not count in the round trip. With a key
 //       on the line, every echo of that call must also unprotect with it (a failure is
 //       counted, not received).
