@@ -442,9 +442,9 @@ void tg_media_close(struct tg_media *m, uint32_t slot) {
     int any = 0;
     // Each receive is cancelled by the user_data it was armed with: the kernel finds it by a
     // hash. A cancel by descriptor walks every request armed on the ring (io_cancel_req_match):
-    // with 4,500 calls, ending them all took minutes, one BYE ~18,000 comparisons. Sends in
-    // flight are not cancelled: they finish on their socket (they hold it) and give their
-    // buffer back as usual.
+    // with 4,500 calls each cancel walked ~18,000 receives, and ending every call at shutdown
+    // took longer than 17 s. Sends in flight are not cancelled: they finish on their socket
+    // (they hold it) and give their buffer back as usual.
     const uint32_t gen = tg_slab_gen(&m->sess, slot);
     for (unsigned k = 0; k < TG_MS_NUM; k++) {
         if (s->fd[k] >= 0 && s->armed[k]) {
