@@ -3,6 +3,7 @@
 #include "tlsgate/loop.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,27 @@ uint32_t tg_loop_now_ms(void) {
     return (uint32_t)((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
 }
 
+// probe_send_addr reports whether IORING_OP_SEND takes a destination address (kernel 6.0+),
+// asked of the fresh ring (nothing else in flight): a send to descriptor -1 fails at issue
+// with EBADF where the address is understood, and at preparation with EINVAL where it is not.
+static int probe_send_addr(struct io_uring *ring) {
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof(to));
+    to.sin_family = AF_INET;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (sqe == NULL)
+        return 0;
+    io_uring_prep_send(sqe, -1, NULL, 0, 0);
+    io_uring_prep_send_set_addr(sqe, (const struct sockaddr *)&to, sizeof(to));
+    io_uring_sqe_set_data64(sqe, tg_ud(TG_KIND_CORE, TG_OP_IGNORE, 0, 0));
+    struct io_uring_cqe *cqe;
+    if (io_uring_submit_and_wait(ring, 1) < 0 || io_uring_peek_cqe(ring, &cqe) != 0)
+        return 0;
+    int ok = cqe->res != -EINVAL;
+    io_uring_cqe_seen(ring, cqe);
+    return ok;
+}
+
 int tg_loop_init(struct tg_loop *l, unsigned sq_entries, unsigned cq_entries, char *err,
                  size_t err_len) {
     memset(l, 0, sizeof(*l));
@@ -113,6 +135,7 @@ int tg_loop_init(struct tg_loop *l, unsigned sq_entries, unsigned cq_entries, ch
         l->has_msg_ring = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
         io_uring_free_probe(probe);
     }
+    l->has_send_addr = probe_send_addr(&l->ring);
     l->wake_fd = eventfd(0, EFD_CLOEXEC);
     if (l->wake_fd < 0) {
         snprintf(err, err_len, "eventfd: %s", strerror(errno));

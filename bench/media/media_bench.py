@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The SRTP<->RTP relay under load, tlsgate beside rtpengine in the same run: N calls through
 the relay (pinned to CPU 0), each sending 160-byte G.711 payloads at 50 packets/s from the
-provider side (SRTP, libsrtp2 in tg-media-load) to a PBX echo (tg-media-load echo) and back:
+provider side (SRTP, proxy/srtp.c in tg-media-load) to a PBX echo (tg-media-load echo) and back:
 100 packets/s relayed per call. Measured the same way for both relays: the relay's CPU
 (utime + stime of all its threads, /proc/PID/stat, over the load window) per relayed packet,
 packets per CPU-second, the round trip p50/p99 (two relay passes: SRTP->RTP and RTP->SRTP, and
 the echo) and loss. Relayed packets are counted at the two ends (the echo's receptions plus the
-load's receptions), so neither relay's own counters are trusted; the echoes of the first 64 calls
+load's receptions), so neither relay's own counters are trusted; the echoes of every call
 are also authenticated and decrypted with the key in the relay's SDP answer.
 
   tlsgate:   calls set up over its mutual-TLS SIP listener ([media], workers = 1).
@@ -82,9 +82,14 @@ def pin_relay():
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
-def cpu_seconds(pid):
+def cpu_split(pid):
+    """(user, system) CPU seconds of every thread of |pid| so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    return sum(cpu_split(pid))
 
 
 def cpu_ticks(cpu):
@@ -367,13 +372,15 @@ def run(relay, n, seconds):
             path = h.tmpfile("calls-", ".txt")
             path.write_text("".join(f"{port} {k}\n" for port, k in calls))
             before = counters()
-            cpu0 = cpu_seconds(pid) if pid else 0
+            split0 = cpu_split(pid) if pid else (0, 0)
+            cpu0 = sum(split0)
             busy0, total0 = cpu_ticks(RELAY_CPU)
             r = subprocess.run(["taskset", "-c", str(LOAD_CPU), LOAD, "load", "--bind",
                                 f"127.0.0.1:{load_port}", "--calls", str(path), "--key", key,
                                 "--seconds", str(seconds)], capture_output=True, text=True,
                                timeout=seconds + 120)
-            cpu = cpu_seconds(pid) - cpu0 if pid else 0
+            split1 = cpu_split(pid) if pid else (0, 0)
+            cpu = sum(split1) - cpu0
             busy1, total1 = cpu_ticks(RELAY_CPU)
             after = counters()
             relay_drops = udp_drops(pid) if pid else 0
@@ -389,6 +396,10 @@ def run(relay, n, seconds):
     relayed = echoed + load["received"] if pid else 0
     row = {"relay": relay, "calls": n, "seconds": seconds, "setup_s": round(setup_s, 2),
            "relayed": relayed, "cpu_s": round(cpu, 3),
+           "user_us_per_packet": round((split1[0] - split0[0]) * 1e6 / relayed, 2)
+           if relayed else None,
+           "system_us_per_packet": round((split1[1] - split0[1]) * 1e6 / relayed, 2)
+           if relayed else None,
            "cpu_us_per_packet": round(cpu * 1e6 / relayed, 2) if relayed else None,
            "packets_per_cpu_s": int(relayed / cpu) if cpu > 0 else None,
            "relay_cpu_busy_pct": round(100.0 * (busy1 - busy0) / max(1, total1 - total0), 1),

@@ -6,16 +6,16 @@
 //   tg-media-load load --bind 127.0.0.1:PORT --calls FILE --key B64 --seconds S [--pps 50]
 //       the provider's media end for every call in FILE (one line per call: the relay's
 //       provider-side RTP port on 127.0.0.1, then optionally the relay's SRTP key for that
-//       call, base64, from its SDP answer): SRTP (libsrtp2, AES_CM_128_HMAC_SHA1_80, key B64,
-//       SSRC = line number) with 160-byte payloads at --pps packets per second per call, all
-//       calls spread evenly over each 20 ms; the echoes come back through the relay, and the
-//       time from send to receive of each (matched by SSRC and sequence number in the clear
-//       RTP header) goes into a histogram. The load wakes every millisecond (no busy loop: it
-//       shares its CPU with the echo), sends what is due with sendmmsg in chunks of 8 stamped
-//       just before each chunk, and takes each echo's arrival time from the kernel
+//       call, base64, from its SDP answer): SRTP (AES_CM_128_HMAC_SHA1_80, key B64, SSRC = line
+//       number; the project's own transform, proxy/srtp.c) with 160-byte payloads at --pps packets
+//       per second per call, all calls spread evenly over each 20 ms; the echoes come back through
+//       the relay, and the time from send to receive of each (matched by SSRC and sequence number
+//       in the clear RTP header) goes into a histogram. The load wakes every millisecond (no busy
+//       loop: it shares its CPU with the echo), sends what is due with sendmmsg in chunks of 8
+//       stamped just before each chunk, and takes each echo's arrival time from the kernel
 //       (SO_TIMESTAMPNS), so that how late it drains does not count in the round trip. With a key
-//       on the line, each echo of the first 64 calls must also unprotect with it (a
-//       failure is counted, not received).
+//       on the line, every echo of that call must also unprotect with it (a failure is
+//       counted, not received).
 //       Prints one JSON line: sent, received, auth_failures, drops (at the load's own socket:
 //       its receive buffer was full), p50_us, p99_us, max_us.
 #include <arpa/inet.h>
@@ -31,18 +31,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <srtp2/srtp.h>
+#include "tlsgate/srtp.h"
 
 #define PAYLOAD 160
-#define BATCH 64
+#define BATCH 256
 #define STAMP 8         // packets per sendmmsg: one send timestamp each
 #define TICK_NS 1000000 // the load's wake-up period
 #define HIST_US 200000  // 1 us buckets up to 200 ms; later ones in the last
-// The echoes of the first VERIFY_CALLS calls are authenticated and decrypted, every one: Debian's
-// libsrtp2 is built on NSS, whose cost per operation grows with the number of key contexts
-// alive (a session per call made the load itself fall behind at 1,000 calls). The sending
-// side is one session: the streams it clones per SSRC share its contexts.
-#define VERIFY_CALLS 64
+// SRTP runs on proxy/srtp.c (BoringSSL's AES and HMAC, ~0.25 us a packet), not on Debian's
+// libsrtp2 (NSS, ~2 us, growing with the number of contexts alive): with libsrtp2 the load
+// itself fell behind at ~1,500 calls and could check the echoes of 64 calls only. libsrtp2
+// stays the oracle of proxy/srtp.c in the unit tests (test_srtp), packet for packet.
 
 static void die(const char *what) {
     fprintf(stderr, "tg-media-load: %s\n", what);
@@ -146,30 +145,28 @@ static size_t b64_decode(const char *in, uint8_t *out, size_t cap) {
     return n;
 }
 
-// srtp_session: an AES_CM_128_HMAC_SHA1_80 session with the 30-byte master key and salt in
-// base64 |key_s|, for any SSRC of the given direction or (ssrc_specific) for |ssrc| alone,
-// whose keys are then derived here rather than at its first packet, in the load window.
-static srtp_t srtp_session(const char *key_s, srtp_ssrc_type_t dir, uint32_t ssrc) {
+// srtp_ctx makes a context of AES_CM_128_HMAC_SHA1_80 for the 30-byte master key and salt in
+// base64 |key_s| that protects or unprotects. One per call and direction: a context keeps a
+// few SSRCs only (TG_SRTP_MAX_SSRC).
+static struct tg_srtp *srtp_ctx(const char *key_s, int protect) {
     uint8_t key[64];
-    if (b64_decode(key_s, key, sizeof(key)) != 30)
+    if (b64_decode(key_s, key, sizeof(key)) != TG_SRTP_KEY_LEN + 14)
         die("the key must be 30 bytes");
-    srtp_policy_t pol;
-    memset(&pol, 0, sizeof(pol));
-    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtp);
-    srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80(&pol.rtcp);
-    pol.ssrc.type = dir;
-    pol.ssrc.value = ssrc;
-    pol.key = key;
-    pol.window_size = 128;
-    srtp_t s;
-    if (srtp_create(&s, &pol) != srtp_err_status_ok)
-        die("srtp_create");
+    struct tg_srtp_params p;
+    memset(&p, 0, sizeof(p));
+    p.suite = TG_SRTP_AES_CM_128_HMAC_SHA1_80;
+    memcpy(p.key, key, TG_SRTP_KEY_LEN);
+    memcpy(p.salt, key + TG_SRTP_KEY_LEN, 14);
+    struct tg_srtp *s = tg_srtp_new(&p, protect);
+    if (s == NULL)
+        die("tg_srtp_new");
     return s;
 }
 
 struct call {
     struct sockaddr_in to;
-    srtp_t rx; // the relay's key for this call, or NULL: echoes are not checked
+    struct tg_srtp *tx; // the load's key: what this call sends
+    struct tg_srtp *rx; // the relay's key for this call, or NULL: echoes are not checked
     uint16_t seq;
     uint64_t sent_ns[64]; // by seq % 64
 };
@@ -223,9 +220,9 @@ static void drain(int fd, struct call *calls, size_t ncalls, struct rx *x) {
             uint16_t seq = (uint16_t)((p[2] << 8) | p[3]);
             if (ssrc == 0 || ssrc > ncalls)
                 continue;
-            int len = (int)msgs[i].msg_len;
+            size_t len = msgs[i].msg_len;
             if (calls[ssrc - 1].rx != NULL &&
-                srtp_unprotect(calls[ssrc - 1].rx, rbuf[i], &len) != srtp_err_status_ok) {
+                tg_srtp_unprotect(calls[ssrc - 1].rx, rbuf[i], len, &len) != TG_SRTP_OK) {
                 x->auth_failures++;
                 continue;
             }
@@ -245,9 +242,8 @@ static void drain(int fd, struct call *calls, size_t ncalls, struct rx *x) {
 // call's send time taken just before its chunk goes.
 struct tx {
     int fd;
-    srtp_t tx;
     int n;
-    uint8_t pkt[BATCH][12 + PAYLOAD + SRTP_MAX_TRAILER_LEN];
+    uint8_t pkt[BATCH][12 + PAYLOAD + TG_SRTP_OVERHEAD];
     struct iovec iov[BATCH];
     struct mmsghdr msgs[BATCH];
     struct call *who[BATCH];
@@ -278,10 +274,10 @@ static void queue(struct tx *q, struct call *c, uint32_t ssrc) {
     memcpy(pkt + 4, &(uint32_t){htonl(ts)}, 4);
     memcpy(pkt + 8, &(uint32_t){htonl(ssrc)}, 4);
     memset(pkt + 12, (int)(c->seq & 0xff), PAYLOAD);
-    int len = 12 + PAYLOAD;
-    if (srtp_protect(q->tx, pkt, &len) != srtp_err_status_ok)
-        die("srtp_protect");
-    q->iov[q->n] = (struct iovec){.iov_base = pkt, .iov_len = (size_t)len};
+    size_t len = 12 + PAYLOAD;
+    if (tg_srtp_protect(c->tx, pkt, len, sizeof(q->pkt[0]), &len) != TG_SRTP_OK)
+        die("tg_srtp_protect");
+    q->iov[q->n] = (struct iovec){.iov_base = pkt, .iov_len = len};
     q->msgs[q->n].msg_hdr = (struct msghdr){.msg_name = &c->to,
                                             .msg_namelen = sizeof(c->to),
                                             .msg_iov = &q->iov[q->n],
@@ -298,8 +294,6 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
     FILE *f = fopen(calls_path, "r");
     if (f == NULL)
         die("cannot open the calls file");
-    if (srtp_init() != srtp_err_status_ok)
-        die("srtp_init");
     size_t ncalls = 0, cap = 1024;
     struct call *calls = calloc(cap, sizeof(*calls));
     char line[256], rxkey[128];
@@ -315,21 +309,22 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
         }
         parse_addr("127.0.0.1:0", &calls[ncalls].to);
         calls[ncalls].to.sin_port = htons((uint16_t)port);
-        if (fields == 2 && ncalls < VERIFY_CALLS)
-            calls[ncalls].rx = srtp_session(rxkey, ssrc_specific, (uint32_t)ncalls + 1);
+        calls[ncalls].tx = srtp_ctx(key_s, 1);
+        if (fields == 2)
+            calls[ncalls].rx = srtp_ctx(rxkey, 0);
         ncalls++;
     }
     fclose(f);
     if (ncalls == 0 || pps == 0)
         die("no calls");
-    srtp_t tx = srtp_session(key_s, ssrc_any_outbound, 0);
     int fd = udp_bound(bind_s);
     int on = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof(on)) != 0)
         die("SO_TIMESTAMPNS/SO_RXQ_OVFL");
     struct rx x = {.hist = calloc(HIST_US + 1, sizeof(uint32_t))};
-    struct tx q = {.fd = fd, .tx = tx};
+    static struct tx q;
+    q.fd = fd;
     const uint64_t period = 1000000000u / pps; // per call
     const uint64_t start = now_ns(), end = start + (uint64_t)seconds * 1000000000u;
     size_t next_call = 0;
@@ -375,10 +370,10 @@ static int load(const char *bind_s, const char *calls_path, const char *key_s, u
            ncalls, (unsigned long long)sent, (unsigned long long)received,
            (unsigned long long)x.auth_failures, (unsigned long long)x.drops,
            (unsigned long long)p50, (unsigned long long)p99, (unsigned long long)max_us);
-    srtp_dealloc(tx);
-    for (size_t i = 0; i < ncalls; i++)
-        if (calls[i].rx != NULL)
-            srtp_dealloc(calls[i].rx);
+    for (size_t i = 0; i < ncalls; i++) {
+        tg_srtp_free(calls[i].tx);
+        tg_srtp_free(calls[i].rx);
+    }
     free(x.hist);
     free(calls);
     close(fd);

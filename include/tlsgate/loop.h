@@ -134,6 +134,7 @@ struct tg_loop {
     struct io_uring ring;
     int ring_ok;
     int has_msg_ring;
+    int has_send_addr; // IORING_OP_SEND takes a destination address (a sendto without msghdr)
     struct tg_kind_ops kinds[TG_KIND_MAX];
     struct tg_bufgroup groups[TG_LOOP_MAX_GROUPS];
     unsigned num_groups;

@@ -19,9 +19,10 @@
 //   - TG_KIND_MEDIA (a slab of sessions; op = the socket): an io_uring multishot recvmsg per
 //     socket into the provided-buffer group TG_MEDIA_BGID, datagrams of up to
 //     TG_MEDIA_BUF_SIZE;
-//   - TG_KIND_MEDIA_TX (slot = the buffer id): the sendmsg of a relayed packet, made from the
-//     very buffer it was received in (transformed in place); the buffer goes back to the ring
-//     when the send completes. Sends are SQEs submitted with the loop's next submit: one
+//   - TG_KIND_MEDIA_TX (slot = the buffer id): the send of a relayed packet (a send with the
+//     destination in the SQE where the kernel has it, kernel 6.0+; sendmsg elsewhere), made
+//     from the very buffer it was received in (transformed in place); the buffer goes back to the
+//     ring when the send completes. Sends are SQEs submitted with the loop's next submit: one
 //     io_uring_enter per loop turn for every packet of that turn, no syscall per packet.
 // Provider -> PBX: tg_srtp_unprotect (or tg_srtcp_unprotect) with the provider's key, then
 // RTP to the PBX's address from its SDP. PBX -> provider: tg_srtp_protect with tlsgate's own
@@ -62,11 +63,16 @@ struct tg_msess {
     struct tg_srtp *rx;     // unprotects what the provider sends (its key)
     struct tg_srtp *rx_old; // its previous key, until a packet under the new one verifies
     struct tg_srtp *tx;     // protects what goes to the provider (tlsgate's key)
+    // The media timeout: the timer is armed once per timeout_s, not moved per packet (which
+    // relinks the lane and touches the neighbours' cache lines); a packet only notes the time,
+    // and the expiry re-arms from the last packet while there was one.
     struct tg_timer timer;
-    uint64_t owner; // the caller's cookie (the dialog), given back by on_timeout
+    uint32_t active_ms; // loop time of the last relayed packet (or of arming)
+    uint64_t owner;     // the caller's cookie (the dialog), given back by on_timeout
 };
 
-// tg_media_tx is one send in flight, from the receive buffer of the same index.
+// tg_media_tx is one send in flight, from the receive buffer of the same index: its
+// destination (and, where the kernel's send takes no address, its msghdr).
 struct tg_media_tx {
     struct msghdr mh;
     struct iovec iov;

@@ -566,6 +566,26 @@ class MediaCallTest(h.TestCase):
             h.wait_for(lambda: can_bind(q), 5, f"port {q} free after the timeout")
             st.sock.close()
 
+    def test_media_timeout_spares_a_call_with_packets(self):
+        """Packets keep a call alive past timeout_s (the timer re-arms from the last packet);
+        once they stop, it times out."""
+        cfg = media_config(self.pbx, self.base)
+        cfg["media"]["timeout_s"] = 1
+        with h.Proxy(cfg) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            p_port, k = udp_pair(), b64key()
+            ok, got = self.invite(st, "media-busy", 1, "binv",
+                                  provider_sdp(p_port, [(1, SUITE80, k)]))
+            self.assertEqual(ok.code, 200, got)
+            q, _ = media_port(ok.body)
+            (_, _, t), = crypto_lines(ok.body)
+            r = run_peer(p_port, q, k, t.decode(), count=250, rtcp=False)  # 2.5 s at 10 ms
+            self.assertEqual(r["matched"], 250, r)
+            self.assertEqual(px.metric("tlsgate_media_timeouts_total"), 0)
+            px.wait_metric("tlsgate_media_timeouts_total", lambda v: v == 1, timeout=h.t(10))
+            h.wait_for(lambda: can_bind(q), 5, f"port {q} free after the timeout")
+            st.sock.close()
+
     def test_early_media_repeats_the_answer_key(self):
         """183 and 200 carry the same answer: the provider gets the same tlsgate key in both
         (a repeated answer is not a new exchange), and audio flows under it."""
