@@ -411,12 +411,19 @@ def micro_aes(cpu, quick):
     floor/aes128gcm_seal/16384, CPU time), pinned where the proxies run; None without it."""
     if not os.path.exists(MICRO):
         return None
-    cmd = ["taskset", "-c", cpu, MICRO, "--benchmark_filter=^floor/aes128gcm_seal/16384$",
-           "--benchmark_format=json", "--benchmark_min_time=%s" % ("0.05" if quick else "0.5")]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    try:
-        b = json.loads(p.stdout)["benchmarks"][0]
-    except (ValueError, KeyError, IndexError):
+    b = None
+    # --benchmark_min_time is a plain number of seconds up to libbenchmark 1.7; 1.8 wants a unit.
+    for unit in ("", "s"):
+        cmd = ["taskset", "-c", cpu, MICRO, "--benchmark_filter=^floor/aes128gcm_seal/16384$",
+               "--benchmark_format=json",
+               "--benchmark_min_time=%s%s" % ("0.05" if quick else "0.5", unit)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        try:
+            b = json.loads(p.stdout)["benchmarks"][0]
+            break
+        except (ValueError, KeyError, IndexError):
+            continue
+    if b is None:
         print("compare: %s gave no result: %s" % (MICRO, p.stderr[-300:]), file=sys.stderr)
         return None
     scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}.get(b.get("time_unit", "ns"), 1.0)
