@@ -112,6 +112,29 @@ static void submit_send(struct tg_conns *cs, struct tg_conn *c, int tls) {
     c->inflight++;
 }
 
+static void conn_touch(struct tg_conns *cs, struct tg_conn *c);
+
+// send_now sends what a queue holds at once with a non-blocking send(2), before the ring is
+// asked to. On an uncongested socket (the common case: a SIP message, a reply) it completes
+// there, which saves the SQE, its completion and the loop turn that handles the completion:
+// per 1 KiB round trip through the proxy, two loop turns and two io_uring_enter calls of six.
+// Returns 1 when the queue was emptied; what is left (a full socket buffer, or an error, which
+// the ring's send then reports where every send error is handled, in on_send) goes out through
+// the ring.
+static int send_now(struct tg_conns *cs, struct tg_conn *c, int tls) {
+    struct tg_bufq *q = tls ? &c->tio.out : &c->to_plain;
+    ssize_t n = send(tls ? c->tio.fd : c->plain_fd, q->data + q->head, tg_bufq_len(q),
+                     MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+        tg_bufq_consume(q, &cs->bc, (uint32_t)n);
+        conn_touch(cs, c);
+    }
+    if (tg_bufq_len(q) == 0)
+        return 1;
+    submit_send(cs, c, tls);
+    return 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Life cycle.
 
@@ -580,6 +603,7 @@ static int resume(struct tg_conns *cs, struct tg_conn *c) {
 void tg_conn_step(struct tg_conns *cs, struct tg_conn *c) {
     if (c->state == TG_CS_CLOSING || c->state == TG_CS_FREE || (c->flags & TG_F_RETRY))
         return;
+again:
     if (c->state == TG_CS_OPEN && !resume(cs, c))
         return;
     for (;;) {
@@ -593,11 +617,15 @@ void tg_conn_step(struct tg_conns *cs, struct tg_conn *c) {
             SSL_shutdown(c->tio.ssl);
             c->flags |= TG_F_TLS_SHUT_SENT;
             break;
+        // A queue emptied at once has room again: what backpressure held back goes on, as
+        // after a send completion (on_send).
         case TG_ACT_SEND_TLS:
-            submit_send(cs, c, 1);
+            if (send_now(cs, c, 1))
+                goto again;
             break;
         case TG_ACT_SEND_PLAIN:
-            submit_send(cs, c, 0);
+            if (send_now(cs, c, 0))
+                goto again;
             break;
         case TG_ACT_CLOSE_FLUSHED:
             tg_conn_close(cs, c, "fatal_flushed");

@@ -21,6 +21,7 @@
 #include "tlsgate/certtool.h"
 #include "tlsgate/config.h"
 #include "tlsgate/control.h"
+#include "tlsgate/kfeat.h"
 #include "tlsgate/log.h"
 #include "tlsgate/metrics.h"
 #include "tlsgate/policy.h"
@@ -328,8 +329,16 @@ static int cmd_run(const struct options *o) {
         names[l] = cfg.listeners[l].name;
         kinds[l] = cfg.listeners[l].direction == TG_INBOUND ? "inbound" : "outbound";
     }
+    // What the kernel offers is probed once, shown once, and kept for /metrics; nothing on
+    // the data path depends on it yet (docs/PERFORMANCE.md, "Small records and bulk").
+    static struct tg_kfeats kfeats;
+    tg_kfeat_probe(&kfeats);
+    TG_INFO("kernel_features", "ktls=%u send_zc=%u so_zerocopy=%u used=none",
+            kfeats.has[TG_KFEAT_KTLS], kfeats.has[TG_KFEAT_SEND_ZC],
+            kfeats.has[TG_KFEAT_SO_ZEROCOPY]);
     struct tg_metrics *metrics = tg_metrics_new(num_workers, cfg.num_listeners, names, kinds);
     if (metrics != NULL) {
+        metrics->kfeats = &kfeats;
         tg_upstream_init_health(metrics, &cfg);
         metrics->media_enabled = cfg.media_enabled;
         if (signer != NULL)

@@ -1,5 +1,6 @@
 #include "tlsgate/metrics.h"
 
+#include "tlsgate/kfeat.h"
 #include "tlsgate/loop.h"
 #include "tlsgate/signer.h"
 
@@ -319,6 +320,15 @@ static void render_signer(struct out *o, const struct tg_signer_stats *s) {
                (unsigned)atomic_load_explicit(&s->depth, memory_order_relaxed));
 }
 
+// render_kfeats writes what the kernel offered at start-up (kfeat.h), used or not.
+static void render_kfeats(struct out *o, const struct tg_kfeats *k) {
+    out_printf(o, "# HELP tlsgate_kernel_feature Optional kernel features found at start-up "
+                  "(1) or not (0).\n# TYPE tlsgate_kernel_feature gauge\n");
+    for (unsigned f = 0; f < TG_KFEAT_NUM; f++)
+        out_printf(o, "tlsgate_kernel_feature{feature=\"%s\"} %u\n",
+                   tg_kfeat_name((enum tg_kfeat)f), (unsigned)k->has[f]);
+}
+
 int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out, size_t *out_len) {
     struct out o = {.data = malloc(4096), .cap = 4096};
     if (o.data == NULL)
@@ -337,6 +347,8 @@ int tg_metrics_render(const struct tg_metrics *m, const char *extra, char **out,
     }
     if (m->signer != NULL)
         render_signer(&o, m->signer);
+    if (m->kfeats != NULL)
+        render_kfeats(&o, m->kfeats);
     out_printf(&o, "# HELP tlsgate_connections_total Connections accepted.\n"
                    "# TYPE tlsgate_connections_total counter\n");
     for (size_t l = 0; l < nl; l++)

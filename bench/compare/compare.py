@@ -9,8 +9,15 @@ on the other, runs the same loads against each, and prints one table. The proxy'
 is read from /proc (utime + stime of every process of the proxy), so the figures are CPU cost
 per unit of work, not only wall-clock rates.
 
-  bench/compare/compare.py [--duration S] [--quick] [--only tlsgate,haproxy,...] [--json FILE]
-                           [--no-sip | --sip-only] [--sip-rate R] [--sip-conc N]
+  bench/compare/compare.py [--duration S] [--quick] [--proxies tlsgate,haproxy,...] [--runs N]
+                           [--json FILE] [--no-sip | --sip-only] [--sip-rate R] [--sip-conc N]
+
+--runs N repeats the whole comparison N times, prints each run's table, then one table of the
+median and spread (min-max) of every figure; ratios to HAProxy are taken within each run.
+The bulk figure is also set against the micro benchmark's AES-128-GCM seal (tlsgate-bench
+floor/aes128gcm_seal/16384, pinned where the proxies run, in the same run): a proxy decrypts
+and encrypts every byte once, so two passes are its crypto floor. The 1 KiB figure counts two
+messages per round trip (request and echo), its CPU read inside the load's steady part only.
 
 SIP (second table; run unless --no-sip): tg-sip-responder plays the PBX on plain TCP (every
 request answered 200) on the load's core; tlsgate with an `[inbound] mode = sip` listener and
@@ -21,7 +28,8 @@ transaction outstanding on each) and p50/p99 at --sip-rate transactions/s (open 
 the same load sent straight to the responder over plain TCP (--plain), so that the latency a
 proxy adds is its round trip minus that direct one. Kamailio missing: skipped with a message.
 
-Binaries come from the environment (TLSGATE, TLSGATE_LOAD, TG_ECHO, MAKE_PKI) or build/.
+Binaries come from the environment (TLSGATE, TLSGATE_LOAD, TG_ECHO, TLSGATE_BENCH, MAKE_PKI) or
+build/.
 Every load targets 127.0.0.1 only and stops by itself.
 """
 
@@ -50,6 +58,7 @@ LOAD = tool("TLSGATE_LOAD", "build/bench/load/tlsgate-load")
 KEYD = tool("TLSGATE_KEYD", "build/tlsgate-keyd")
 ECHO = tool("TG_ECHO", "build/tests/tools/tg-echo")
 SIP_RESPONDER = tool("TG_SIP_RESPONDER", "build/bench/load/tg-sip-responder")
+MICRO = tool("TLSGATE_BENCH", "build/bench/micro/tlsgate-bench")
 KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
 MAKE_PKI = tool("MAKE_PKI", "scripts/make-pki.sh")
 PEER_NAME = "sip.um.example.net"
@@ -379,17 +388,71 @@ def available(name):
     return shutil.which(name) is not None
 
 
-def run_load(args, pki, port, cpu, extra, timeout, cert="client"):
-    cmd = ["taskset", "-c", cpu, LOAD, "--connect", "127.0.0.1:%d" % port,
-           "--cert", "%s/%s.pem" % (pki, cert), "--key", "%s/%s.key" % (pki, cert),
-           "--ca", pki + "/ca.pem",
-           "--sni", "sbc.tlsgate.test", "--json"] + extra
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def load_cmd(pki, port, cpu, extra, cert="client"):
+    return ["taskset", "-c", cpu, LOAD, "--connect", "127.0.0.1:%d" % port,
+            "--cert", "%s/%s.pem" % (pki, cert), "--key", "%s/%s.key" % (pki, cert),
+            "--ca", pki + "/ca.pem",
+            "--sni", "sbc.tlsgate.test", "--json"] + extra
+
+
+def load_result(extra, rc, out, err):
     try:
-        return json.loads(p.stdout.strip().splitlines()[-1])
+        return json.loads(out.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise RuntimeError("tlsgate-load %s: exit %d: %s %s" % (" ".join(extra), p.returncode,
-                                                                p.stdout[-300:], p.stderr[-300:]))
+        raise RuntimeError("tlsgate-load %s: exit %d: %s %s" % (" ".join(extra), rc,
+                                                                out[-300:], err[-300:]))
+
+
+def run_load(args, pki, port, cpu, extra, timeout, cert="client"):
+    p = subprocess.run(load_cmd(pki, port, cpu, extra, cert), capture_output=True, text=True,
+                       timeout=timeout)
+    return load_result(extra, p.returncode, p.stdout, p.stderr)
+
+
+def latency_cpu(args, pki, pid, port, cpu, extra, timeout):
+    """Runs the open-loop latency load |extra| (its warm-up included) and reads the proxy's CPU
+    time inside the measured part only, a margin clear of each end, so neither the handshakes
+    nor the closes are in it. Returns (result, CPU seconds, round trips in that window): the
+    round trips are the load's achieved rate (count / duration) times the window's wall time."""
+    p = subprocess.Popen(load_cmd(pki, port, cpu, extra), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    margin = min(0.5, args.duration / 4)
+    time.sleep(args.lat_warmup + margin)
+    c0, w0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(args.duration - 2 * margin)
+    c1, w1 = cpu_seconds(pid), time.monotonic()
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    res = load_result(extra, p.returncode, out, err)
+    rt_per_s = res.get("count", 0) / res["duration_s"] if res.get("duration_s") else 0
+    return res, c1 - c0, rt_per_s * (w1 - w0)
+
+
+def micro_aes(cpu, quick):
+    """ns per byte of one AES-128-GCM seal pass over 16 KiB (the micro benchmark's
+    floor/aes128gcm_seal/16384, CPU time), pinned where the proxies run; None without it."""
+    if not os.path.exists(MICRO):
+        return None
+    b = None
+    # --benchmark_min_time is a plain number of seconds up to libbenchmark 1.7; 1.8 wants a unit.
+    for unit in ("", "s"):
+        cmd = ["taskset", "-c", cpu, MICRO, "--benchmark_filter=^floor/aes128gcm_seal/16384$",
+               "--benchmark_format=json",
+               "--benchmark_min_time=%s%s" % ("0.05" if quick else "0.5", unit)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        try:
+            b = json.loads(p.stdout)["benchmarks"][0]
+            break
+        except (ValueError, KeyError, IndexError):
+            continue
+    if b is None:
+        print("compare: %s gave no result: %s" % (MICRO, p.stderr[-300:]), file=sys.stderr)
+        return None
+    scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}.get(b.get("time_unit", "ns"), 1.0)
+    return b["cpu_time"] * scale / 16384
 
 
 def measure(proxy, args, pki, load_cpu):
@@ -429,9 +492,14 @@ def measure(proxy, args, pki, load_cpu):
     r["bulk_mb_s"] = res.get("bytes_per_s_received", 0) / 1e6
     r["bulk_cpu_ns_per_byte"] = cpu * 1e9 / nbytes if nbytes else None
     r["bulk_errors"] = res.get("errors", 0)
-    # Latency keeps a warm-up second: the connections' handshakes are not round trips.
-    _, res = cpu_of(["--mode", "latency", "--size", "1024", "--rate", str(args.rate),
-                     "--concurrency", "16"], warmup="1")
+    # Latency keeps a warm-up second: the connections' handshakes are not round trips. A round
+    # trip is two 1 KiB messages through the proxy (the request TLS -> plain, its echo plain ->
+    # TLS): CPU per message is CPU per round trip / 2.
+    res, cpu, rts = latency_cpu(args, pki, pid, proxy.port, load_cpu,
+                                ["--mode", "latency", "--size", "1024", "--rate", str(args.rate),
+                                 "--concurrency", "16", "--duration", d,
+                                 "--warmup", str(args.lat_warmup)], t)
+    r["lat_cpu_us_per_msg"] = cpu * 1e6 / (2 * rts) if rts > 0 and cpu > 0 else None
     r["lat_p50_us"] = res.get("p50_us")
     r["lat_p99_us"] = res.get("p99_us")
     r["lat_errors"] = res.get("errors", 0)
@@ -559,7 +627,10 @@ ROWS = [
     ("hs1.2_cpu_us", "proxy CPU us / full handshake, TLS 1.2", "%.0f", True),
     ("resumed_cpu_us", "proxy CPU us / resumed handshake (TLS 1.3)", "%.1f", True),
     ("bulk_cpu_ns_per_byte", "bulk proxy CPU ns / byte (16 KiB writes, echo)", "%.2f", True),
+    ("bulk_vs_aes2", "bulk CPU / byte over two AES-128-GCM passes (micro, same run)", "%.2f",
+     True),
     ("bulk_mb_s", "bulk echo MB/s received by the client", "%.0f", False),
+    ("lat_cpu_us_per_msg", "proxy CPU us / 1 KiB message (2 per round trip)", "%.1f", True),
     ("lat_p50_us", "1 KiB round trip p50 us", "%.0f", True),
     ("lat_p99_us", "1 KiB round trip p99 us", "%.0f", True),
     ("idle_kib_per_conn", "RSS KiB / idle mutual-TLS connection", "%.1f", True),
@@ -589,46 +660,48 @@ def table(results, names, rows=None, title="metric", base_name="haproxy"):
     return "\n".join(lines)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per load")
-    ap.add_argument("--quick", action="store_true", help="smoke test: short loads, few idle conns")
-    ap.add_argument("--only", default="tlsgate,haproxy,stunnel,nginx")
-    ap.add_argument("--idle", type=int, default=9000, help="idle connections to hold")
-    ap.add_argument("--idle-hold", type=float, default=5.0)
-    ap.add_argument("--rate", type=int, default=2000, help="latency load, requests/s")
-    ap.add_argument("--hs-conc", type=int, default=8, help="concurrent handshake loops")
-    ap.add_argument("--json", help="write the raw results here")
-    ap.add_argument("--no-sip", action="store_true", help="skip the SIP (Kamailio) comparison")
-    ap.add_argument("--sip-only", action="store_true", help="only the SIP comparison")
-    ap.add_argument("--sip-rate", type=int, default=2000,
-                    help="SIP latency load, OPTIONS transactions/s")
-    ap.add_argument("--sip-conc", type=int, default=16, help="SIP connections")
-    ap.add_argument("--check", action="store_true",
-                    help="exit 1 unless every proxy produced every figure (smoke test; speed "
-                         "is never judged)")
-    args = ap.parse_args()
-    if args.quick:
-        args.duration, args.idle, args.idle_hold, args.rate = 1.0, 100, 1.0, 500
-        args.sip_rate = 500
-    args.sip_duration = args.duration
-    args.sip_warmup = 0.3 if args.quick else 1.0
-    names = [n for n in args.only.split(",") if n]
-    args.names = names
-    sip = not args.no_sip and os.path.exists(SIP_RESPONDER)
-    if not args.no_sip and not sip:
-        print("compare: %s missing, SIP comparison skipped" % SIP_RESPONDER, file=sys.stderr)
-    for n in names:
-        if n not in PROXIES:
-            ap.error("unknown proxy %s" % n)
-    for path in (LOAD, ECHO, MAKE_PKI):
-        if not os.path.exists(path):
-            sys.exit("compare: missing %s (build first)" % path)
-    proxy_cpu, load_cpu = cpus()
+def median(vs):
+    vs = sorted(vs)
+    n = len(vs)
+    return vs[n // 2] if n % 2 else (vs[n // 2 - 1] + vs[n // 2]) / 2
+
+
+def spread_table(runs, names, rows=None, title="metric", base_name="haproxy"):
+    """The table of several runs: each cell is the median and, in brackets, the spread
+    (min-max) of the figure over the runs; the ratio to |base_name| is taken within each run
+    (side by side) and shown the same way."""
+    rows = ROWS if rows is None else rows
+    lines = ["| %s | %s |" % (title, " | ".join(names)), "|" + " --- |" * (len(names) + 1)]
+
+    def span(vs, fmt):
+        return "%s [%s-%s]" % (fmt % median(vs), fmt % min(vs), fmt % max(vs))
+
+    for key, label, fmt, _ in rows:
+        cells = []
+        for n in names:
+            vs = [r[n][key] for r in runs if r.get(n, {}).get(key) is not None]
+            if not vs:
+                cells.append("n/a")
+                continue
+            cell = span(vs, fmt)
+            ratios = [r[n][key] / r[base_name][key] for r in runs
+                      if r.get(n, {}).get(key) is not None and r.get(base_name, {}).get(key)]
+            if n not in (base_name, "direct") and ratios and not key.endswith("errors"):
+                cell += " (%sx)" % span(ratios, "%.2f")
+            cells.append(cell)
+        lines.append("| %s | %s |" % (label, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def one_run(args, names, sip, proxy_cpu, load_cpu):
+    """The whole comparison once: every proxy in |names| (and SIP when |sip|), fresh PKI and
+    echo backend. Returns (results, sip_results)."""
     work = tempfile.mkdtemp(prefix="tg-compare-")
     pki = os.path.join(work, "pki")
     subprocess.run(["bash", MAKE_PKI, pki], check=True, capture_output=True)
     results = {}
+    # The crypto reference of the bulk figure, on the proxies' core, in this run.
+    aes_ns = micro_aes(proxy_cpu, args.quick) if not args.sip_only else None
     echo_port = free_port()
     echo = subprocess.Popen(["taskset", "-c", load_cpu, ECHO, "--listen",
                              "127.0.0.1:%d" % echo_port], stdout=subprocess.DEVNULL)
@@ -645,6 +718,9 @@ def main():
             try:
                 proxy.start(proxy_cpu)
                 results[n] = measure(proxy, args, pki, load_cpu)
+                b = results[n].get("bulk_cpu_ns_per_byte")
+                results[n]["bulk_vs_aes2"] = b / (2 * aes_ns) if b and aes_ns else None
+                results[n]["aes128gcm_ns_per_byte"] = aes_ns
             except Exception as e:  # one proxy failing must not hide the others' numbers
                 print("compare: %s failed: %s" % (n, e), file=sys.stderr)
                 results[n] = {"error": str(e)}
@@ -654,61 +730,141 @@ def main():
     finally:
         echo.terminate()
         echo.wait()
-    shown = [n for n in names if n in results]
-    if not args.sip_only:
-        print(table(results, shown))
-        print("\nratios in parentheses are to HAProxy in this run; proxy pinned to CPU %s, load "
-              "and echo on CPU %s; %.0f s per load" % (proxy_cpu, load_cpu, args.duration))
-    sip_shown = [n for n in ("tlsgate", "kamailio", "direct") if n in sip_results]
-    if sip_results:
-        if not args.sip_only:
-            print()
-        print(table(sip_results, sip_shown, SIP_ROWS, "SIP OPTIONS", "kamailio"))
-        print("\nSIP: ratios in parentheses are to Kamailio in this run; `direct` is tlsgate-load "
-              "--plain straight to tg-sip-responder; closed loop over %d connections, fixed rate "
-              "%d/s; proxy pinned to CPU %s, load and responder on CPU %s; %.0f s per load" %
-              (args.sip_conc, args.sip_rate, proxy_cpu, load_cpu, args.sip_duration))
-    if args.json:
-        with open(args.json, "w") as f:
-            # The TLS results by proxy as before; the SIP ones under "sip" (by proxy, "direct").
-            json.dump(dict(results, **({"sip": sip_results} if sip_results else {})), f,
-                      indent=2)
     shutil.rmtree(work, ignore_errors=True)
-    failed = [n for n in shown if "error" in results[n]]
-    failed += ["sip " + n for n in sip_shown if "error" in sip_results[n]]
-    if args.check:
-        for n in sip_shown:
-            r = sip_results[n]
-            keys = ["sip_tx_per_s", "sip_p50_us", "sip_p99_us"]
-            if n != "direct":
-                keys += ["sip_tx_per_cpu_s", "sip_cpu_us"]
-            for key in keys:
-                v = r.get(key)
-                if v is None or v <= 0:
-                    print("compare: SIP %s produced no sane %s (%r)" % (n, key, v),
-                          file=sys.stderr)
-                    failed.append("sip " + n)
-            if r.get("sip_errors"):
-                print("compare: SIP %s had %s errors" % (n, r["sip_errors"]), file=sys.stderr)
+    return results, sip_results
+
+
+def check_run(args, results, sip_results, shown, sip_shown):
+    """--check: the names of the proxies that did not produce every figure sanely."""
+    failed = []
+    for n in sip_shown:
+        r = sip_results[n]
+        keys = ["sip_tx_per_s", "sip_p50_us", "sip_p99_us"]
+        if n != "direct":
+            keys += ["sip_tx_per_cpu_s", "sip_cpu_us"]
+        for key in keys:
+            v = r.get(key)
+            if v is None or v <= 0:
+                print("compare: SIP %s produced no sane %s (%r)" % (n, key, v), file=sys.stderr)
                 failed.append("sip " + n)
-        for n in shown:
-            for key, _, _, _ in ROWS:
-                v = results[n].get(key)
-                # RSS per idle connection is only a signal with thousands held: with the few a
-                # smoke test holds, the allocator returning pages can make it negative.
-                if key == "idle_kib_per_conn" and v is not None:
-                    continue
-                if v is None or v <= 0:
-                    print("compare: %s produced no sane %s (%r)" % (n, key, v), file=sys.stderr)
-                    failed.append(n)
-            if results[n].get("idle_established") != args.idle:
-                print("compare: %s held %s of %d idle connections" %
-                      (n, results[n].get("idle_established"), args.idle), file=sys.stderr)
+        if r.get("sip_errors"):
+            print("compare: SIP %s had %s errors" % (n, r["sip_errors"]), file=sys.stderr)
+            failed.append("sip " + n)
+    for n in shown:
+        for key, _, _, _ in ROWS:
+            v = results[n].get(key)
+            # RSS per idle connection is only a signal with thousands held: with the few a
+            # smoke test holds, the allocator returning pages can make it negative.
+            if key == "idle_kib_per_conn" and v is not None:
+                continue
+            # The crypto reference needs the micro benchmark, which a build may leave out.
+            if key == "bulk_vs_aes2" and not os.path.exists(MICRO):
+                continue
+            if v is None or v <= 0:
+                print("compare: %s produced no sane %s (%r)" % (n, key, v), file=sys.stderr)
                 failed.append(n)
-            for key in ("hs1.3_errors", "hs1.2_errors", "bulk_errors", "lat_errors"):
-                if results[n].get(key):
-                    print("compare: %s had %s = %s" % (n, key, results[n][key]), file=sys.stderr)
-                    failed.append(n)
+        if results[n].get("idle_established") != args.idle:
+            print("compare: %s held %s of %d idle connections" %
+                  (n, results[n].get("idle_established"), args.idle), file=sys.stderr)
+            failed.append(n)
+        for key in ("hs1.3_errors", "hs1.2_errors", "bulk_errors", "lat_errors"):
+            if results[n].get(key):
+                print("compare: %s had %s = %s" % (n, key, results[n][key]), file=sys.stderr)
+                failed.append(n)
+    return failed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per load")
+    ap.add_argument("--quick", action="store_true", help="smoke test: short loads, few idle conns")
+    ap.add_argument("--only", "--proxies", dest="only", default="tlsgate,haproxy,stunnel,nginx",
+                    help="the proxies to measure, comma-separated")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="repeat the whole comparison N times; print each figure's median "
+                         "and spread (min-max)")
+    ap.add_argument("--idle", type=int, default=9000, help="idle connections to hold")
+    ap.add_argument("--idle-hold", type=float, default=5.0)
+    ap.add_argument("--rate", type=int, default=2000, help="latency load, requests/s")
+    ap.add_argument("--hs-conc", type=int, default=8, help="concurrent handshake loops")
+    ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--no-sip", action="store_true", help="skip the SIP (Kamailio) comparison")
+    ap.add_argument("--sip-only", action="store_true", help="only the SIP comparison")
+    ap.add_argument("--sip-rate", type=int, default=2000,
+                    help="SIP latency load, OPTIONS transactions/s")
+    ap.add_argument("--sip-conc", type=int, default=16, help="SIP connections")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every proxy produced every figure (smoke test; speed "
+                         "is never judged)")
+    args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs wants 1 or more")
+    if args.quick:
+        args.duration, args.idle, args.idle_hold, args.rate = 1.0, 100, 1.0, 500
+        args.sip_rate = 500
+    args.lat_warmup = 0.3 if args.quick else 1.0
+    args.sip_duration = args.duration
+    args.sip_warmup = 0.3 if args.quick else 1.0
+    names = [n for n in args.only.split(",") if n]
+    args.names = names
+    sip = not args.no_sip and os.path.exists(SIP_RESPONDER)
+    if not args.no_sip and not sip:
+        print("compare: %s missing, SIP comparison skipped" % SIP_RESPONDER, file=sys.stderr)
+    for n in names:
+        if n not in PROXIES:
+            ap.error("unknown proxy %s" % n)
+    for path in (LOAD, ECHO, MAKE_PKI):
+        if not os.path.exists(path):
+            sys.exit("compare: missing %s (build first)" % path)
+    proxy_cpu, load_cpu = cpus()
+    runs, failed = [], []
+    for i in range(args.runs):
+        if args.runs > 1:
+            print("compare: run %d of %d" % (i + 1, args.runs), file=sys.stderr)
+        results, sip_results = one_run(args, names, sip, proxy_cpu, load_cpu)
+        runs.append((results, sip_results))
+        shown = [n for n in names if n in results]
+        sip_shown = [n for n in ("tlsgate", "kamailio", "direct") if n in sip_results]
+        if args.runs > 1:
+            print("### run %d of %d\n" % (i + 1, args.runs))
+        if not args.sip_only:
+            print(table(results, shown))
+            print("\nratios in parentheses are to HAProxy in this run; proxy pinned to CPU %s, "
+                  "load and echo on CPU %s; %.0f s per load" % (proxy_cpu, load_cpu,
+                                                              args.duration))
+        if sip_results:
+            if not args.sip_only:
+                print()
+            print(table(sip_results, sip_shown, SIP_ROWS, "SIP OPTIONS", "kamailio"))
+            print("\nSIP: ratios in parentheses are to Kamailio in this run; `direct` is "
+                  "tlsgate-load --plain straight to tg-sip-responder; closed loop over %d "
+                  "connections, fixed rate %d/s; proxy pinned to CPU %s, load and responder on "
+                  "CPU %s; %.0f s per load" %
+                  (args.sip_conc, args.sip_rate, proxy_cpu, load_cpu, args.sip_duration))
+        print(flush=True)
+        failed += [n for n in shown if "error" in results[n]]
+        failed += ["sip " + n for n in sip_shown if "error" in sip_results[n]]
+        if args.check:
+            failed += check_run(args, results, sip_results, shown, sip_shown)
+    if args.runs > 1:
+        shown = [n for n in names if any(n in r for r, _ in runs)]
+        sip_shown = [n for n in ("tlsgate", "kamailio", "direct") if any(n in s for _, s in runs)]
+        print("### median [min-max] of %d runs\n" % args.runs)
+        if not args.sip_only:
+            print(spread_table([r for r, _ in runs], shown))
+            print("\neach cell: median [min-max] over the runs; ratios to HAProxy taken within "
+                  "each run, then their median [min-max]")
+        if sip_shown:
+            print()
+            print(spread_table([s for _, s in runs], sip_shown, SIP_ROWS, "SIP OPTIONS",
+                               "kamailio"))
+    if args.json:
+        def one(results, sip_results):
+            # The TLS results by proxy as before; the SIP ones under "sip" (by proxy, "direct").
+            return dict(results, **({"sip": sip_results} if sip_results else {}))
+        with open(args.json, "w") as f:
+            json.dump(one(*runs[0]) if args.runs == 1 else {"runs": [one(*r) for r in runs]},
+                      f, indent=2)
     return 1 if failed else 0
 
 

@@ -110,6 +110,7 @@ int tg_target_is_up(const struct tg_target_health *h, uint32_t now_ms);
 
 // tg_metrics holds every worker's counters for every listener.
 struct tg_signer_stats;
+struct tg_kfeats;
 
 struct tg_metrics {
     struct tg_target_health *targets; // [listener * TG_METRICS_MAX_TARGETS + target]
@@ -121,6 +122,7 @@ struct tg_metrics {
     struct tg_media_counters *media;          // [worker]
     int media_enabled;                        // render the media series ([media] configured)
     const struct tg_signer_stats *signer;     // the signer pool's counters; NULL: none
+    const struct tg_kfeats *kfeats;           // the kernel's offers (kfeat.h); NULL: unprobed
 };
 
 // tg_metrics_new allocates zeroed counters; names are borrowed and must outlive the result.

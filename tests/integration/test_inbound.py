@@ -42,6 +42,35 @@ class RecordLargerThanQueueTest(h.TestCase):
                     s.close()
 
 
+class KernelFeaturesTest(h.TestCase):
+    """What the kernel offers (kTLS, zero-copy send) is probed at start-up, logged once and
+    shown in /metrics; none of it is required, and the data path works either way."""
+
+    def test_features_logged_and_exposed(self):
+        try:
+            with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
+                ulps = f.read().split()
+        except OSError:
+            ulps = None
+        with h.Echo() as echo, h.Proxy(inbound_config(echo.addr)) as px:
+            body = px.http("/metrics")[1]
+            line = px.wait_log("event=kernel_features")[0]
+            for feature in ("ktls", "send_zc", "so_zerocopy"):
+                series = 'tlsgate_kernel_feature{feature="%s"}' % feature
+                self.assertEqual(body.count(series + " "), 1, body)
+                v = px.metric("tlsgate_kernel_feature", feature=feature)
+                self.assertIn(v, (0, 1), feature)
+                self.assertIn(f"{feature}={int(v)}", line)
+            if ulps is not None:  # read after the probe, which may have loaded the module
+                with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
+                    ulps = f.read().split()
+                self.assertEqual(px.metric("tlsgate_kernel_feature", feature="ktls"),
+                                 1 if "tls" in ulps else 0, ulps)
+            self.assertEqual(len(px.log_lines("event=kernel_features")), 1)  # once, not per worker
+            r = h.tg_client(px.addr("provider"), "--bulk", str(MIB))
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
 class BulkTest(h.TestCase):
     """(a), (h): 64 MiB each way per client variant, random write sizes, every byte checked,
     then close_notify / half-close with the whole echo still received."""

@@ -16,8 +16,8 @@ B = 65536; the constants are those of include/tlsgate/conn.h, tlsconn.h, bufq.h)
 
   to_plain      B                                  = 64 KiB (allocation: B)
   to_tls        B + TLS_SLACK (TG_TLS_CHUNK + 1 KiB) = 81 KiB (allocation: B + 17 KiB)
-  pend_tls      one provided buffer, TG_BUF_SIZE   = 16 KiB
-  pend_plain    one provided buffer, TG_BUF_SIZE   = 16 KiB
+  pend_tls      one provided buffer, TG_BUF_SIZE   = 16.5 KiB
+  pend_plain    one provided buffer, TG_BUF_SIZE   = 16.5 KiB
   BoringSSL     read buffer + write buffer, each one record (16 KiB + header/tag/alignment)
                                                     ~ 34 KiB
   SSL object    SSL, s3 state, AEAD contexts, session with the peer chain (the chain's
@@ -42,7 +42,7 @@ machine, whose tcp_rmem allows 32 MiB) sits in the receive buffer of tlsgate's T
 which the kernel autotunes. The stderr line shows /proc/net/sockstat `TCP: mem` (whole
 machine, pages) for scale.
 
-The warm baseline: tlsgate's receive buffers (TG_BUF_COUNT x TG_BUF_SIZE = 16 MiB per worker,
+The warm baseline: tlsgate's receive buffers (TG_BUF_COUNT x TG_BUF_SIZE = 16.5 MiB per worker,
 one malloc) become resident as the kernel writes into them, one buffer after another around the
 ring; a warm-up bulk transfer of 32 MiB each way (through a second, tcp listener of the same
 worker) touches all of them, and a short round of two writers of the same kind warms the rest
@@ -74,7 +74,7 @@ from harness import MIB  # noqa: E402
 
 KIB = 1024
 BUFFER_SIZE = 65536          # [global] buffer_size of this test
-TG_BUF_SIZE = 16 * KIB       # include/tlsgate/conn.h: one provided receive buffer
+TG_BUF_SIZE = 16 * KIB + 512  # include/tlsgate/conn.h: one provided receive buffer
 TLS_SLACK = 16 * KIB + KIB   # proxy/conn.c: TG_TLS_CHUNK + 1 KiB, room for one more record
 SSL_RECORD_BUFS = 2 * (16 * KIB + 512)  # BoringSSL read + write buffer, one record each
 SSL_AND_CONN = 16 * KIB      # SSL object, session, AEAD state, tg_conn: an allowance
