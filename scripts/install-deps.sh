@@ -30,8 +30,9 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# bench/media starts its own rtpengine (foreground, user-space, private ports); Debian enables
-# the system service, which would hold the ng port and 30000-40000 and load iptables rules.
+# bench/compare/media_bench.py starts its own rtpengine (foreground, user-space, private ports);
+# Debian enables the system service, which would hold the ng port and 30000-40000 and load
+# iptables rules.
 if [[ " ${missing[*]} " == *" rtpengine-daemon "* ]] && command -v systemctl >/dev/null &&
   [ -d /run/systemd/system ]; then
   systemctl disable --now rtpengine-daemon.service >/dev/null 2>&1 || true

@@ -31,6 +31,7 @@ proxy adds is its round trip minus that direct one. Kamailio missing: skipped wi
 Binaries come from the environment (TLSGATE, TLSGATE_LOAD, TG_ECHO, TLSGATE_BENCH, MAKE_PKI) or
 build/.
 Every load targets 127.0.0.1 only and stops by itself.
+The media relay (SRTP<->RTP) beside rtpengine has its own bench here: media_bench.py.
 """
 
 import argparse

@@ -15,7 +15,7 @@ are also authenticated and decrypted with the key in the relay's SDP answer.
              its ng control protocol (offer RTP/SAVP + SDES from the provider, transport-protocol
              RTP/AVP towards the PBX, answer RTP/AVP from the PBX).
 
-    cmake --build build && python3 bench/media/media_bench.py --relay both --calls 100,1000 \
+    cmake --build build && python3 bench/compare/media_bench.py --relay both --calls 100,1000 \
         --seconds 10 --rounds 3
 
 Rounds alternate the relays (tlsgate, rtpengine, tlsgate, ...); the table at the end gives the
