@@ -745,6 +745,9 @@ static enum tg_sip_body on_ending_response(struct tg_mediasig_arg *a, struct tg_
             d->ended_at = ms->loop->now; // lingers for the retransmissions
         }
         d->pending |= can_send(d, more);
+        if (can_send(d, more) != more)
+            TG_WARN("media_no_bye", "worker=%u reason=2xx_after_cancel complete=%u overflow=%u",
+                    ms->worker, (unsigned)d->id.complete, (unsigned)d->id.overflow);
         return TG_SIP_BODY_REFUSE;
     }
     if (!d->cancelled)

@@ -1005,6 +1005,7 @@ class OutboundMediaTest(h.TestCase):
                 px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
                 px.wait_log("media_answer_failed", "from=provider", "code=183", "cancel=1")
                 px.wait_log("media_cancelled", "code=487", "acked=1")
+                self.assertEqual(len(prov.wait("ACK")), 1)  # the PBX's ACK of its 488 stayed
                 h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after the 488")
                 st.sock.close()
         finally:
