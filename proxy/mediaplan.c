@@ -239,11 +239,12 @@ struct span_ {
 
 // rr_entries splits every Record-Route of |m| into its entries (commas outside <> and quotes).
 // Returns their number, or -1 over MAX_RR.
-static int rr_entries(const struct tg_sip_msg *m, const uint8_t *buf, struct span_ *out) {
+static int rr_entries(const struct tg_sip_msg *m, const uint8_t *buf, enum tg_sip_hdr hid,
+                      struct span_ *out) {
     int num = 0;
     for (unsigned k = 0; k < m->num_headers; k++) {
         const struct tg_sip_header *h = &m->headers[k];
-        if (h->id != TG_SIP_H_RECORD_ROUTE)
+        if (h->id != hid)
             continue;
         const char *v = (const char *)buf + h->value.off;
         size_t len = h->value.len, a = 0;
@@ -320,7 +321,7 @@ void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
     }
     set_contact(id, callee, m, buf);
     struct span_ e[MAX_RR];
-    int n = rr_entries(m, buf, e);
+    int n = rr_entries(m, buf, TG_SIP_H_RECORD_ROUTE, e);
     if (n < 0) {
         id->overflow = 1;
         return;
@@ -345,6 +346,37 @@ void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
     r = join(e + at + 1, n - at - 1, 0, tmp, sizeof(tmp));
     if (r < 0 || !tg_dialog_id_set(id, prov ? TG_DID_ROUTE_PBX : TG_DID_ROUTE_PROV, tmp, (size_t)r))
         id->overflow = 1;
+}
+
+int tg_dialog_id_invite(struct tg_dialog_id *id, const struct tg_sip_msg *m, const uint8_t *buf) {
+    const char *via, *from, *to;
+    size_t via_len, from_len, to_len;
+    struct span_ e[MAX_RR];
+    char route[TG_DIALOG_ID_MAX];
+    int n = m->is_request ? rr_entries(m, buf, TG_SIP_H_ROUTE, e) : -1;
+    long route_len = n < 0 ? -1 : join(e, n, 0, route, sizeof(route));
+    const char *ruri = (const char *)buf + m->uri.off;
+    if (route_len < 0 || !header(m, buf, TG_SIP_H_VIA, &via, &via_len) ||
+        memchr(via, ',', via_len) != NULL || !header(m, buf, TG_SIP_H_FROM, &from, &from_len) ||
+        !header(m, buf, TG_SIP_H_TO, &to, &to_len) ||
+        !tg_sip_sealable((const uint8_t *)ruri, m->uri.len))
+        return 0; // not one Via of its own (tlsgate writes its own on its own line), or no URI
+                  // that can stand in a start line
+    uint16_t used = id->used;
+    uint8_t overflow = id->overflow;
+    if (tg_dialog_id_set(id, TG_DID_INV_RURI, ruri, m->uri.len) &&
+        tg_dialog_id_set(id, TG_DID_INV_VIA, via, via_len) &&
+        tg_dialog_id_set(id, TG_DID_INV_ROUTE, route, (size_t)route_len) &&
+        tg_dialog_id_set(id, TG_DID_INV_FROM, from, from_len) &&
+        tg_dialog_id_set(id, TG_DID_INV_TO, to, to_len)) {
+        id->invite = 1;
+        return 1;
+    }
+    for (int f = TG_DID_INV_RURI; f <= TG_DID_INV_TO; f++)
+        id->len[f] = 0;
+    id->used = used; // what did fit goes back: the 2xx's fields keep their room
+    id->overflow = overflow;
+    return 0;
 }
 
 void tg_dialog_id_caller(struct tg_dialog_id *id, enum tg_dlg_side caller, uint32_t cseq,

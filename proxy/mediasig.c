@@ -150,6 +150,16 @@ static void end_call(struct tg_mediasig *ms, struct tg_dialog *d, const char *wh
     tg_dialog_remove(&ms->dialogs, d);
 }
 
+// can_send returns the requests of |pending| that tlsgate knows enough of |d| to send: a CANCEL
+// and the ACK of a final failure from the INVITE as sent, the others from the complete dialog.
+static uint8_t can_send(const struct tg_dialog *d, uint8_t pending) {
+    const uint8_t of_invite = TG_OWN_CANCEL | TG_OWN_ACK_FINAL;
+    uint8_t ok = d->id.invite ? of_invite : 0;
+    if (d->id.complete && !d->id.overflow)
+        ok |= (uint8_t)~of_invite;
+    return pending & ok;
+}
+
 // end_call_own ends the call of |d| on tlsgate's own account: its media at once, the requests
 // in |pending| (TG_OWN_*) toward the sides at the next tick; the dialog lingers meanwhile.
 static void end_call_own(struct tg_mediasig *ms, struct tg_dialog *d, const char *why,
@@ -159,15 +169,38 @@ static void end_call_own(struct tg_mediasig *ms, struct tg_dialog *d, const char
     ms->num_ending++;
     d->why = (uint8_t)reason;
     d->ended_at = ms->loop->now;
-    d->pending = d->id.complete && !d->id.overflow && ms->send_own != NULL ? pending : 0;
+    d->pending = ms->send_own != NULL ? can_send(d, pending) : 0;
     if (pending != 0 && d->pending == 0)
         TG_WARN("media_no_bye", "worker=%u reason=%s complete=%u overflow=%u", ms->worker, why,
                 (unsigned)d->id.complete, (unsigned)d->id.overflow);
 }
 
+// of_invite fills |r| for the CANCEL of the initial INVITE toward |d->fail_side|, or the ACK of
+// its final failure: the INVITE's Request-URI, top Via (so the far side matches its
+// transaction: RFC 3261 9.1, 17.1.1.3), Route, From, Call-ID and CSeq number; its To, or for
+// the ACK the failure's (with the to-tag). Returns the side.
+static enum tg_dlg_side of_invite(struct tg_dialog *d, uint8_t bit, struct tg_sip_own_req *r) {
+    const struct tg_dialog_id *id = &d->id;
+    memset(r, 0, sizeof(*r));
+    r->method = bit == TG_OWN_CANCEL ? TG_SIP_M_CANCEL : TG_SIP_M_ACK;
+    r->ruri = tg_dialog_id_get(id, TG_DID_INV_RURI, &r->ruri_len);
+    r->via = tg_dialog_id_get(id, TG_DID_INV_VIA, &r->via_len);
+    r->route = tg_dialog_id_get(id, TG_DID_INV_ROUTE, &r->route_len);
+    r->from = tg_dialog_id_get(id, TG_DID_INV_FROM, &r->from_len);
+    r->to = tg_dialog_id_get(id, bit == TG_OWN_CANCEL ? TG_DID_INV_TO : TG_DID_TO, &r->to_len);
+    r->call_id = d->call_id;
+    r->call_id_len = d->call_id_len;
+    r->cseq = d->fail_cseq;
+    if (bit == TG_OWN_CANCEL)
+        r->reason = k_reason[WHY_ANSWER];
+    return (enum tg_dlg_side)d->fail_side;
+}
+
 // own_request fills |r| for tlsgate's request |bit| (TG_OWN_*) in |d|, speaking for the side
 // opposite |toward| toward it. Returns the side.
 static enum tg_dlg_side own_request(struct tg_dialog *d, uint8_t bit, struct tg_sip_own_req *r) {
+    if (bit == TG_OWN_CANCEL || bit == TG_OWN_ACK_FINAL)
+        return of_invite(d, bit, r);
     enum tg_dlg_side toward = bit == TG_OWN_ACK        ? (enum tg_dlg_side)d->fail_side
                               : bit == TG_OWN_BYE_PROV ? TG_DLG_PROVIDER
                                                        : TG_DLG_PBX;
@@ -198,7 +231,8 @@ static enum tg_dlg_side own_request(struct tg_dialog *d, uint8_t bit, struct tg_
 // toward the same side); a busy connection keeps the rest for the next tick. Returns 0 when
 // |d| is gone (a failed send closed its connection, which ended its calls).
 static int flush_own(struct tg_mediasig *ms, struct tg_dialog *d) {
-    static const uint8_t k_order[] = {TG_OWN_ACK, TG_OWN_BYE_PROV, TG_OWN_BYE_PBX};
+    static const uint8_t k_order[] = {TG_OWN_CANCEL, TG_OWN_ACK_FINAL, TG_OWN_ACK, TG_OWN_BYE_PROV,
+                                      TG_OWN_BYE_PBX};
     const uint64_t cookie = tg_dialog_cookie(&ms->dialogs, d);
     for (size_t i = 0; i < sizeof(k_order); i++) {
         uint8_t bit = k_order[i];
@@ -218,7 +252,7 @@ static int flush_own(struct tg_mediasig *ms, struct tg_dialog *d) {
                     ms->worker, side, tg_sip_method_name(r.method));
             continue;
         }
-        if (bit != TG_OWN_ACK) {
+        if (bit == TG_OWN_BYE_PROV || bit == TG_OWN_BYE_PBX) {
             d->id.cseq[other_side(toward) - 1] = r.cseq;
             tg_counter_add(&ms->ctr->byes_sent, 1);
         }
@@ -241,7 +275,9 @@ static void tick_ending(struct tg_mediasig *ms) {
         if (d->pending != 0 && ms->send_own != NULL && !flush_own(ms, d))
             continue;
         uint32_t age = now - d->ended_at;
-        if ((d->pending == 0 && age >= LINGER_MS) || age >= GIVE_UP_MS) {
+        // A CANCELled INVITE's final response (487, or a 2xx that crossed the CANCEL) is
+        // awaited, to be absorbed and ACKed: up to GIVE_UP_MS.
+        if ((d->pending == 0 && d->cancelled != 1 && age >= LINGER_MS) || age >= GIVE_UP_MS) {
             if (d->pending != 0)
                 TG_WARN("media_own_request_lost", "worker=%u pending=%u reason=busy", ms->worker,
                         (unsigned)d->pending);
@@ -405,7 +441,9 @@ struct sdp_msg {
     uint32_t cseq;
     const char *body;
     size_t len;
-    const uint8_t *msg; // the whole message (its index: the hook's |m|)
+    const uint8_t *msg;  // the whole message (its index: the hook's |m|)
+    const uint8_t *sent; // the message as rewritten for the other side
+    uint32_t sent_len;
 };
 
 // stream fills |mo| for section |i| of |sdp| (relayed) and sets its session up. Returns 0
@@ -541,6 +579,15 @@ static struct tg_dialog *new_call(struct tg_mediasig_arg *a, const char *cid, si
     return d;
 }
 
+// keep_invite stores the initial INVITE |sm| as it goes out, for its CANCEL (fail_early).
+static void keep_invite(struct tg_dialog *d, const struct sdp_msg *sm) {
+    struct tg_sip_header hdrs[128];
+    struct tg_sip_msg m;
+    if (tg_sip_scan(NULL, &m, hdrs, 128, sm->sent, sm->sent_len) == TG_SIP_MESSAGE &&
+        m.is_request && m.method == TG_SIP_M_INVITE)
+        tg_dialog_id_invite(&d->id, &m, sm->sent);
+}
+
 // on_ending_request handles a request of a call tlsgate has ended itself: the ACK of the
 // response it failed back is absorbed (the far side had its own), a BYE ends the dialog here
 // and goes on (the far side answers it), an SDP offer finds no call (481).
@@ -595,8 +642,10 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
                 return TG_SIP_BODY_REFUSE;
             d->confirmed = (uint8_t)moved;
             created = !moved;
-            if (created)
+            if (created) {
                 tg_dialog_id_caller(&d->id, sm->side, sm->cseq, m, sm->msg);
+                keep_invite(d, sm);
+            }
         }
         d->invite_cseq = sm->cseq;
         d->invite_offer = (uint8_t)sdp;
@@ -653,6 +702,70 @@ static enum tg_sip_body fail_answer(struct tg_mediasig *ms, struct tg_dialog *d,
     return TG_SIP_BODY_REFUSE;
 }
 
+// fail_early fails back the 18x of |sm| to the initial INVITE whose SDP tlsgate cannot use: the
+// side that sent the INVITE gets 488 instead (sipconn builds it; the ACK it then sends is
+// absorbed), the side that answered a CANCEL of that INVITE, whose 200 and the INVITE's 487
+// are absorbed, the 487 ACKed by tlsgate (a 2xx that crossed the CANCEL gets an ACK and a BYE,
+// on_ending_response). Returns 0 when the INVITE could not be kept (it did not fit): the 18x is
+// then dropped and the 2xx, repeating its answer, is failed back.
+static int fail_early(struct tg_mediasig *ms, struct tg_dialog *d, const struct sdp_msg *sm,
+                      const struct tg_sip_msg *m) {
+    if (!d->id.invite || ms->send_own == NULL)
+        return 0;
+    tg_counter_add(&ms->ctr->answers_failed, 1);
+    TG_INFO("media_answer_failed", "worker=%u from=%s code=%u cseq=%u reinvite=0 cancel=1",
+            ms->worker, sm->side == TG_DLG_PROVIDER ? "provider" : "pbx", (unsigned)m->code,
+            sm->cseq);
+    d->fail_side = (uint8_t)sm->side;
+    d->fail_cseq = sm->cseq;
+    d->cancelled = 1;
+    end_call_own(ms, d, "answer_refused", TG_OWN_CANCEL, WHY_ANSWER);
+    return 1;
+}
+
+// on_ending_response handles a response in a call tlsgate has ended itself: from the side whose
+// answer it failed back, to that INVITE, a 2xx is ACKed (again: retransmitted until ACKed) and
+// never forwarded, and one that crossed tlsgate's CANCEL gets a BYE too; after a CANCEL
+// anything else is absorbed, the final failure (487) ACKed. The rest passes, without SDP.
+static enum tg_sip_body on_ending_response(struct tg_mediasig_arg *a, struct tg_dialog *d,
+                                           const struct sdp_msg *sm, int sdp,
+                                           const struct tg_sip_msg *m, int is_2xx) {
+    struct tg_mediasig *ms = a->ms;
+    if (sm->side != d->fail_side || sm->cseq != d->fail_cseq || d->fail_side == TG_DLG_NONE)
+        return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
+    if (is_2xx) {
+        uint8_t more = TG_OWN_ACK;
+        if (d->cancelled == 1) { // the callee answered before our CANCEL reached it
+            tg_dialog_id_answer(&d->id, sm->side, m, sm->msg,
+                                a->rw == NULL                 ? NULL
+                                : sm->side == TG_DLG_PROVIDER ? a->rw->fqdn
+                                                              : a->rw->inside_host);
+            more |= sm->side == TG_DLG_PROVIDER ? TG_OWN_BYE_PROV : TG_OWN_BYE_PBX;
+            d->cancelled = 2;
+            d->ended_at = ms->loop->now; // lingers for the retransmissions
+        }
+        d->pending |= can_send(d, more);
+        if (can_send(d, more) != more)
+            TG_WARN("media_no_bye", "worker=%u reason=2xx_after_cancel complete=%u overflow=%u",
+                    ms->worker, (unsigned)d->id.complete, (unsigned)d->id.overflow);
+        return TG_SIP_BODY_REFUSE;
+    }
+    if (!d->cancelled)
+        return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
+    if (m->code >= 300 && d->cancelled == 1) {
+        const char *to;
+        size_t to_len;
+        if (header(m, sm->msg, TG_SIP_H_TO, &to, &to_len) &&
+            tg_dialog_id_set(&d->id, TG_DID_TO, to, to_len))
+            d->pending |= TG_OWN_ACK_FINAL;
+        d->cancelled = 2;
+        d->ended_at = ms->loop->now;
+        TG_INFO("media_cancelled", "worker=%u code=%u acked=%u", ms->worker, (unsigned)m->code,
+                (unsigned)((d->pending & TG_OWN_ACK_FINAL) != 0));
+    }
+    return TG_SIP_BODY_REFUSE; // a 1xx, the 487: the side it would go to has its 488
+}
+
 static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog *d,
                                     struct sdp_msg *sm, int sdp, const struct tg_sip_msg *m,
                                     enum tg_sip_method method, uint8_t *out, uint32_t cap,
@@ -662,14 +775,10 @@ static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog 
     if (d == NULL)
         return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
     int is_2xx = method == TG_SIP_M_INVITE && m->code >= 200 && m->code < 300;
-    if (d->ending) {
-        // A 2xx tlsgate failed back, retransmitted until ACKed: ACKed again, never forwarded.
-        if (is_2xx && sm->side == d->fail_side && sm->cseq == d->fail_cseq) {
-            d->pending |= TG_OWN_ACK;
-            return TG_SIP_BODY_REFUSE;
-        }
+    if (d->ending && method == TG_SIP_M_INVITE)
+        return on_ending_response(a, d, sm, sdp, m, is_2xx);
+    if (d->ending)
         return sdp ? TG_SIP_BODY_REFUSE : TG_SIP_BODY_KEEP;
-    }
     if (is_2xx && !d->confirmed && sm->cseq == d->invite_cseq &&
         sm->side != (enum tg_dlg_side)d->id.caller)
         tg_dialog_id_answer(&d->id, sm->side, m, sm->msg,
@@ -694,8 +803,13 @@ static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog 
     else
         sm->is_offer = d->offer_from == TG_DLG_NONE;
     enum tg_sip_body b = process_sdp(ms, d, sm, out, cap, out_len, status);
+    if (b != TG_SIP_BODY_REPLACE && is_2xx && sm->cseq == d->invite_cseq)
+        return fail_answer(ms, d, sm, m, status);
+    if (b != TG_SIP_BODY_REPLACE && method == TG_SIP_M_INVITE && m->code < 200 && !d->confirmed &&
+        sm->cseq == d->invite_cseq && fail_early(ms, d, sm, m))
+        *status = 488;
     if (b != TG_SIP_BODY_REPLACE)
-        return is_2xx && sm->cseq == d->invite_cseq ? fail_answer(ms, d, sm, m, status) : b;
+        return b;
 done:
     if (method == TG_SIP_M_INVITE && m->code >= 200 && m->code < 300)
         d->confirmed = 1;
@@ -703,8 +817,8 @@ done:
 }
 
 enum tg_sip_body tg_mediasig_body(void *arg, enum tg_sip_side from, const struct tg_sip_msg *m,
-                                  const uint8_t *buf, uint8_t *out, uint32_t cap, uint32_t *out_len,
-                                  uint16_t *status) {
+                                  const uint8_t *buf, const uint8_t *sent, uint32_t sent_len,
+                                  uint8_t *out, uint32_t cap, uint32_t *out_len, uint16_t *status) {
     struct tg_mediasig_arg *a = arg;
     int sdp = is_sdp(m, buf);
     const char *cid;
@@ -722,6 +836,8 @@ enum tg_sip_body tg_mediasig_body(void *arg, enum tg_sip_side from, const struct
         .body = (const char *)buf + m->head_len,
         .len = m->body_len,
         .msg = buf,
+        .sent = sent,
+        .sent_len = sent_len,
     };
     if (m->is_request)
         return on_request(a, d, &sm, sdp, m, cid, cid_len, out, cap, out_len, status);

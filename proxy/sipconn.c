@@ -188,8 +188,8 @@ static int apply_body(struct tg_sipconn *sc, enum tg_sip_side from, const struct
     if (io->body == NULL)
         return 1;
     uint32_t body_len = 0;
-    enum tg_sip_body b =
-        io->body(io->body_arg, from, m, buf, io->body_buf, io->body_cap, &body_len, status);
+    enum tg_sip_body b = io->body(io->body_arg, from, m, buf, io->scratch, (uint32_t)*n,
+                                  io->body_buf, io->body_cap, &body_len, status);
     if (b == TG_SIP_BODY_KEEP)
         return 1;
     if (b == TG_SIP_BODY_REFUSE)
@@ -268,17 +268,19 @@ int tg_sipconn_build_request(const struct tg_sipconn *sc, enum tg_sip_side towar
     char tok[TG_SIP_TOKEN_LEN + 1];
     tg_sip_flow_encode(&sc->rw, tok, &f, txh);
     tok[TG_SIP_TOKEN_LEN] = '\0';
-    char via[384], num[16];
-    int k = snprintf(via, sizeof(via), "SIP/2.0/%s %s:%u;branch=z9hG4bK%s", prov ? "TLS" : "TCP",
+    char own[384], num[16];
+    int k = snprintf(own, sizeof(own), "SIP/2.0/%s %s:%u;branch=z9hG4bK%s", prov ? "TLS" : "TCP",
                      prov ? sc->rw.fqdn : sc->rw.inside_host,
                      (unsigned)(prov ? sc->rw.fqdn_port : sc->rw.inside_port), tok);
-    if (k < 0 || (size_t)k >= sizeof(via))
+    if (k < 0 || (size_t)k >= sizeof(own))
         return 0;
+    const char *via = r->via_len != 0 ? r->via : own;
+    size_t via_len = r->via_len != 0 ? r->via_len : (size_t)k;
     snprintf(num, sizeof(num), "%u ", r->cseq);
     size_t len = 0;
     int ok = put_line(out, cap, &len, m, " ", 1, "") &&
              put_line(out, cap, &len, "", r->ruri, r->ruri_len, " SIP/2.0\r\n") &&
-             put_line(out, cap, &len, "Via: ", via, strlen(via), "\r\n") &&
+             put_line(out, cap, &len, "Via: ", via, via_len, "\r\n") &&
              put_line(out, cap, &len, "Max-Forwards: 70", "", 0, "\r\n") &&
              (r->route_len == 0 ||
               put_line(out, cap, &len, "Route: ", r->route, r->route_len, "\r\n")) &&

@@ -66,10 +66,12 @@ struct tg_dstream {
 };
 
 // TG_DIALOG_ID_MAX bounds what a call keeps for the requests tlsgate sends in it on its own
-// (the BYEs of a media timeout, the ACK and BYE of an answer it cannot use): From and To of the
-// dialog, and each side's remote target (its Contact URI) and route set. A call whose identity
-// does not fit gets no request of tlsgate's (it still ends inside tlsgate; logged).
-#define TG_DIALOG_ID_MAX 1024
+// (the BYEs of a media timeout, the ACK and BYE of an answer it cannot use, the CANCEL of an
+// INVITE whose 18x it cannot use): From and To of the dialog, each side's remote target (its
+// Contact URI) and route set, and the initial INVITE as tlsgate sent it (Request-URI, top Via,
+// Route, From, To). A call whose identity does not fit gets no request of tlsgate's (it still
+// ends inside tlsgate; logged).
+#define TG_DIALOG_ID_MAX 1536
 
 enum tg_did_field {
     TG_DID_FROM = 0,    // From of the dialog's requests from the caller (with its tag)
@@ -78,6 +80,11 @@ enum tg_did_field {
     TG_DID_TARGET_PBX,  // the PBX's
     TG_DID_ROUTE_PROV,  // the Route value toward the provider (the proxies beyond tlsgate)
     TG_DID_ROUTE_PBX,   // toward the PBX
+    TG_DID_INV_RURI,    // the initial INVITE as tlsgate sent it: its Request-URI,
+    TG_DID_INV_VIA,     // its top Via (tlsgate's),
+    TG_DID_INV_ROUTE,   // its Route entries (empty: none),
+    TG_DID_INV_FROM,    // its From
+    TG_DID_INV_TO,      // and its To (no tag)
     TG_DID_NUM
 };
 
@@ -90,6 +97,7 @@ struct tg_dialog_id {
     uint8_t caller;   // enum tg_dlg_side that sent the initial INVITE
     uint8_t complete; // the 2xx to the initial INVITE filled it in
     uint8_t overflow; // a field did not fit: no request of tlsgate's in this call
+    uint8_t invite;   // the TG_DID_INV_* fields are stored: tlsgate can CANCEL that INVITE
     uint32_t cseq[2]; // [side - 1]
     char buf[TG_DIALOG_ID_MAX];
 };
@@ -106,6 +114,13 @@ const char *tg_dialog_id_get(const struct tg_dialog_id *id, enum tg_did_field f,
 void tg_dialog_id_caller(struct tg_dialog_id *id, enum tg_dlg_side caller, uint32_t cseq,
                          const struct tg_sip_msg *m, const uint8_t *buf);
 
+// tg_dialog_id_invite stores, from the initial INVITE |m| as tlsgate sent it (scanned from
+// |buf|), what a CANCEL of it and the ACK of its final failure repeat (RFC 3261 9.1, 17.1.1.3):
+// the Request-URI, the top Via, the Route entries, From and To; and sets |invite|. Returns 0,
+// storing nothing (neither |invite| nor |overflow| set), when they do not fit, the top Via line
+// holds more than one value, or the Request-URI is not tg_sip_sealable.
+int tg_dialog_id_invite(struct tg_dialog_id *id, const struct tg_sip_msg *m, const uint8_t *buf);
+
 // tg_dialog_id_answer completes |id| (once) from the 2xx |m| of |callee| to the initial INVITE:
 // From and To (with both tags), the callee's Contact URI, and the route sets, split at
 // tlsgate's own Record-Route entry (the first whose host is |ours|, our address on the
@@ -118,9 +133,11 @@ void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
 
 // Requests tlsgate still owes the sides of a call it ended itself (tg_dialog.pending).
 enum {
-    TG_OWN_ACK = 1,      // the ACK of the 2xx whose answer could not be used (toward fail_side)
-    TG_OWN_BYE_PROV = 2, // a BYE toward the provider
-    TG_OWN_BYE_PBX = 4,  // a BYE toward the PBX
+    TG_OWN_ACK = 1,       // the ACK of the 2xx whose answer could not be used (toward fail_side)
+    TG_OWN_BYE_PROV = 2,  // a BYE toward the provider
+    TG_OWN_BYE_PBX = 4,   // a BYE toward the PBX
+    TG_OWN_CANCEL = 8,    // the CANCEL of the initial INVITE whose 18x could not be used
+    TG_OWN_ACK_FINAL = 16 // the ACK of that INVITE's final failure (487), hop by hop
 };
 
 // tg_dialog is one call: its Call-ID, the connection pair that owns it, the offer/answer state
@@ -141,6 +158,8 @@ struct tg_dialog {
     uint8_t pending;    // TG_OWN_* still to send
     uint8_t fail_side;  // enum tg_dlg_side whose 2xx tlsgate could not use (0: none)
     uint8_t why;        // enum of mediasig: the Reason of its BYEs
+    uint8_t cancelled;  // 1: tlsgate CANCELled the INVITE toward fail_side, its final response
+                        // awaited; 2: that response came (and is ACKed)
     uint32_t fail_cseq; // that INVITE's CSeq: its ACK from the other side is absorbed
     uint32_t ended_at;  // loop ms when tlsgate ended the call
     struct tg_dialog_id id;

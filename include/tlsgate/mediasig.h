@@ -33,8 +33,16 @@
 //     A retransmitted 2xx is ACKed again, never forwarded. Such a call is counted
 //     (tlsgate_media_answers_failed_total), its ports freed at once; its dialog stays in the
 //     table, without media, until those requests are out and the late messages absorbed.
-//     Only a 2xx is failed back: the answer of a provisional response tlsgate cannot use is
-//     dropped with the 18x (without 100rel the 2xx repeats it, and is failed back).
+//     An 18x to the initial INVITE whose SDP tlsgate cannot use is failed back at once: its
+//     destination gets 488 instead (its ACK absorbed), its sender a CANCEL of the INVITE
+//     (RFC 3261 9.1: the INVITE's Request-URI, top Via (tlsgate's), Route, From, To and CSeq
+//     number, kept from the INVITE as tlsgate sent it: tg_dialog_id_invite). The 200 to the
+//     CANCEL comes back to tlsgate alone (its Via is the only one) and is absorbed; the INVITE's
+//     487 and any other response to it are absorbed, the 487 ACKed by tlsgate hop by hop
+//     (17.1.1.3); a 2xx that crossed the CANCEL is ACKed and its dialog ended with a BYE, as
+//     above. The call waits for that final response (GIVE_UP_MS at most). An 18x to a
+//     re-INVITE, or to an INVITE that could not be kept (too large), is dropped as before
+//     (without 100rel the 2xx repeats its answer, and is failed back).
 // A call belongs to the worker (and connection pair) its initial INVITE came on, listed in the
 // call directory shared by the workers. A request of it that arrives on another worker reaches
 // the owner as a message (kind TG_KIND_DIALOG): a BYE or CANCEL ends the call there; a
@@ -90,8 +98,8 @@ void tg_mediasig_tick(struct tg_mediasig *ms);
 
 // tg_mediasig_body is the SIP body hook; |arg| is a struct tg_mediasig_arg.
 enum tg_sip_body tg_mediasig_body(void *arg, enum tg_sip_side from, const struct tg_sip_msg *m,
-                                  const uint8_t *buf, uint8_t *out, uint32_t cap, uint32_t *out_len,
-                                  uint16_t *status);
+                                  const uint8_t *buf, const uint8_t *sent, uint32_t sent_len,
+                                  uint8_t *out, uint32_t cap, uint32_t *out_len, uint16_t *status);
 
 // tg_mediasig_conn_closed ends the calls of the connection pair |slot|/|gen|, which is going.
 void tg_mediasig_conn_closed(struct tg_mediasig *ms, uint32_t slot, uint32_t gen);

@@ -40,11 +40,13 @@ enum tg_sip_body {
 // request and response once it has been rewritten and is about to go to the other side (a
 // response only once its flow is known to be this connection), |from| the side it came from,
 // its body at |buf| + |m->head_len|. It may write a new body into |out| (|cap| bytes; length in
-// |*out_len|) or refuse the message with |*status| (488, 503, ...).
+// |*out_len|) or refuse the message with |*status| (488, 503, ...). |sent| (|sent_len| bytes) is
+// the message as rewritten for the other side, before any new body: what a request tlsgate
+// sends itself about it (a CANCEL) must repeat.
 typedef enum tg_sip_body (*tg_sip_body_fn)(void *arg, enum tg_sip_side from,
                                            const struct tg_sip_msg *m, const uint8_t *buf,
-                                           uint8_t *out, uint32_t cap, uint32_t *out_len,
-                                           uint16_t *status);
+                                           const uint8_t *sent, uint32_t sent_len, uint8_t *out,
+                                           uint32_t cap, uint32_t *out_len, uint16_t *status);
 
 // tg_sipconn_io is how processing reaches the worker: |can_send| says whether the queue toward
 // |side| takes one more message now (no send in flight, under its bound, side up); |send|
@@ -114,21 +116,25 @@ uint8_t *tg_sipconn_reserve(struct tg_sipconn *sc, enum tg_sip_side side, uint32
 void tg_sipconn_commit(struct tg_sipconn *sc, enum tg_sip_side side, uint32_t n);
 
 // tg_sip_own_req is a request tlsgate sends in a dialog on its own account (the ACK and BYE of
-// a call it ends itself): its Request-URI (the side's remote target), route set (the Route
-// header value, |route_len| 0: none), From, To and Call-ID header values, CSeq, and an optional
-// Reason header value. Every string is borrowed and holds no CR or LF.
+// a call it ends itself, the CANCEL of an INVITE it relayed and the ACK of that INVITE's final
+// failure): its Request-URI (the side's remote target), route set (the Route header value,
+// |route_len| 0: none), From, To and Call-ID header values, CSeq, an optional Reason header
+// value and an optional Via value (|via_len| 0: a fresh Via of tlsgate's; a CANCEL and the ACK
+// of a non-2xx response repeat the top Via of the INVITE, RFC 3261 9.1, 17.1.1.3). Every
+// string is borrowed and holds no CR or LF.
 struct tg_sip_own_req {
-    enum tg_sip_method method; // TG_SIP_M_ACK or TG_SIP_M_BYE
-    const char *ruri, *route, *from, *to, *call_id, *reason;
-    uint16_t ruri_len, route_len, from_len, to_len, call_id_len;
+    enum tg_sip_method method; // TG_SIP_M_ACK, TG_SIP_M_BYE or TG_SIP_M_CANCEL
+    const char *ruri, *route, *from, *to, *call_id, *reason, *via;
+    uint16_t ruri_len, route_len, from_len, to_len, call_id_len, via_len;
     uint32_t cseq;
 };
 
 // tg_sipconn_build_request writes the request |r| toward side |toward| of the connection pair
-// |self| into |out| (|cap| bytes): tlsgate's own Via (SIP/2.0/TLS fqdn:port toward the
-// provider, SIP/2.0/TCP inside:port toward the PBX) with a fresh branch, a flow token of
-// |self| under transaction hash |txh|, so that the response comes back verified and, its Via
-// being the only one, is absorbed (never forwarded); Max-Forwards 70; Content-Length 0.
+// |self| into |out| (|cap| bytes): |r->via| when given, else tlsgate's own Via (SIP/2.0/TLS
+// fqdn:port toward the provider, SIP/2.0/TCP inside:port toward the PBX) with a branch, a flow
+// token of |self| under transaction hash |txh|; either way the response comes back verified
+// and, its Via being the only one, is absorbed (never forwarded); Max-Forwards 70;
+// Content-Length 0.
 // Returns 1 with |*out_len|, 0 when it does not fit, a string holds CR or LF, or the
 // Request-URI is not "scheme:" then %x21-7E (tg_sip_sealable).
 int tg_sipconn_build_request(const struct tg_sipconn *sc, enum tg_sip_side toward,

@@ -29,8 +29,9 @@ static struct tg_media_counters g_ctr;
 static struct tg_mediasig g_ms;
 static uint8_t g_out[TG_SDP_MAX_BODY];
 
-// send_own stands in for the worker: tlsgate's own requests (ACK, BYE of a call it ended) are
-// built as the worker builds them, and must be one well-formed SIP message each.
+// send_own stands in for the worker: tlsgate's own requests (ACK, BYE of a call it ended, the
+// CANCEL of an INVITE whose 18x it failed back and the ACK of its 487) are built as the worker
+// builds them, and must be one well-formed SIP message each, with one Via.
 static struct tg_sipconn *g_sc;
 static int send_own(void *arg, uint32_t slot, uint32_t gen, enum tg_sip_side toward,
                     const struct tg_sip_own_req *r) {
@@ -43,8 +44,14 @@ static int send_own(void *arg, uint32_t slot, uint32_t gen, enum tg_sip_side tow
     struct tg_sip_header hdrs[NUM_HDRS];
     struct tg_sip_msg m;
     if (tg_sip_scan(NULL, &m, hdrs, NUM_HDRS, msg, n) != TG_SIP_MESSAGE || m.len != n ||
-        !m.is_request || (m.method != TG_SIP_M_ACK && m.method != TG_SIP_M_BYE))
+        !m.is_request ||
+        (m.method != TG_SIP_M_ACK && m.method != TG_SIP_M_BYE && m.method != TG_SIP_M_CANCEL))
         __builtin_trap();
+    unsigned vias = 0;
+    for (unsigned i = 0; i < m.num_headers; i++)
+        vias += hdrs[i].id == TG_SIP_H_VIA;
+    if (vias != 1)
+        __builtin_trap(); // its answer must come back to tlsgate alone (absorbed)
     return 1;
 }
 
@@ -126,15 +133,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint32_t out_len = 0;
         uint16_t status = 0;
         enum tg_sip_body b =
-            tg_mediasig_body(&arg, from, &m, data + off, g_out, sizeof(g_out), &out_len, &status);
+            tg_mediasig_body(&arg, from, &m, data + off, data + off, m.len, g_out, sizeof(g_out),
+                             &out_len, &status); // as if the rewrite had changed nothing
         if (b == TG_SIP_BODY_REPLACE)
             check_body(g_out, out_len, from == TG_SIP_SIDE_PROVIDER);
         if (b == TG_SIP_BODY_REFUSE && m.is_request && status != 400 && status != 481 &&
             status != 488 && status != 500 && status != 503)
             __builtin_trap();
         if (b == TG_SIP_BODY_REFUSE && !m.is_request && status != 0 &&
-            !(status == 488 && m.code >= 200 && m.code < 300))
-            __builtin_trap(); // a response is never answered; only a 2xx is failed back (488)
+            !(status == 488 && m.code > 100 && m.code < 300))
+            __builtin_trap(); // a response is never answered; only a 18x or 2xx is failed back
         off += m.len;
     }
     tg_mediasig_tick(&g_ms); // the requests owed by calls tlsgate ended (send_own)

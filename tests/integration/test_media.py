@@ -755,6 +755,9 @@ class Provider:
         self.port, self.key = port, key
         self.suite = SUITE80  # of the answer
         self.retransmit = False  # send the 200 once more when the first ACK arrives
+        # "183": an INVITE gets 183 with the answer, and waits; a CANCEL gets 200 then the
+        # INVITE 487 ("cross": 200 with the answer, as when the CANCEL came too late).
+        self.early = None
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -784,6 +787,8 @@ class Provider:
                     st.send(self.last_ok)  # crossing the ACK, as a 2xx retransmission may
                 if not m.is_request or m.method == "ACK":
                     continue
+                if self.early is not None and self._early(st, m):
+                    continue
                 body = b""
                 if m.method == "INVITE":
                     body = provider_sdp(self.port, [(1, self.suite, self.key)])
@@ -795,6 +800,21 @@ class Provider:
             pass
         finally:
             s.close()
+
+    def _early(self, st, m):
+        sdp = provider_sdp(self.port, [(1, self.suite, self.key)])
+        if m.method == "INVITE":
+            self.invite = m
+            st.send(response_to(m, 183, "Session Progress", sdp))
+            return True
+        if m.method != "CANCEL":
+            return False
+        st.send(response_to(m, 200, "OK"))
+        if self.early == "cross":
+            st.send(response_to(self.invite, 200, "OK", sdp))
+        else:
+            st.send(response_to(self.invite, 487, "Request Terminated"))
+        return True
 
     def wait(self, method, count=1):
         def have():
@@ -925,6 +945,109 @@ class OutboundMediaTest(h.TestCase):
                 px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
                 px.wait_log("media_answer_failed", "from=provider", "code=200")
                 h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after the 488")
+                st.sock.close()
+        finally:
+            prov.close()
+            pbx.close()
+
+    def test_unusable_early_answer_is_cancelled(self):
+        """The provider answers the PBX's INVITE 183 with crypto tlsgate did not offer: the PBX
+        gets 488 at once (its ACK of it ends at tlsgate), the provider a CANCEL of the INVITE
+        (its Request-URI, top Via, From, To, CSeq number) and then tlsgate's ACK of its 487;
+        neither the provider's 200 to the CANCEL nor its 487 reaches the PBX; ports freed, the
+        call counted."""
+        pbx = Pbx()
+        p_port = udp_pair()
+        prov = Provider(p_port, b64key())
+        prov.suite, prov.early = "AES_CM_128_HMAC_SHA1_32", "183"
+        base = random.randrange(30000, 39000, 200)
+        try:
+            cfg = h.base_config()
+            cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}", "connect": prov.addr,
+                                   "mode": "sip", "options_interval_s": 0}
+            cfg["media"] = {"public_address": "127.0.0.1", "internal_address": "127.0.0.1",
+                            "port_range": f"{base}-{base + 199}"}
+            with h.Proxy(cfg) as px:
+                host, port = h.split_addr(px.addr("pbx"))
+                st = Stream(socket.create_connection((host, port), timeout=h.t(10)))
+                st.send(pbx_request("INVITE", "out-early", 1, "einv", pbx_sdp(pbx.rtp_port)))
+                final, got = read_final(st)
+                self.assertEqual([m.code for m in got], [488], got)  # no 183 before it
+                self.assertEqual(final.body, b"")
+                self.assertEqual(final.get("CSeq"), "1 INVITE")
+                self.assertEqual(final.all("Via"), ["SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-einv"])
+                to_tag = re.search(r";tag=([^;>\s]+)", final.get("To")).group(1)
+                st.send(pbx_request("ACK", "out-early", 1, "einv", to_tag=to_tag))  # hop-by-hop
+                (inv,) = prov.wait("INVITE")
+                q_port, _ = media_port(inv.body)
+                (cancel,) = prov.wait("CANCEL")
+                self.assertEqual(cancel.uri, inv.uri)
+                self.assertEqual(cancel.all("Via"), inv.all("Via")[:1])  # tlsgate's, alone
+                self.assertTrue(cancel.get("Via").startswith("SIP/2.0/TLS sbc.tlsgate.test:"))
+                for name in ("From", "To", "Call-ID"):
+                    self.assertEqual(cancel.get(name), inv.get(name), name)
+                self.assertNotIn(";tag=", cancel.get("To"))
+                self.assertEqual(cancel.get("CSeq"), "1 CANCEL")
+                self.assertEqual(cancel.all("Route"), inv.all("Route"))
+                self.assertIn("cause=488", cancel.get("Reason"))
+                (ack,) = prov.wait("ACK")  # of the 487; the PBX's ACK of its 488 stayed
+                self.assertLess(prov.seen.index(cancel), prov.seen.index(ack))
+                self.assertEqual(ack.uri, inv.uri)
+                self.assertEqual(ack.all("Via"), inv.all("Via")[:1])
+                self.assertEqual(ack.get("From"), inv.get("From"))
+                self.assertEqual(ack.get("To"), inv.get("To") + ";tag=pbx-tag")
+                self.assertEqual(ack.get("CSeq"), "1 ACK")
+                # The PBX got nothing but the 488: not the 200 to the CANCEL, not the 487.
+                st.sock.settimeout(h.t(1))
+                self.assertRaises(socket.timeout, st.read)
+                self.assertEqual(px.metric("tlsgate_media_answers_failed_total"), 1)
+                self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 0)
+                px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+                px.wait_log("media_answer_failed", "from=provider", "code=183", "cancel=1")
+                px.wait_log("media_cancelled", "code=487", "acked=1")
+                self.assertEqual(len(prov.wait("ACK")), 1)  # the PBX's ACK of its 488 stayed
+                h.wait_for(lambda: can_bind(q_port), 5, f"port {q_port} free after the 488")
+                st.sock.close()
+        finally:
+            prov.close()
+            pbx.close()
+
+    def test_unusable_early_answer_then_crossing_200(self):
+        """The provider's 200 crosses tlsgate's CANCEL of an INVITE whose 183 it could not use:
+        the provider's dialog is confirmed, so it gets tlsgate's ACK of the 200 and a BYE
+        (Reason cause=488); the PBX has its 488 and nothing more."""
+        pbx = Pbx()
+        p_port = udp_pair()
+        prov = Provider(p_port, b64key())
+        prov.suite, prov.early = "AES_CM_128_HMAC_SHA1_32", "cross"
+        base = random.randrange(30000, 39000, 200)
+        try:
+            cfg = h.base_config()
+            cfg["outbound pbx"] = {"listen": f"127.0.0.1:{h.AUTO}", "connect": prov.addr,
+                                   "mode": "sip", "options_interval_s": 0}
+            cfg["media"] = {"public_address": "127.0.0.1", "internal_address": "127.0.0.1",
+                            "port_range": f"{base}-{base + 199}"}
+            with h.Proxy(cfg) as px:
+                host, port = h.split_addr(px.addr("pbx"))
+                st = Stream(socket.create_connection((host, port), timeout=h.t(10)))
+                st.send(pbx_request("INVITE", "out-cross", 1, "xinv", pbx_sdp(pbx.rtp_port)))
+                final, got = read_final(st)
+                self.assertEqual([m.code for m in got], [488], got)
+                (inv,) = prov.wait("INVITE")
+                prov.wait("CANCEL")
+                (ack,) = prov.wait("ACK")
+                (bye,) = prov.wait("BYE")
+                self.assertLess(prov.seen.index(ack), prov.seen.index(bye))
+                self.assertEqual(ack.uri, "sip:pbx@127.0.0.1:5060;transport=tcp")  # the Contact
+                self.assertEqual(ack.get("To"), inv.get("To") + ";tag=pbx-tag")
+                self.assertNotEqual(ack.get("Via"), inv.all("Via")[0])  # a 2xx ACK: its own
+                self.assertEqual(bye.get("CSeq"), "2 BYE")
+                self.assertIn("cause=488", bye.get("Reason"))
+                st.sock.settimeout(h.t(1))
+                self.assertRaises(socket.timeout, st.read)  # not the 200s, not the BYE's answer
+                self.assertEqual(px.metric("tlsgate_media_answers_failed_total"), 1)
+                self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 1)
+                px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
                 st.sock.close()
         finally:
             prov.close()

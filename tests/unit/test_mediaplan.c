@@ -206,6 +206,59 @@ static void test_dialog_id_route_sets(void **state) {
     assert_true(id.overflow);
 }
 
+// invite_id scans |text| (an INVITE as tlsgate sent it) into |id|. Returns what
+// tg_dialog_id_invite did.
+static int invite_id(struct tg_dialog_id *id, const char *text) {
+    static struct tg_sip_header hdrs[64];
+    struct tg_sip_msg m;
+    assert_int_equal(tg_sip_scan(NULL, &m, hdrs, 64, (const uint8_t *)text, strlen(text)),
+                     TG_SIP_MESSAGE);
+    return tg_dialog_id_invite(id, &m, (const uint8_t *)text);
+}
+
+#define INV_HEAD "INVITE sip:+4930@carrier.example SIP/2.0\r\n"
+#define INV_VIA "Via: SIP/2.0/TLS sbc.example.com:5061;branch=z9hG4bKtok\r\n"
+#define INV_TAIL                                                                                   \
+    "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK-p\r\n"                                          \
+    "From: <sip:100@pbx.example>;tag=p\r\nTo: <sip:+4930@carrier.example>\r\n"                     \
+    "Call-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+
+// What a CANCEL of the initial INVITE repeats is kept from the INVITE as sent: its top Via
+// only, its Route entries across headers; a Via line of several values, a Request-URI that
+// cannot stand in a start line or no room keep nothing, and spoil nothing else.
+static void test_dialog_id_invite(void **state) {
+    (void)state;
+    static struct tg_dialog_id id;
+    memset(&id, 0, sizeof(id));
+    assert_true(invite_id(&id, INV_HEAD INV_VIA "Route: <sip:e1.carrier;lr>, <sip:e2;lr>\r\n"
+                                                "Route: <sip:e3;lr>\r\n" INV_TAIL));
+    assert_true(id.invite);
+    assert_false(id.overflow);
+    assert_field(&id, TG_DID_INV_RURI, "sip:+4930@carrier.example");
+    assert_field(&id, TG_DID_INV_VIA, "SIP/2.0/TLS sbc.example.com:5061;branch=z9hG4bKtok");
+    assert_field(&id, TG_DID_INV_ROUTE, "<sip:e1.carrier;lr>, <sip:e2;lr>, <sip:e3;lr>");
+    assert_field(&id, TG_DID_INV_FROM, "<sip:100@pbx.example>;tag=p");
+    assert_field(&id, TG_DID_INV_TO, "<sip:+4930@carrier.example>");
+    memset(&id, 0, sizeof(id));
+    assert_true(invite_id(&id, INV_HEAD INV_VIA INV_TAIL));
+    assert_field(&id, TG_DID_INV_ROUTE, "");
+    memset(&id, 0, sizeof(id));
+    assert_false(
+        invite_id(&id, INV_HEAD "Via: SIP/2.0/TLS a;branch=z9hG4bK1, SIP/2.0/TCP b\r\n" INV_TAIL));
+    assert_false(invite_id(&id, "INVITE sip:+4930@carri\xc3\xa9r SIP/2.0\r\n" INV_VIA INV_TAIL));
+    assert_false(id.invite);
+    assert_int_equal(id.used, 0);
+    // No room: what did fit is given back, the dialog's other fields keep theirs.
+    static char big[TG_DIALOG_ID_MAX];
+    memset(big, 'r', sizeof(big));
+    assert_true(tg_dialog_id_set(&id, TG_DID_ROUTE_PROV, big, sizeof(big) - 100));
+    assert_false(invite_id(&id, INV_HEAD INV_VIA INV_TAIL));
+    assert_false(id.invite);
+    assert_false(id.overflow);
+    assert_int_equal(id.used, sizeof(big) - 100);
+    assert_true(tg_dialog_id_set(&id, TG_DID_FROM, big, 100));
+}
+
 static void test_dialogs_many(void **state) {
     (void)state;
     struct tg_dialogs t;
@@ -371,6 +424,7 @@ int main(void) {
         cmocka_unit_test(test_slices_disjoint_and_complete),
         cmocka_unit_test(test_dialog_id_bounded),
         cmocka_unit_test(test_dialog_id_route_sets),
+        cmocka_unit_test(test_dialog_id_invite),
         cmocka_unit_test(test_take_give),
         cmocka_unit_test(test_dialogs),
         cmocka_unit_test(test_dialogs_many),

@@ -236,6 +236,78 @@ static void test_own_request_and_its_answer(void **state) {
     assert_non_null(strstr(out, "Via: SIP/2.0/TCP 10.0.0.1:40000;branch=z9hG4bK"));
 }
 
+// A CANCEL of a relayed INVITE repeats the INVITE's top Via (RFC 3261 9.1): its 200, carrying
+// that Via alone, is absorbed; the INVITE's 487, which carries the PBX's Via below it, goes on to
+// the PBX as the answer of the INVITE's own transaction.
+static void test_cancel_repeats_the_invite_via(void **state) {
+    struct env *e = *state;
+    assert_int_equal(feed(e, TG_SIP_SIDE_PBX,
+                          "INVITE sip:+4930@carrier.example SIP/2.0\r\n"
+                          "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK-inv\r\n"
+                          "From: <sip:100@pbx.example>;tag=p\r\nTo: <sip:+4930@carrier.example>\r\n"
+                          "Call-ID: can-1\r\nCSeq: 3 INVITE\r\nContent-Length: 0\r\n\r\n"),
+                     TG_SIPCONN_IDLE);
+    const char *inv = e->f.out[TG_SIP_SIDE_PROVIDER];
+    const char *v = strstr(inv, "Via: ") + 5;
+    const char *v_end = strstr(v, "\r\n");
+    char via[256];
+    snprintf(via, sizeof(via), "%.*s", (int)(v_end - v), v);
+    assert_non_null(strstr(via, "SIP/2.0/TLS sbc.example.com:5061;branch=z9hG4bK"));
+    struct tg_sip_own_req r = {
+        .method = TG_SIP_M_CANCEL,
+        .ruri = "sip:+4930@carrier.example",
+        .from = "<sip:100@pbx.example>;tag=p",
+        .to = "<sip:+4930@carrier.example>",
+        .call_id = "can-1",
+        .reason = "SIP;cause=488",
+        .via = via,
+        .cseq = 3,
+    };
+    r.ruri_len = (uint16_t)strlen(r.ruri);
+    r.from_len = (uint16_t)strlen(r.from);
+    r.to_len = (uint16_t)strlen(r.to);
+    r.call_id_len = (uint16_t)strlen(r.call_id);
+    r.via_len = (uint16_t)strlen(via);
+    char out[2048], want[2048];
+    size_t n = 0;
+    assert_true(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 99, &r,
+                                         (uint8_t *)out, sizeof(out) - 1, &n));
+    out[n] = '\0';
+    snprintf(want, sizeof(want),
+             "CANCEL sip:+4930@carrier.example SIP/2.0\r\nVia: %s\r\nMax-Forwards: 70\r\n"
+             "From: <sip:100@pbx.example>;tag=p\r\nTo: <sip:+4930@carrier.example>\r\n"
+             "Call-ID: can-1\r\nCSeq: 3 CANCEL\r\nReason: SIP;cause=488\r\n"
+             "Content-Length: 0\r\n\r\n",
+             via);
+    assert_string_equal(out, want);
+    e->f.out_len[TG_SIP_SIDE_PROVIDER] = 0;
+    char resp[1024];
+    snprintf(resp, sizeof(resp),
+             "SIP/2.0 200 OK\r\nVia: %s\r\nFrom: <sip:100@pbx.example>;tag=p\r\n"
+             "To: <sip:+4930@carrier.example>;tag=c\r\nCall-ID: can-1\r\nCSeq: 3 CANCEL\r\n"
+             "Content-Length: 0\r\n\r\n",
+             via);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, resp), TG_SIPCONN_IDLE);
+    assert_int_equal(e->f.out_len[TG_SIP_SIDE_PBX], 0);
+    snprintf(resp, sizeof(resp),
+             "SIP/2.0 487 Request Terminated\r\nVia: %s\r\n"
+             "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK-inv\r\n"
+             "From: <sip:100@pbx.example>;tag=p\r\n"
+             "To: <sip:+4930@carrier.example>;tag=c\r\nCall-ID: can-1\r\nCSeq: 3 INVITE\r\n"
+             "Content-Length: 0\r\n\r\n",
+             via);
+    assert_int_equal(feed(e, TG_SIP_SIDE_PROVIDER, resp), TG_SIPCONN_IDLE);
+    assert_non_null(strstr(e->f.out[TG_SIP_SIDE_PBX], "SIP/2.0 487 Request Terminated\r\n"
+                                                      "Via: SIP/2.0/TCP 10.0.0.9:5060;"));
+    for (size_t i = 0; i < TG_SIP_RW_NUM; i++)
+        assert_int_equal(e->ctr.sip_rw_errors[i], 0);
+    // A Via holding a CR or LF is refused like any other value.
+    r.via = "SIP/2.0/TLS x\r\nX: y";
+    r.via_len = (uint16_t)strlen(r.via);
+    assert_false(tg_sipconn_build_request(e->sc, TG_SIP_SIDE_PROVIDER, &e->io.self, 99, &r,
+                                          (uint8_t *)out, sizeof(out), &n));
+}
+
 static void test_errors(void **state) {
     struct env *e = *state;
     // Max-Forwards 0: 483 on the side it came from, the stream goes on.
@@ -482,6 +554,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_busy_queue_blocks_then_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_round_trip_and_foreign_flow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_own_request_and_its_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_repeats_the_invite_via, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_inside, setup, teardown),
