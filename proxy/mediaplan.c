@@ -165,17 +165,6 @@ struct tg_dialog *tg_dialog_by_cookie(struct tg_dialogs *t, uint64_t cookie) {
 // ---------------------------------------------------------------------------------------------
 // The dialog's identity (what tlsgate needs to send requests in it itself).
 
-// header finds the first header |id| of |m|.
-static int header(const struct tg_sip_msg *m, const uint8_t *buf, enum tg_sip_hdr id,
-                  const char **v, size_t *len) {
-    if (m->first[id] < 0)
-        return 0;
-    const struct tg_sip_header *h = &m->headers[m->first[id]];
-    *v = (const char *)buf + h->value.off;
-    *len = h->value.len;
-    return 1;
-}
-
 static int is_ws(char ch) {
     return ch == ' ' || ch == '\t';
 }
@@ -299,7 +288,7 @@ static void set_contact(struct tg_dialog_id *id, enum tg_dlg_side side, const st
                         const uint8_t *buf) {
     const char *v, *u;
     size_t len, n;
-    if (!header(m, buf, TG_SIP_H_CONTACT, &v, &len) || !uri_of(v, len, &u, &n) ||
+    if (!tg_sip_value(m, buf, TG_SIP_H_CONTACT, &v, &len) || !uri_of(v, len, &u, &n) ||
         !tg_sip_sealable((const uint8_t *)u, n)) {
         id->overflow = 1; // no remote target that can stand in a start line
         return;
@@ -314,8 +303,9 @@ void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
     if (id->complete)
         return;
     id->complete = 1;
-    if (!header(m, buf, TG_SIP_H_FROM, &v, &len) || !tg_dialog_id_set(id, TG_DID_FROM, v, len) ||
-        !header(m, buf, TG_SIP_H_TO, &v, &len) || !tg_dialog_id_set(id, TG_DID_TO, v, len)) {
+    if (!tg_sip_value(m, buf, TG_SIP_H_FROM, &v, &len) ||
+        !tg_dialog_id_set(id, TG_DID_FROM, v, len) ||
+        !tg_sip_value(m, buf, TG_SIP_H_TO, &v, &len) || !tg_dialog_id_set(id, TG_DID_TO, v, len)) {
         id->overflow = 1;
         return;
     }
@@ -356,9 +346,10 @@ int tg_dialog_id_invite(struct tg_dialog_id *id, const struct tg_sip_msg *m, con
     int n = m->is_request ? rr_entries(m, buf, TG_SIP_H_ROUTE, e) : -1;
     long route_len = n < 0 ? -1 : join(e, n, 0, route, sizeof(route));
     const char *ruri = (const char *)buf + m->uri.off;
-    if (route_len < 0 || !header(m, buf, TG_SIP_H_VIA, &via, &via_len) ||
-        memchr(via, ',', via_len) != NULL || !header(m, buf, TG_SIP_H_FROM, &from, &from_len) ||
-        !header(m, buf, TG_SIP_H_TO, &to, &to_len) ||
+    if (route_len < 0 || !tg_sip_value(m, buf, TG_SIP_H_VIA, &via, &via_len) ||
+        memchr(via, ',', via_len) != NULL ||
+        !tg_sip_value(m, buf, TG_SIP_H_FROM, &from, &from_len) ||
+        !tg_sip_value(m, buf, TG_SIP_H_TO, &to, &to_len) ||
         !tg_sip_sealable((const uint8_t *)ruri, m->uri.len))
         return 0; // not one Via of its own (tlsgate writes its own on its own line), or no URI
                   // that can stand in a start line

@@ -344,23 +344,13 @@ void tg_mediasig_conn_closed(struct tg_mediasig *ms, uint32_t slot, uint32_t gen
 // ---------------------------------------------------------------------------------------------
 // Reading the message.
 
-static int header(const struct tg_sip_msg *m, const uint8_t *buf, enum tg_sip_hdr id,
-                  const char **v, size_t *len) {
-    if (m->first[id] < 0)
-        return 0;
-    const struct tg_sip_header *h = &m->headers[m->first[id]];
-    *v = (const char *)buf + h->value.off;
-    *len = h->value.len;
-    return 1;
-}
-
 // is_sdp says whether the message carries an SDP body (Content-Type application/sdp).
 static int is_sdp(const struct tg_sip_msg *m, const uint8_t *buf) {
     static const char k_type[] = "application/sdp";
     const size_t n = sizeof(k_type) - 1;
     const char *v;
     size_t len;
-    if (m->body_len == 0 || !header(m, buf, TG_SIP_H_CONTENT_TYPE, &v, &len) || len < n ||
+    if (m->body_len == 0 || !tg_sip_value(m, buf, TG_SIP_H_CONTENT_TYPE, &v, &len) || len < n ||
         strncasecmp(v, k_type, n) != 0)
         return 0;
     return len == n || v[n] == ';' || v[n] == ' ' || v[n] == '\t';
@@ -371,7 +361,7 @@ static int cseq(const struct tg_sip_msg *m, const uint8_t *buf, uint32_t *num,
                 enum tg_sip_method *method) {
     const char *v;
     size_t len, i = 0;
-    if (!header(m, buf, TG_SIP_H_CSEQ, &v, &len))
+    if (!tg_sip_value(m, buf, TG_SIP_H_CSEQ, &v, &len))
         return 0;
     uint64_t n = 0;
     while (i < len && v[i] >= '0' && v[i] <= '9' && n <= UINT32_MAX)
@@ -755,7 +745,7 @@ static enum tg_sip_body on_ending_response(struct tg_mediasig_arg *a, struct tg_
     if (m->code >= 300 && d->cancelled == 1) {
         const char *to;
         size_t to_len;
-        if (header(m, sm->msg, TG_SIP_H_TO, &to, &to_len) &&
+        if (tg_sip_value(m, sm->msg, TG_SIP_H_TO, &to, &to_len) &&
             tg_dialog_id_set(&d->id, TG_DID_TO, to, to_len))
             d->pending |= TG_OWN_ACK_FINAL;
         d->cancelled = 2;
@@ -826,7 +816,7 @@ enum tg_sip_body tg_mediasig_body(void *arg, enum tg_sip_side from, const struct
     uint32_t num;
     enum tg_sip_method method;
     *status = 0;
-    if (!header(m, buf, TG_SIP_H_CALL_ID, &cid, &cid_len) || !cseq(m, buf, &num, &method))
+    if (!tg_sip_value(m, buf, TG_SIP_H_CALL_ID, &cid, &cid_len) || !cseq(m, buf, &num, &method))
         return sdp ? refuse(status, m->is_request ? 400 : 0) : TG_SIP_BODY_KEEP;
     struct tg_dialog *d = tg_dialog_find(&a->ms->dialogs, cid, cid_len);
     struct sdp_msg sm = {

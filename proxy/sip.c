@@ -206,6 +206,16 @@ int tg_sip_find(const struct tg_sip_msg *msg, enum tg_sip_hdr id, unsigned nth) 
     return -1;
 }
 
+int tg_sip_value(const struct tg_sip_msg *msg, const uint8_t *buf, enum tg_sip_hdr id,
+                 const char **v, size_t *len) {
+    if (msg->first[id] < 0)
+        return 0;
+    const struct tg_sip_header *h = &msg->headers[msg->first[id]];
+    *v = (const char *)buf + h->value.off;
+    *len = h->value.len;
+    return 1;
+}
+
 unsigned tg_sip_count(const struct tg_sip_msg *msg, enum tg_sip_hdr id) {
     unsigned n = 0;
     for (unsigned i = 0; i < msg->num_headers; i++)

@@ -175,6 +175,11 @@ const char *tg_sip_header_name(enum tg_sip_hdr id);
 // tg_sip_find returns the index of the |nth| (0-based) header with id |id| in |msg|, or -1.
 int tg_sip_find(const struct tg_sip_msg *msg, enum tg_sip_hdr id, unsigned nth);
 
+// tg_sip_value points |*v| and |*len| at the value of the first header with id |id| of |msg|,
+// in |buf| (the bytes |msg| indexes). Returns 0 when |msg| has none.
+int tg_sip_value(const struct tg_sip_msg *msg, const uint8_t *buf, enum tg_sip_hdr id,
+                 const char **v, size_t *len);
+
 // tg_sip_count returns how many headers with id |id| |msg| indexed.
 unsigned tg_sip_count(const struct tg_sip_msg *msg, enum tg_sip_hdr id);
 
