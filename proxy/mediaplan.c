@@ -283,17 +283,60 @@ static long join(const struct span_ *e, int n, int rev, char *out, size_t cap) {
     return (long)len;
 }
 
+// contact_uri finds the URI of the Contact of |m|: 0 when there is none that can stand in a
+// start line.
+static int contact_uri(const struct tg_sip_msg *m, const uint8_t *buf, const char **u, size_t *n) {
+    const char *v;
+    size_t len;
+    return tg_sip_value(m, buf, TG_SIP_H_CONTACT, &v, &len) && uri_of(v, len, u, n) &&
+           tg_sip_sealable((const uint8_t *)*u, *n);
+}
+
+static enum tg_did_field target_of(enum tg_dlg_side side) {
+    return side == TG_DLG_PROVIDER ? TG_DID_TARGET_PROV : TG_DID_TARGET_PBX;
+}
+
 // set_contact stores the URI of the Contact of |m| as |side|'s remote target.
 static void set_contact(struct tg_dialog_id *id, enum tg_dlg_side side, const struct tg_sip_msg *m,
                         const uint8_t *buf) {
-    const char *v, *u;
-    size_t len, n;
-    if (!tg_sip_value(m, buf, TG_SIP_H_CONTACT, &v, &len) || !uri_of(v, len, &u, &n) ||
-        !tg_sip_sealable((const uint8_t *)u, n)) {
+    const char *u;
+    size_t n;
+    if (!contact_uri(m, buf, &u, &n)) {
         id->overflow = 1; // no remote target that can stand in a start line
         return;
     }
-    tg_dialog_id_set(id, side == TG_DLG_PROVIDER ? TG_DID_TARGET_PROV : TG_DID_TARGET_PBX, u, n);
+    tg_dialog_id_set(id, target_of(side), u, n);
+}
+
+// replace_field puts |len| bytes at |v| in place of field |f|: the old value's bytes are taken
+// out (the fields after it move down), so that a field replaced again and again (a remote
+// target refreshed by every re-INVITE) never eats the buffer. Returns 0, changing nothing, when
+// the new value does not fit.
+static int replace_field(struct tg_dialog_id *id, enum tg_did_field f, const char *v, size_t len) {
+    size_t old = id->len[f], at = id->off[f];
+    if (len > sizeof(id->buf) - (id->used - old))
+        return 0;
+    if (old > 0) {
+        memmove(id->buf + at, id->buf + at + old, id->used - at - old);
+        for (int g = 0; g < TG_DID_NUM; g++)
+            if (g != (int)f && id->off[g] > at)
+                id->off[g] = (uint16_t)(id->off[g] - old);
+        id->used = (uint16_t)(id->used - old);
+        id->len[f] = 0;
+    }
+    return tg_dialog_id_set(id, f, v, len);
+}
+
+void tg_dialog_id_refresh(struct tg_dialog_id *id, enum tg_dlg_side side,
+                          const struct tg_sip_msg *m, const uint8_t *buf) {
+    const char *u;
+    size_t n;
+    if (side != TG_DLG_PROVIDER && side != TG_DLG_PBX)
+        return;
+    if (tg_sip_value(m, buf, TG_SIP_H_CONTACT, &u, &n) == 0)
+        return; // no Contact: the target stays (RFC 3261 12.2.1.2, 12.2.2: "if present")
+    if (!contact_uri(m, buf, &u, &n) || !replace_field(id, target_of(side), u, n))
+        id->overflow = 1; // the old target is stale: better no BYE than one to the wrong place
 }
 
 void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,

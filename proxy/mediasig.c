@@ -607,6 +607,9 @@ static enum tg_sip_body on_request(struct tg_mediasig_arg *a, struct tg_dialog *
     if (d != NULL && m->method != TG_SIP_M_ACK && m->method != TG_SIP_M_CANCEL &&
         sm->cseq > d->id.cseq[sm->side - 1])
         d->id.cseq[sm->side - 1] = sm->cseq; // tlsgate's own requests for this side go above
+    if (d != NULL &&
+        ((m->method == TG_SIP_M_INVITE && d->confirmed) || m->method == TG_SIP_M_UPDATE))
+        tg_dialog_id_refresh(&d->id, sm->side, m, sm->msg); // a target refresh (RFC 3261 12.2.2)
     switch (m->method) {
     case TG_SIP_M_BYE:
         if (d != NULL)
@@ -775,6 +778,9 @@ static enum tg_sip_body on_response(struct tg_mediasig_arg *a, struct tg_dialog 
                             a->rw == NULL                 ? NULL
                             : sm->side == TG_DLG_PROVIDER ? a->rw->fqdn
                                                           : a->rw->inside_host);
+    if (m->code >= 200 && m->code < 300 &&
+        ((method == TG_SIP_M_INVITE && d->confirmed) || method == TG_SIP_M_UPDATE))
+        tg_dialog_id_refresh(&d->id, sm->side, m, sm->msg); // the answerer's (12.2.1.2)
     if (method == TG_SIP_M_INVITE && sm->cseq == d->invite_cseq && m->code >= 300) {
         if (!d->confirmed) {
             end_call(ms, d, "rejected");

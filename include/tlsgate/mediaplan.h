@@ -131,6 +131,14 @@ int tg_dialog_id_invite(struct tg_dialog_id *id, const struct tg_sip_msg *m, con
 void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
                          const struct tg_sip_msg *m, const uint8_t *buf, const char *ours);
 
+// tg_dialog_id_refresh replaces |side|'s remote target with the Contact URI of |m|, a target
+// refresh that side sent (a re-INVITE or UPDATE) or the 2xx with which it answered one (RFC 3261
+// 12.2.1.2, 12.2.2). No Contact: the target stays. A Contact whose URI cannot stand in a start
+// line, or one that does not fit, sets |overflow| (the old target is stale) and leaves the
+// stored fields as they were.
+void tg_dialog_id_refresh(struct tg_dialog_id *id, enum tg_dlg_side side,
+                          const struct tg_sip_msg *m, const uint8_t *buf);
+
 // Requests tlsgate still owes the sides of a call it ended itself (tg_dialog.pending).
 enum {
     TG_OWN_ACK = 1,       // the ACK of the 2xx whose answer could not be used (toward fail_side)

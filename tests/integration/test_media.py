@@ -566,6 +566,37 @@ class MediaCallTest(h.TestCase):
             h.wait_for(lambda: can_bind(q), 5, f"port {q} free after the timeout")
             st.sock.close()
 
+    def test_media_timeout_bye_follows_target_refresh(self):
+        """A re-INVITE's Contact replaces its sender's remote target (RFC 3261 12.2.2): the BYE
+        of the media timeout goes to the provider's new Contact, not the one of its INVITE."""
+        cfg = media_config(self.pbx, self.base)
+        cfg["media"]["timeout_s"] = 1
+        with h.Proxy(cfg) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            p_port = udp_pair()
+            ok, got = self.invite(st, "media-rt", 1, "rtinv", provider_sdp(p_port, [(1, SUITE80, b64key())]))
+            self.assertEqual(ok.code, 200, got)
+            to_tag = re.search(r";tag=([^;>\s]+)", ok.get("To")).group(1)
+            st.send(request("ACK", "media-rt", 1, "rtack", to_tag=to_tag, route=ok.all("Record-Route")))
+            moved = b"Contact: <sip:carrier@127.0.0.1:5071;transport=tls>"
+            reinv = request("INVITE", "media-rt", 2, "rtre", provider_sdp(p_port, [(1, SUITE80, b64key())]),
+                            to_tag=to_tag, route=ok.all("Record-Route"))
+            st.send(reinv.replace(b"Contact: <sip:carrier@127.0.0.1:5061;transport=tls>", moved))
+            ok2, got = read_final(st)
+            self.assertEqual(ok2.code, 200, got)
+            st.send(request("ACK", "media-rt", 2, "rtack2", to_tag=to_tag, route=ok.all("Record-Route")))
+            st.sock.settimeout(h.t(10))
+            bye = st.read()
+            self.assertEqual((bye.method, bye.uri), ("BYE", "sip:carrier@127.0.0.1:5071;transport=tls"), bye)
+            self.assertEqual(bye.get("CSeq"), "1 BYE")
+            (pbye,) = self.pbx.wait("BYE", call_id="media-rt")
+            self.assertEqual(pbye.uri, "sip:pbx@127.0.0.1:5060;transport=tcp")
+            self.assertEqual(pbye.get("CSeq"), "3 BYE")  # above the provider's re-INVITE
+            st.send(response_to(bye, 200, "OK"))
+            self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 2)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            st.sock.close()
+
     def test_media_timeout_spares_a_call_with_packets(self):
         """Packets keep a call alive past timeout_s (the timer re-arms from the last packet);
         once they stop, it times out."""

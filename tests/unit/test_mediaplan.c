@@ -206,6 +206,75 @@ static void test_dialog_id_route_sets(void **state) {
     assert_true(id.overflow);
 }
 
+// refresh_id scans |text| (a target refresh of |side|, or its 2xx to one) into |id|.
+static void refresh_id(struct tg_dialog_id *id, enum tg_dlg_side side, const char *text) {
+    static struct tg_sip_header hdrs[64];
+    struct tg_sip_msg m;
+    assert_int_equal(tg_sip_scan(NULL, &m, hdrs, 64, (const uint8_t *)text, strlen(text)),
+                     TG_SIP_MESSAGE);
+    tg_dialog_id_refresh(id, side, &m, (const uint8_t *)text);
+}
+
+#define REINV_HEAD                                                                                 \
+    "INVITE sip:pbx@10.0.0.9 SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1;branch=z9hG4bKr\r\n"            \
+    "From: <sip:c@example.net>;tag=f\r\nTo: <sip:pbx@example.net>;tag=t\r\n"                       \
+    "Call-ID: id-1\r\nCSeq: 2 INVITE\r\n"
+
+// A target refresh replaces that side's remote target in place, again and again without
+// filling the buffer; no Contact keeps it; an unusable or oversize one sets overflow and leaves
+// every stored field as it was.
+static void test_dialog_id_refresh(void **state) {
+    (void)state;
+    static struct tg_dialog_id id;
+    answer_id(&id, TG_DLG_PBX,
+              RESP_HEAD "Record-Route: <sip:10.0.0.1;lr>, <sip:edge1.example;lr>\r\n"
+                        "Contact: <sip:pbx@10.0.0.9>\r\nContent-Length: 0\r\n\r\n",
+              "10.0.0.1");
+    assert_true(tg_dialog_id_set(&id, TG_DID_TARGET_PROV, "sip:gw@192.0.2.1", 16));
+    uint16_t used = id.used;
+    for (int k = 0; k < 200; k++)
+        refresh_id(&id, TG_DLG_PROVIDER,
+                   k % 2 == 0 ? REINV_HEAD
+                       "Contact: <sip:gw@192.0.2.1>\r\nContent-Length: 0\r\n\r\n"
+                              : REINV_HEAD "Contact: \"GW\" <sip:gw@192.0.2.77:5061;transport=tls>"
+                                           ";expires=60\r\nContent-Length: 0\r\n\r\n");
+    assert_false(id.overflow);
+    assert_field(&id, TG_DID_TARGET_PROV, "sip:gw@192.0.2.77:5061;transport=tls");
+    assert_int_equal(id.used, used + 20); // the new URI's extra bytes, nothing more
+    // The fields stored after and before the replaced one are intact.
+    assert_field(&id, TG_DID_FROM, "\"Carrier\" <sip:c@example.net>;tag=f");
+    assert_field(&id, TG_DID_TO, "<sip:pbx@example.net>;tag=t");
+    assert_field(&id, TG_DID_TARGET_PBX, "sip:pbx@10.0.0.9");
+    assert_field(&id, TG_DID_ROUTE_PROV, "<sip:edge1.example;lr>");
+    // The PBX's 2xx to it refreshes the PBX's target.
+    refresh_id(&id, TG_DLG_PBX,
+               RESP_HEAD "Contact: <sip:pbx2@10.0.0.10>\r\nContent-Length: 0\r\n\r\n");
+    assert_field(&id, TG_DID_TARGET_PBX, "sip:pbx2@10.0.0.10");
+    assert_field(&id, TG_DID_TARGET_PROV, "sip:gw@192.0.2.77:5061;transport=tls");
+    // No Contact: the target stays.
+    refresh_id(&id, TG_DLG_PROVIDER, REINV_HEAD "Content-Length: 0\r\n\r\n");
+    assert_false(id.overflow);
+    assert_field(&id, TG_DID_TARGET_PROV, "sip:gw@192.0.2.77:5061;transport=tls");
+    // Oversize: refused, overflow set, nothing moved.
+    static char big[TG_DIALOG_ID_MAX + 256];
+    int n = snprintf(big, sizeof(big), REINV_HEAD "Contact: <sip:");
+    memset(big + n, 'a', TG_DIALOG_ID_MAX);
+    snprintf(big + n + TG_DIALOG_ID_MAX, sizeof(big) - (size_t)n - TG_DIALOG_ID_MAX,
+             "@x>\r\nContent-Length: 0\r\n\r\n");
+    used = id.used;
+    refresh_id(&id, TG_DLG_PROVIDER, big);
+    assert_true(id.overflow);
+    assert_int_equal(id.used, used);
+    assert_field(&id, TG_DID_TARGET_PROV, "sip:gw@192.0.2.77:5061;transport=tls");
+    assert_field(&id, TG_DID_TO, "<sip:pbx@example.net>;tag=t");
+    // A URI that cannot stand in a start line: overflow.
+    id.overflow = 0;
+    refresh_id(&id, TG_DLG_PBX,
+               REINV_HEAD "Contact: <sip:pb\xc3\xa9@10.0.0.9>\r\nContent-Length: 0\r\n\r\n");
+    assert_true(id.overflow);
+    assert_field(&id, TG_DID_TARGET_PBX, "sip:pbx2@10.0.0.10");
+}
+
 // invite_id scans |text| (an INVITE as tlsgate sent it) into |id|. Returns what
 // tg_dialog_id_invite did.
 static int invite_id(struct tg_dialog_id *id, const char *text) {
@@ -424,6 +493,7 @@ int main(void) {
         cmocka_unit_test(test_slices_disjoint_and_complete),
         cmocka_unit_test(test_dialog_id_bounded),
         cmocka_unit_test(test_dialog_id_route_sets),
+        cmocka_unit_test(test_dialog_id_refresh),
         cmocka_unit_test(test_dialog_id_invite),
         cmocka_unit_test(test_take_give),
         cmocka_unit_test(test_dialogs),
