@@ -133,6 +133,7 @@ class Pbx:
         self.version = 1
         self.early_media = False  # 183 with the answer before the 200
         self.answer = 200  # 180 only: ring until CANCEL; 486: busy
+        self.ring = (180, "Ringing")  # the 1xx of answer != 200 (and its body, if any)
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads += [threading.Thread(target=self._echo, args=(s,), daemon=True)
                          for s in self.udp]
@@ -167,7 +168,7 @@ class Pbx:
                 if not m.is_request or m.method == "ACK":
                     continue
                 if m.method == "INVITE" and self.answer != 200:
-                    st.send(response_to(m, 180, "Ringing"))
+                    st.send(response_to(m, *self.ring))
                     if self.answer == 486:
                         st.send(response_to(m, 486, "Busy Here"))
                     else:
@@ -595,6 +596,48 @@ class MediaCallTest(h.TestCase):
             st.send(response_to(bye, 200, "OK"))
             self.assertEqual(px.metric("tlsgate_media_byes_sent_total"), 2)
             px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            st.sock.close()
+
+    def test_unusable_pbx_early_answer_is_cancelled(self):
+        """The PBX answers the provider's INVITE 183 with SDP tlsgate cannot use (a host name
+        for an address): the provider gets 488 at once (its ACK of it ends at tlsgate), the PBX
+        a CANCEL over TCP and then tlsgate's ACK of its 487; neither the PBX's 200 to the
+        CANCEL nor its 487 reaches the provider."""
+        self.pbx.answer = 180
+        bad = pbx_sdp(self.pbx.rtp_port).replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 pbx.example")
+        self.pbx.ring = (183, "Session Progress", bad)
+        with h.Proxy(media_config(self.pbx, self.base)) as px:
+            st = Stream(h.tls_connect(px.addr("provider")))
+            p_port = udp_pair()
+            final, got = self.invite(st, "media-e18", 1, "e18inv", provider_sdp(p_port, [(1, SUITE80, b64key())]))
+            self.assertEqual(final.code, 488, got)
+            self.assertEqual([m.code for m in got if m.code != 100], [488], got)  # no 183
+            self.assertEqual(final.body, b"")
+            self.assertEqual(final.get("CSeq"), "1 INVITE")
+            self.assertEqual(final.all("Via"), ["SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-e18inv"])
+            to_tag = re.search(r";tag=([^;>\s]+)", final.get("To")).group(1)
+            st.send(request("ACK", "media-e18", 1, "e18inv", to_tag=to_tag))  # hop by hop
+            (inv,) = self.pbx.wait("INVITE", call_id="media-e18")
+            (cancel,) = self.pbx.wait("CANCEL", call_id="media-e18")
+            self.assertEqual(cancel.uri, inv.uri)
+            self.assertEqual(cancel.all("Via"), inv.all("Via")[:1])  # tlsgate's, alone
+            for name in ("From", "To", "Call-ID"):
+                self.assertEqual(cancel.get(name), inv.get(name), name)
+            self.assertEqual(cancel.get("CSeq"), "1 CANCEL")
+            self.assertIn("cause=488", cancel.get("Reason"))
+            (ack,) = self.pbx.wait("ACK", call_id="media-e18")  # of the 487; the provider's stayed
+            self.assertEqual(ack.uri, inv.uri)
+            self.assertEqual(ack.all("Via"), inv.all("Via")[:1])
+            self.assertEqual(ack.get("To"), inv.get("To") + ";tag=pbx-tag")
+            self.assertEqual(ack.get("CSeq"), "1 ACK")
+            # The provider got nothing but the 488: not the 200 to the CANCEL, not the 487.
+            st.sock.settimeout(h.t(1))
+            self.assertRaises(socket.timeout, st.read)
+            self.assertEqual(len(self.pbx.requests("ACK", "media-e18")), 1)
+            self.assertEqual(px.metric("tlsgate_media_answers_failed_total"), 1)
+            px.wait_metric("tlsgate_media_calls_active", lambda v: v == 0)
+            px.wait_log("media_answer_failed", "from=pbx", "code=183", "cancel=1")
+            px.wait_log("media_cancelled", "code=487", "acked=1")
             st.sock.close()
 
     def test_media_timeout_spares_a_call_with_packets(self):
