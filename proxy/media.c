@@ -127,7 +127,7 @@ static void drop(struct tg_media *m, unsigned bid) {
 static void send_from(struct tg_media *m, int fd, unsigned bid, uint8_t *pkt, size_t n,
                       const struct sockaddr_storage *to) {
     struct tg_media_tx *t = &m->tx[bid];
-    t->to = *to;
+    memcpy(&t->to, to, ss_len(to)); // per packet: the address's own size, not the storage's
     struct io_uring_sqe *sqe = tg_loop_sqe(m->loop);
     if (m->loop->has_send_addr) {
         io_uring_prep_send(sqe, fd, pkt, n, 0);

@@ -222,7 +222,7 @@ static enum tg_dlg_side own_request(struct tg_dialog *d, uint8_t bit, struct tg_
     } else {
         r->cseq = d->id.cseq[speaker - 1] + 1; // above anything that side sent (flush_own
                                                // counts it once the request is out)
-        r->reason = k_reason[d->why < 3 ? d->why : 0];
+        r->reason = k_reason[d->why < sizeof(k_reason) / sizeof(k_reason[0]) ? d->why : WHY_NONE];
     }
     return toward;
 }
