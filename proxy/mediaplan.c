@@ -5,11 +5,11 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/siphash.h>
 
 #include "tlsgate/siporig.h"
+#include "tlsgate/siprw.h"
 
 // ---------------------------------------------------------------------------------------------
 // Port allocator.
@@ -169,54 +169,16 @@ static int is_ws(char ch) {
     return ch == ' ' || ch == '\t';
 }
 
-// uri_of finds the URI of a Contact or Record-Route element [v, v + len): between < and > in a
-// name-addr, else up to the first ';' (header parameters), ',' or white space.
+// uri_of finds the URI of the first element of a Contact or Record-Route value [v, v + len), as
+// the rewriter reads it (siprw.h): the far side sees the element tlsgate saw.
 static int uri_of(const char *v, size_t len, const char **out, size_t *out_len) {
-    const char *lt = memchr(v, '<', len);
-    if (lt != NULL) {
-        const char *gt = memchr(lt, '>', len - (size_t)(lt - v));
-        if (gt == NULL || gt == lt + 1)
-            return 0;
-        *out = lt + 1;
-        *out_len = (size_t)(gt - lt - 1);
-        return 1;
-    }
-    size_t i = 0;
-    while (i < len && is_ws(v[i]))
-        i++;
-    size_t j = i;
-    while (j < len && v[j] != ';' && v[j] != ',' && !is_ws(v[j]))
-        j++;
-    *out = v + i;
-    *out_len = j - i;
-    return j > i;
-}
-
-// uri_host_is says whether the host of sip(s) URI [u, u + n) is |host| (ignoring case).
-static int uri_host_is(const char *u, size_t n, const char *host) {
-    size_t i = 0;
-    if (n > 4 && strncasecmp(u, "sip:", 4) == 0)
-        i = 4;
-    else if (n > 5 && strncasecmp(u, "sips:", 5) == 0)
-        i = 5;
-    else
+    const struct tg_cur c = {(const uint8_t *)v, len};
+    size_t off, end;
+    if (!tg_sip_elem_uri(&c, 0, tg_sip_elem_end(&c, 0, len), &off, &end))
         return 0;
-    size_t end = i;
-    while (end < n && u[end] != ';' && u[end] != '?')
-        end++;
-    const char *at = memchr(u + i, '@', end - i);
-    if (at != NULL)
-        i = (size_t)(at - u) + 1;
-    size_t h = i;
-    if (h < end && u[h] == '[') {
-        while (h < end && u[h] != ']')
-            h++;
-        h += h < end;
-    } else {
-        while (h < end && u[h] != ':')
-            h++;
-    }
-    return host != NULL && strlen(host) == h - i && strncasecmp(u + i, host, h - i) == 0;
+    *out = v + off;
+    *out_len = end - off;
+    return 1;
 }
 
 #define MAX_RR 16 // Record-Route entries tlsgate keeps of a dialog; more: no requests of its own
@@ -226,8 +188,8 @@ struct span_ {
     size_t n;
 };
 
-// rr_entries splits every Record-Route of |m| into its entries (commas outside <> and quotes).
-// Returns their number, or -1 over MAX_RR.
+// rr_entries splits every header |hid| (Record-Route, Route) of |m| into its entries, as the
+// rewriter does (tg_sip_elem_end). Returns their number, or -1 over MAX_RR.
 static int rr_entries(const struct tg_sip_msg *m, const uint8_t *buf, enum tg_sip_hdr hid,
                       struct span_ *out) {
     int num = 0;
@@ -236,29 +198,19 @@ static int rr_entries(const struct tg_sip_msg *m, const uint8_t *buf, enum tg_si
         if (h->id != hid)
             continue;
         const char *v = (const char *)buf + h->value.off;
-        size_t len = h->value.len, a = 0;
-        int angle = 0, quote = 0;
-        for (size_t i = 0; i <= len; i++) {
-            char ch = i < len ? v[i] : ',';
-            if (ch == '"' && !angle)
-                quote = !quote;
-            else if (ch == '<' && !quote)
-                angle = 1;
-            else if (ch == '>' && !quote)
-                angle = 0;
-            if (ch != ',' || angle || quote)
-                continue;
-            size_t b = i;
+        const struct tg_cur c = {(const uint8_t *)v, h->value.len};
+        for (size_t i = 0; i <= c.len;) {
+            size_t a = i, b = tg_sip_elem_end(&c, i, c.len);
+            i = b + 1;
             while (a < b && is_ws(v[a]))
                 a++;
             while (b > a && is_ws(v[b - 1]))
                 b--;
-            if (b > a) {
-                if (num == MAX_RR)
-                    return -1;
-                out[num++] = (struct span_){v + a, b - a};
-            }
-            a = i + 1;
+            if (b == a)
+                continue;
+            if (num == MAX_RR)
+                return -1;
+            out[num++] = (struct span_){v + a, b - a};
         }
     }
     return num;
@@ -361,9 +313,9 @@ void tg_dialog_id_answer(struct tg_dialog_id *id, enum tg_dlg_side callee,
     }
     int at = -1;
     for (int k = 0; k < n && at < 0; k++) {
-        const char *u;
-        size_t un;
-        if (uri_of(e[k].p, e[k].n, &u, &un) && uri_host_is(u, un, ours))
+        const struct tg_cur c = {(const uint8_t *)e[k].p, e[k].n};
+        size_t off, end;
+        if (tg_sip_elem_uri(&c, 0, c.len, &off, &end) && tg_sip_uri_host_is(&c, off, end, ours))
             at = k;
     }
     if (at < 0)

@@ -30,9 +30,7 @@ static void trim(const struct tg_cur *c, size_t *a, size_t *b) {
         (*b)--;
 }
 
-// elem_end returns the end of the list element starting at |i| in [i, end): the first comma
-// outside quotes and angle brackets, or |end|.
-static size_t elem_end(const struct tg_cur *c, size_t i, size_t end) {
+size_t tg_sip_elem_end(const struct tg_cur *c, size_t i, size_t end) {
     int in_quote = 0, in_angle = 0;
     for (; i < end; i++) {
         int ch = tg_cur_at(c, i);
@@ -565,7 +563,7 @@ static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_
     size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
     int first = 1;
     while (i <= end) {
-        size_t e = elem_end(c, i, end);
+        size_t e = tg_sip_elem_end(c, i, end);
         size_t a = i, b = e;
         trim(c, &a, &b);
         if (!first)
@@ -579,17 +577,34 @@ static void put_contact(struct out *o, const struct tg_sip_rw_cfg *cfg, enum tg_
     put_eol(o);
 }
 
-// elem_uri finds the URI of a name-addr / addr-spec element [a, b).
-static int elem_uri(const struct tg_cur *c, size_t a, size_t b, struct uri *u) {
+int tg_sip_elem_uri(const struct tg_cur *c, size_t a, size_t b, size_t *off, size_t *end) {
     size_t lt = find_unquoted(c, a, b, '<');
     if (lt == TG_NPOS) {
         size_t semi = tg_cur_find(c, a, b, ';');
-        return parse_sip_uri(c, a, semi == TG_NPOS ? b : semi, u);
+        b = semi == TG_NPOS ? b : semi;
+        trim(c, &a, &b);
+    } else {
+        size_t gt = tg_cur_find(c, lt, b, '>');
+        if (gt == TG_NPOS)
+            return 0;
+        a = lt + 1;
+        b = gt;
     }
-    size_t gt = tg_cur_find(c, lt, b, '>');
-    if (gt == TG_NPOS)
-        return 0;
-    return parse_sip_uri(c, lt + 1, gt, u);
+    *off = a;
+    *end = b;
+    return b > a;
+}
+
+// elem_uri finds and splits the sip/sips URI of a name-addr / addr-spec element [a, b).
+static int elem_uri(const struct tg_cur *c, size_t a, size_t b, struct uri *u) {
+    size_t off, end;
+    return tg_sip_elem_uri(c, a, b, &off, &end) && parse_sip_uri(c, off, end, u);
+}
+
+int tg_sip_uri_host_is(const struct tg_cur *c, size_t off, size_t end, const char *host) {
+    struct uri u;
+    return host != NULL && parse_sip_uri(c, off, end, &u) &&
+           tg_cur_ieq(c, u.host_off, u.host_end - u.host_off, host, strlen(host));
 }
 
 // put_value_from writes header |h| with its value starting at |from| (dropping the elements
@@ -661,7 +676,7 @@ static void route_drop(const struct tg_sip_rw_cfg *cfg, const struct tg_cur *c,
             continue;
         size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
         for (;;) {
-            size_t e = elem_end(c, i, end);
+            size_t e = tg_sip_elem_end(c, i, end);
             size_t a = i, b = e;
             trim(c, &a, &b);
             struct uri u;
@@ -744,7 +759,7 @@ enum tg_sip_rw tg_sip_rewrite_request(const struct tg_sip_rw_cfg *cfg, uint8_t *
 
     // Our Via, Record-Route and (when missing) Max-Forwards go on top.
     const struct tg_sip_header *top = &msg->headers[via];
-    size_t te = elem_end(&c, top->value.off, (size_t)top->value.off + top->value.len);
+    size_t te = tg_sip_elem_end(&c, top->value.off, (size_t)top->value.off + top->value.len);
     char token[TG_SIP_TOKEN_LEN];
     tg_sip_flow_encode(cfg, token, from, tx_hash(cfg, &c, top->value.off, te));
     header_begin(&o);
@@ -825,7 +840,7 @@ static void put_record_route(struct out *o, const struct tg_sip_rw_cfg *cfg, enu
     size_t i = h->value.off, end = (size_t)h->value.off + h->value.len;
     int first = 1;
     for (;;) {
-        size_t e = elem_end(c, i, end);
+        size_t e = tg_sip_elem_end(c, i, end);
         size_t a = i, b = e;
         trim(c, &a, &b);
         if (!first)
@@ -886,7 +901,7 @@ enum tg_sip_rw tg_sip_rewrite_response(const struct tg_sip_rw_cfg *cfg,
         return TG_SIP_RW_DROP_NO_VIA;
     const struct tg_sip_header *top = &msg->headers[via];
     size_t vend = (size_t)top->value.off + top->value.len;
-    size_t te = elem_end(&c, top->value.off, vend);
+    size_t te = tg_sip_elem_end(&c, top->value.off, vend);
     size_t a = top->value.off, b = te;
     trim(&c, &a, &b);
     enum tg_sip_rw r = check_top_via(cfg, &c, a, b, arrived_from, out_flow);

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tlsgate/cursor.h"
 #include "tlsgate/sip.h"
 #include "tlsgate/siporig.h"
 
@@ -146,5 +147,18 @@ int tg_sip_build_response(uint8_t *out, size_t out_cap, size_t *out_len,
 // addressed to the SBC itself: sip: or sips:, no user part, host equal to |fqdn| (ignoring
 // case; any port and parameters).
 int tg_sip_is_options_to_us(const struct tg_sip_msg *msg, const uint8_t *buf, const char *fqdn);
+
+// Address headers (Contact, Route, Record-Route) as the rewriter reads them, for the modules
+// that read them too (mediaplan.c's dialog record), so that both agree on every element.
+// tg_sip_elem_end returns the end of the list element starting at |i| in [i, end) of |c|: the
+// first comma outside quotes (with their backslash escapes) and angle brackets, or |end|.
+size_t tg_sip_elem_end(const struct tg_cur *c, size_t i, size_t end);
+// tg_sip_elem_uri finds the URI of the name-addr or addr-spec element [a, b): between the first
+// '<' outside quotes and the next '>', else up to the first ';' (header parameters), trimmed.
+// Returns 0 when there is none (no '>', or empty).
+int tg_sip_elem_uri(const struct tg_cur *c, size_t a, size_t b, size_t *off, size_t *end);
+// tg_sip_uri_host_is says whether the host of the sip/sips URI [off, end) is |host| (ASCII case
+// ignored, any port).
+int tg_sip_uri_host_is(const struct tg_cur *c, size_t off, size_t end, const char *host);
 
 #endif // TLSGATE_SIPRW_H

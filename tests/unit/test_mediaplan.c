@@ -190,6 +190,16 @@ static void test_dialog_id_route_sets(void **state) {
     assert_field(&id, TG_DID_ROUTE_PROV, "<sip:e.carrier;lr>");
     assert_field(&id, TG_DID_ROUTE_PBX, "");
     assert_field(&id, TG_DID_TARGET_PROV, "sip:gw@192.0.2.1");
+    // A display name may hold '<', '>' and ',' in its quotes: the elements and URIs are the
+    // rewriter's (what the far side sees), not the first '<' or comma of the value.
+    answer_id(&id, TG_DLG_PBX,
+              RESP_HEAD "Record-Route: \"a, <b>\" <sip:p1.example;lr>, <sip:10.0.0.1;lr>\r\n"
+                        "Contact: \"PBX <x>, \\\"y\" <sip:pbx@10.0.0.9>\r\n"
+                        "Content-Length: 0\r\n\r\n",
+              "10.0.0.1");
+    assert_false(id.overflow);
+    assert_field(&id, TG_DID_TARGET_PBX, "sip:pbx@10.0.0.9");
+    assert_field(&id, TG_DID_ROUTE_PBX, "\"a, <b>\" <sip:p1.example;lr>");
     // No usable target (an 8-bit byte, no Contact at all), too many entries: no requests.
     answer_id(&id, TG_DLG_PBX,
               RESP_HEAD "Contact: <sip:pb\xc3\xa9@10.0.0.9>\r\nContent-Length: 0\r\n\r\n",
